@@ -1,0 +1,1 @@
+"""Datasets: downloads, the shapes world, readers, vocabulary, HDF5 caches, torch Datasets."""
