@@ -1,0 +1,96 @@
+"""The prepared split cache: one HDF5 file per split.
+
+Layout of ``<split>.h5`` (N images, C = captions_per_image, L = max_len + 2)::
+
+    images             uint8  (N, 3, S, S)   RGB, resized to S x S, one chunk per image
+    image_ids          int64  (N,)
+    captions           int32  (N, C, L)      <start> w.. <end> <pad>.., ids of word_map.json
+    caption_lengths    int32  (N, C)         tokens incl. <start> and <end>
+    references         str    (M,)           every raw reference of every image, in order
+    reference_offsets  int64  (N + 1,)       image i's references are [offsets[i], offsets[i+1])
+
+and attributes ``dataset``, ``split``, ``image_size``, ``captions_per_image``, ``max_len``.
+Files are written under a temporary name and renamed into place, so a killed or failed write
+never leaves a half-file where a good one is expected.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+STR = h5py.string_dtype("utf-8")
+
+
+class SplitWriter:
+    """Streams images and captions into ``<split>.h5`` a block at a time, so memory stays flat."""
+
+    def __init__(self, path: Path, *, image_size: int, captions_per_image: int, max_len: int,
+                 attrs: dict, block: int = 256):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        S, C, L = image_size, captions_per_image, max_len + 2
+        self.f = h5py.File(self.tmp, "w")
+        self.f.attrs.update({**attrs, "image_size": S, "captions_per_image": C, "max_len": max_len})
+        self.images = self.f.create_dataset("images", (0, 3, S, S), np.uint8, maxshape=(None, 3, S, S),
+                                            chunks=(1, 3, S, S))
+        self.image_ids = self.f.create_dataset("image_ids", (0,), np.int64, maxshape=(None,), chunks=(4096,))
+        self.captions = self.f.create_dataset("captions", (0, C, L), np.int32, maxshape=(None, C, L),
+                                              chunks=(max(1, 4096 // C), C, L))
+        self.lengths = self.f.create_dataset("caption_lengths", (0, C), np.int32, maxshape=(None, C),
+                                             chunks=(4096, C))
+        self.block = block
+        self._buf_images = np.empty((block, 3, S, S), np.uint8)
+        self._buf_ids = np.empty(block, np.int64)
+        self._buf_caps = np.empty((block, C, L), np.int32)
+        self._buf_lens = np.empty((block, C), np.int32)
+        self._n_buf = 0
+        self.n = 0
+        self._references: list[str] = []
+        self._offsets: list[int] = [0]
+
+    def add(self, image: np.ndarray, image_id: int, captions: np.ndarray, lengths: np.ndarray,
+            references: list[str]) -> None:
+        k = self._n_buf
+        self._buf_images[k], self._buf_ids[k], self._buf_caps[k], self._buf_lens[k] = image, image_id, captions, lengths
+        self._references.extend(references)
+        self._offsets.append(len(self._references))
+        self._n_buf += 1
+        if self._n_buf == self.block:
+            self._flush()
+
+    def _flush(self) -> None:
+        k, n = self._n_buf, self.n
+        for ds, buf in ((self.images, self._buf_images), (self.image_ids, self._buf_ids),
+                        (self.captions, self._buf_caps), (self.lengths, self._buf_lens)):
+            ds.resize(n + k, axis=0)
+            ds[n:n + k] = buf[:k]
+        self.n += k
+        self._n_buf = 0
+
+    def close(self) -> None:
+        """Finish the file and rename it into place."""
+        self._flush()
+        self.f.create_dataset("references", data=np.array(self._references, dtype=object), dtype=STR)
+        self.f.create_dataset("reference_offsets", data=np.asarray(self._offsets, np.int64))
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the temporary file; the previous good file, if any, stays."""
+        try:
+            self.f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def read_references(path: Path) -> dict[int, list[str]]:
+    """image id -> every raw reference caption of that image, from a split file."""
+    with h5py.File(path, "r") as f:
+        ids = f["image_ids"][:]
+        offsets = f["reference_offsets"][:]
+        refs = f["references"].asstr()[:]
+    return {int(i): list(refs[offsets[k]:offsets[k + 1]]) for k, i in enumerate(ids)}

@@ -1,0 +1,72 @@
+"""The word map: built from training captions only, with the four special tokens first."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from capt.errors import CaptError
+
+PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+SPECIALS = (PAD, START, END, UNK)
+
+
+class Vocabulary:
+    """A bijection word <-> id. ``<pad>`` is 0 so zero-filled tensors are padding."""
+
+    def __init__(self, words: Iterable[str]):
+        words = list(words)
+        if tuple(words[: len(SPECIALS)]) != SPECIALS:
+            raise CaptError(f"a word map must start with {', '.join(SPECIALS)}; got {words[:4]}")
+        self.words: list[str] = words
+        self.word_map: dict[str, int] = {w: i for i, w in enumerate(words)}
+        if len(self.word_map) != len(words):
+            raise CaptError("a word map has a repeated word")
+        self.pad, self.start, self.end, self.unk = (self.word_map[s] for s in SPECIALS)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, tokens: list[str], max_len: int) -> list[int]:
+        """``<start> w1 .. wn <end> <pad>..`` of length ``max_len + 2``; tokens beyond max_len are cut."""
+        ids = [self.word_map.get(t, self.unk) for t in tokens[:max_len]]
+        ids = [self.start, *ids, self.end]
+        return ids + [self.pad] * (max_len + 2 - len(ids))
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Words up to the first ``<end>``, specials (start, pad) dropped."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == self.end:
+                break
+            if i in (self.start, self.pad):
+                continue
+            out.append(self.words[i])
+        return out
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.word_map, indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Vocabulary:
+        try:
+            word_map = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CaptError(f"{path}: cannot read word map ({e})") from None
+        words = sorted(word_map, key=word_map.__getitem__)
+        if [word_map[w] for w in words] != list(range(len(words))):
+            raise CaptError(f"{path}: word map ids are not 0..{len(words) - 1}")
+        return cls(words)
+
+
+def build_vocabulary(token_lists: Iterable[list[str]], min_word_freq: int) -> tuple[Vocabulary, Counter]:
+    """Words seen at least ``min_word_freq`` times, most frequent first (ties alphabetical)."""
+    counts: Counter = Counter()
+    for tokens in token_lists:
+        counts.update(tokens)
+    kept = sorted((w for w, c in counts.items() if c >= min_word_freq and w not in SPECIALS),
+                  key=lambda w: (-counts[w], w))
+    return Vocabulary([*SPECIALS, *kept]), counts
