@@ -1,0 +1,60 @@
+"""What every stage shares: reading its own params section into a typed config, logging, and
+turning user mistakes (CaptError) into one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import yaml
+
+from capt.errors import CaptError
+
+PARAMS = Path("params.yaml")
+T = TypeVar("T")
+
+
+def read_params(*keys: str, path: Path = PARAMS) -> Any:
+    """The params.yaml value at ``keys`` (e.g. ``read_params("download", "shapes")``)."""
+    try:
+        value = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise CaptError(f"{path}: missing; run stages from the repository root") from None
+    except yaml.YAMLError as e:
+        raise CaptError(f"{path}: malformed YAML ({e})".replace("\n", " ")) from None
+    for i, key in enumerate(keys):
+        if not isinstance(value, dict) or key not in value:
+            raise CaptError(f"{path}: no section {'.'.join(keys[: i + 1])!r}")
+        value = value[key]
+    return value
+
+
+def make_config(cls: type[T], values: dict, section: str) -> T:
+    """``cls(**values)``, naming the section and key when a key is unknown."""
+    if not isinstance(values, dict):
+        raise CaptError(f"{PARAMS}: {section} must be a mapping, got {values!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise CaptError(f"{PARAMS}: unknown key(s) {', '.join(unknown)} in {section} "
+                        f"(known: {', '.join(sorted(known))})")
+    return cls(**values)
+
+
+def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
+    """Decorate a stage command: log to stderr; a CaptError exits 1 with one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        try:
+            fn(*args, **kwargs)
+        except CaptError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper

@@ -1,0 +1,44 @@
+"""Stage download@<dataset>: fetch a real dataset's archives, or generate a shapes world.
+
+Params: ``download.<dataset>``, with ``source`` one of ``shapes`` (the rest of the section is a
+ShapesConfig), ``coco`` or ``flickr8k`` (optional ``base_url``: a mirror holding the same files).
+Writes ``data/raw/<dataset>/`` with the archives and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from capt.errors import CaptError
+from stages._common import make_config, read_params, stage_main
+
+log = logging.getLogger("stages.download")
+
+
+@stage_main
+def main(dataset: str, out_root: Path = typer.Option(Path("data/raw"), help="where dataset folders go")) -> None:
+    section = dict(read_params("download", dataset))
+    source = section.pop("source", None)
+    out_dir = out_root / dataset
+    if source == "shapes":
+        from capt.data.shapes import ShapesConfig, generate_shapes
+
+        cfg = make_config(ShapesConfig, section, f"download.{dataset}")
+        summary = generate_shapes(cfg, out_dir, name=dataset)
+        log.info("generated %s: %s", dataset, summary)
+    elif source in ("coco", "flickr8k"):
+        from capt.data.sources import download_dataset
+
+        base_url = section.pop("base_url", None)
+        if section:
+            raise CaptError(f"params.yaml: unknown key(s) {', '.join(sorted(section))} in download.{dataset}")
+        download_dataset(source, out_dir, base_url=base_url)
+    else:
+        raise CaptError(f"params.yaml: download.{dataset}.source must be shapes, coco or flickr8k, got {source!r}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,31 @@
+"""Stage prepare@<dataset>: vocabulary + one HDF5 file per split from a downloaded dataset.
+
+Params: ``prepare`` (a PrepareConfig). Reads ``data/raw/<dataset>/``, writes
+``data/prepared/<dataset>/`` (train/val/test.h5, word_map.json, summary.json).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from capt.data.prepare import PrepareConfig, prepare_dataset
+from stages._common import make_config, read_params, stage_main
+
+log = logging.getLogger("stages.prepare")
+
+
+@stage_main
+def main(dataset: str,
+         raw_root: Path = typer.Option(Path("data/raw"), help="downloaded dataset folders"),
+         out_root: Path = typer.Option(Path("data/prepared"), help="where prepared folders go")) -> None:
+    cfg = make_config(PrepareConfig, read_params("prepare"), "prepare")
+    summary = prepare_dataset(raw_root / dataset, out_root / dataset, cfg)
+    log.info("%s: vocabulary %d, %s, %d image(s) skipped", dataset, summary["vocab_size"],
+             ", ".join(f"{s} {v['images']}" for s, v in summary["splits"].items()), summary["images_skipped"])
+
+
+if __name__ == "__main__":
+    typer.run(main)
