@@ -13,7 +13,7 @@ from PIL import Image
 from capt.data.cache import read_references
 from capt.data.manifest import load_manifest
 from capt.data.prepare import PrepareConfig, prepare_dataset, sample_captions
-from capt.data.readers import ZipImageStore, decode_image, read_flickr8k_tokens, read_splits
+from capt.data.readers import CaptionStore, ZipImageStore, decode_image, read_flickr8k_tokens, read_splits
 from capt.data.vocab import SPECIALS, Vocabulary, build_vocabulary
 from capt.errors import CaptError
 from capt.text import normalize_caption
@@ -63,31 +63,35 @@ def test_decode_image_converts_modes(mode, fmt):
         assert arr[:, :, :3].mean() > 240
 
 
-def test_read_coco_splits_through_pycocotools(tmp_path):
+def test_read_coco_splits_and_captions(tmp_path):
     m = load_manifest(build_coco(tmp_path / "coco"))
-    by_split, uncaptioned = read_splits(m)
-    assert uncaptioned == []
-    assert {s: sorted(r.image_id for r in rs) for s, rs in by_split.items()} == {
-        "train": [9, 25, 30], "val": [42], "test": [73]}          # restval counts as train
-    bus = next(r for r in by_split["train"] if r.image_id == 9)
-    assert bus.captions == COCO_IMAGES[9][4]                      # all six raw COCO captions
-    assert bus.filename == coco_name("train2014", 9)
+    with CaptionStore(tmp_path / "c.sqlite") as captions:
+        by_split, uncaptioned = read_splits(m, captions)
+        assert uncaptioned == []
+        assert {s: sorted(r.image_id for r in rs) for s, rs in by_split.items()} == {
+            "train": [9, 25, 30], "val": [42], "test": [73]}          # restval counts as train
+        bus = next(r for r in by_split["train"] if r.image_id == 9)
+        assert captions.get(bus.caption_key("coco")) == COCO_IMAGES[9][4]   # all six raw COCO captions
+        assert bus.filename == coco_name("train2014", 9)
+    assert not (tmp_path / "c.sqlite").exists()
 
 
 def test_read_flickr8k_splits_and_image_zip(tmp_path):
     m = load_manifest(build_flickr8k(tmp_path / "f8k"))
-    by_split, _ = read_splits(m)
-    assert [len(by_split[s]) for s in ("train", "val", "test")] == [2, 1, 1]
-    r = by_split["test"][0]
-    assert r.captions == FLICKR_IMAGES["1003163366_44323f5815"][1]
+    with CaptionStore(tmp_path / "c.sqlite") as captions:
+        by_split, _ = read_splits(m, captions)
+        assert [len(by_split[s]) for s in ("train", "val", "test")] == [2, 1, 1]
+        r = by_split["test"][0]
+        assert captions.get(r.caption_key("flickr8k")) == FLICKR_IMAGES["1003163366_44323f5815"][1]
     with ZipImageStore([m.path(z) for z in m.images]) as store:
         assert r.filename in store and "._1003163366_44323f5815.jpg" not in store   # __MACOSX skipped
+        assert store.where(r.filename).endswith("Flickr8k_Dataset.zip:Flicker8k_Dataset/1003163366_44323f5815.jpg")
         assert decode_image(store.read_bytes(r.filename), 8).shape == (3, 8, 8)
 
 
 def test_flickr8k_token_line_malformed():
     with pytest.raises(CaptError, match=r"Flickr8k.token.txt: line 2"):
-        read_flickr8k_tokens("a.jpg#0\tok\nbroken line without tab\n", "Flickr8k.token.txt")
+        list(read_flickr8k_tokens(["a.jpg#0\tok", "broken line without tab"], "Flickr8k.token.txt"))
 
 
 def _rewrite_member(path, member, text):
@@ -156,7 +160,7 @@ def test_prepare_coco_hdf5_round_trip(tmp_path):
     assert refs == {73: COCO_IMAGES[73][4]}                    # every raw reference, untouched
     assert read_references(out / "train.h5")[9] == COCO_IMAGES[9][4]   # all six, not just the sampled three
     assert summary["splits"]["test"]["images"] == 1 and summary["images_skipped"] == 0
-    assert not list(out.glob("*.tmp"))
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "test.h5", "train.h5", "val.h5", "word_map.json"]
 
 
 def test_prepare_is_deterministic(tmp_path):

@@ -33,7 +33,8 @@ class SplitWriter:
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         S, C, L = image_size, captions_per_image, max_len + 2
-        self.f = h5py.File(self.tmp, "w")
+        # libver="latest": the newer chunk indexes stay smaller in memory for many one-image chunks.
+        self.f = h5py.File(self.tmp, "w", libver="latest")
         self.f.attrs.update({**attrs, "image_size": S, "captions_per_image": C, "max_len": max_len})
         self.images = self.f.create_dataset("images", (0, 3, S, S), np.uint8, maxshape=(None, 3, S, S),
                                             chunks=(1, 3, S, S))
@@ -47,17 +48,19 @@ class SplitWriter:
         self._buf_ids = np.empty(block, np.int64)
         self._buf_caps = np.empty((block, C, L), np.int32)
         self._buf_lens = np.empty((block, C), np.int32)
+        self.references = self.f.create_dataset("references", (0,), STR, maxshape=(None,), chunks=(4096,))
+        self._buf_refs: list[str] = []
+        self._offsets: list[int] = [0]   # (N + 1) int64s: small next to the images
         self._n_buf = 0
         self.n = 0
-        self._references: list[str] = []
-        self._offsets: list[int] = [0]
+        self.n_references = 0
 
     def add(self, image: np.ndarray, image_id: int, captions: np.ndarray, lengths: np.ndarray,
             references: list[str]) -> None:
         k = self._n_buf
         self._buf_images[k], self._buf_ids[k], self._buf_caps[k], self._buf_lens[k] = image, image_id, captions, lengths
-        self._references.extend(references)
-        self._offsets.append(len(self._references))
+        self._buf_refs.extend(references)
+        self._offsets.append(self._offsets[-1] + len(references))
         self._n_buf += 1
         if self._n_buf == self.block:
             self._flush()
@@ -70,11 +73,15 @@ class SplitWriter:
             ds[n:n + k] = buf[:k]
         self.n += k
         self._n_buf = 0
+        m, r = self.n_references, len(self._buf_refs)
+        self.references.resize(m + r, axis=0)
+        self.references[m:m + r] = np.array(self._buf_refs, dtype=object)
+        self.n_references += r
+        self._buf_refs = []
 
     def close(self) -> None:
         """Finish the file and rename it into place."""
         self._flush()
-        self.f.create_dataset("references", data=np.array(self._references, dtype=object), dtype=STR)
         self.f.create_dataset("reference_offsets", data=np.asarray(self._offsets, np.int64))
         self.f.close()
         os.replace(self.tmp, self.path)

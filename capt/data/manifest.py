@@ -20,11 +20,13 @@ Example (COCO)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from capt.errors import CaptError
 
@@ -55,31 +57,28 @@ class Manifest:
     def path(self, file: str) -> Path:
         return self.root / file
 
-    def read_bytes(self, ref: FileRef) -> bytes:
+    def where(self, ref: FileRef) -> str:
+        """``root/file`` or ``root/file:member``, for error messages."""
+        return str(self.root / str(ref))
+
+    @contextlib.contextmanager
+    def open(self, ref: FileRef) -> Iterator[IO[bytes]]:
+        """A binary stream of the file or zip member: big annotation files are parsed as they
+        stream, never read whole into memory."""
         path = self.path(ref.file)
         if not path.is_file():
             raise CaptError(f"{path}: missing (named in {self.root / 'manifest.json'})")
         if ref.member is None:
-            return path.read_bytes()
+            with open(path, "rb") as f:
+                yield f
+            return
         try:
-            with zipfile.ZipFile(path) as zf:
-                return zf.read(ref.member)
+            with zipfile.ZipFile(path) as zf, zf.open(ref.member) as f:
+                yield f
         except KeyError:
             raise CaptError(f"{path}: has no member {ref.member!r}") from None
         except zipfile.BadZipFile as e:
             raise CaptError(f"{path}: not a readable zip ({e})") from None
-
-    def read_json(self, ref: FileRef) -> Any:
-        try:
-            return json.loads(self.read_bytes(ref))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CaptError(f"{self.root / str(ref)}: malformed JSON ({e})") from None
-
-    def read_text(self, ref: FileRef) -> str:
-        try:
-            return self.read_bytes(ref).decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise CaptError(f"{self.root / str(ref)}: not UTF-8 text ({e})") from None
 
 
 def _file_ref(value: Any, where: str, source: Path) -> FileRef:

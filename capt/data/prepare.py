@@ -1,7 +1,9 @@
 """Prepare a downloaded dataset: vocabulary from the training split, one HDF5 file per split.
 
-Streams: the images are decoded one at a time straight out of their zips and written to HDF5
-a block at a time, so peak memory does not grow with the number of images.
+Streams, so peak memory does not grow with the number of images: the annotation JSON is parsed
+as it is read, captions are joined to their images through a temporary SQLite table, and the
+images are decoded one at a time straight out of their zips and written to HDF5 a block at a
+time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tqdm import tqdm
 
 from capt.data.cache import SplitWriter
 from capt.data.manifest import load_manifest
-from capt.data.readers import SPLITS, ImageRecord, ZipImageStore, decode_image, read_splits
+from capt.data.readers import SPLITS, CaptionStore, ImageRecord, ZipImageStore, decode_image, read_splits
 from capt.data.vocab import Vocabulary, build_vocabulary
 from capt.errors import CaptError
 from capt.text import normalize_caption
@@ -65,8 +67,9 @@ def sample_captions(token_lists: list[list[str]], n: int, max_len: int,
     return picked, truncated
 
 
-def _write_split(path: Path, records: list[ImageRecord], store: ZipImageStore, vocab: Vocabulary,
-                 cfg: PrepareConfig, attrs: dict, progress: bool) -> tuple[dict, list[dict]]:
+def _write_split(path: Path, records: list[ImageRecord], captions: CaptionStore, caption_format: str,
+                 store: ZipImageStore, vocab: Vocabulary, cfg: PrepareConfig, attrs: dict,
+                 progress: bool) -> tuple[dict, list[dict]]:
     C, L = cfg.captions_per_image, cfg.max_len + 2
     writer = SplitWriter(path, image_size=cfg.image_size, captions_per_image=C, max_len=cfg.max_len, attrs=attrs)
     skipped: list[dict] = []
@@ -89,7 +92,8 @@ def _write_split(path: Path, records: list[ImageRecord], store: ZipImageStore, v
                 skipped.append({"split": attrs["split"], "image_id": r.image_id, "filename": r.filename,
                                 "reason": reason})
                 continue
-            tokens = [normalize_caption(c) for c in r.captions]
+            raw = captions.get(r.caption_key(caption_format))
+            tokens = [normalize_caption(c) for c in raw]
             counts["captions_too_long"] += sum(len(t) > cfg.max_len for t in tokens)
             # Seeded by (seed, image id): the same image gets the same captions whatever the order.
             rng = np.random.default_rng([cfg.seed, r.image_id])
@@ -99,12 +103,12 @@ def _write_split(path: Path, records: list[ImageRecord], store: ZipImageStore, v
             lens = np.array([min(len(t), cfg.max_len) + 2 for t in picked], np.int32)
             counts["tokens"] += int(sum(len(t) for t in picked))
             counts["unk_tokens"] += int((caps == vocab.unk).sum())
-            writer.add(image, r.image_id, caps, lens, r.captions)
+            writer.add(image, r.image_id, caps, lens, raw)
     except BaseException:
         writer.abort()
         raise
     writer.close()
-    stats = {"images": writer.n, "references": len(writer._references), "skipped": len(skipped), **counts}
+    stats = {"images": writer.n, "references": writer.n_references, "skipped": len(skipped), **counts}
     return stats, skipped
 
 
@@ -114,20 +118,24 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, progress: 
     manifest = load_manifest(raw_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_split, uncaptioned = read_splits(manifest)
-    log.info("%s: %s", manifest.name, ", ".join(f"{len(by_split[s])} {s}" for s in SPLITS))
-    if not by_split["train"]:
-        raise CaptError(f"{manifest.root / str(manifest.splits)}: the training split is empty")
+    fmt = manifest.captions_format
+    with CaptionStore(out_dir / "captions.tmp.sqlite") as captions, \
+            ZipImageStore([manifest.path(z) for z in manifest.images]) as store:
+        by_split, uncaptioned = read_splits(manifest, captions)
+        log.info("%s: %s", manifest.name, ", ".join(f"{len(by_split[s])} {s}" for s in SPLITS))
+        if not by_split["train"]:
+            raise CaptError(f"{manifest.where(manifest.splits)}: the training split is empty")
 
-    train_tokens = (normalize_caption(c) for r in by_split["train"] for c in r.captions)
-    vocab, counts = build_vocabulary(train_tokens, cfg.min_word_freq)
-    log.info("vocabulary: %d words (%d distinct in train, min_word_freq %d)", len(vocab), len(counts), cfg.min_word_freq)
+        train_tokens = (normalize_caption(c) for r in by_split["train"] for c in captions.get(r.caption_key(fmt)))
+        vocab, counts = build_vocabulary(train_tokens, cfg.min_word_freq)
+        log.info("vocabulary: %d words (%d distinct in train, min_word_freq %d)",
+                 len(vocab), len(counts), cfg.min_word_freq)
 
-    with ZipImageStore([manifest.path(z) for z in manifest.images]) as store:
         splits, skipped = {}, list(uncaptioned)
         for split in SPLITS:
             attrs = {"dataset": manifest.name, "split": split}
-            stats, bad = _write_split(out_dir / f"{split}.h5", by_split[split], store, vocab, cfg, attrs, progress)
+            stats, bad = _write_split(out_dir / f"{split}.h5", by_split[split], captions, fmt, store, vocab, cfg,
+                                      attrs, progress)
             splits[split], skipped = stats, skipped + bad
             if bad:
                 log.warning("%s: skipped %d bad image(s), listed in summary.json", split, len(bad))

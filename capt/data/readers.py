@@ -1,4 +1,4 @@
-"""Readers for the real formats: Karpathy split JSON, COCO captions (through pycocotools),
+"""Readers for the real formats: Karpathy split JSON, COCO captions JSON (both streamed),
 Flickr8k's token file, and images read straight out of their zips.
 
 All of them are driven by a :class:`~capt.data.manifest.Manifest`; ``read_splits`` returns the
@@ -7,18 +7,19 @@ same :class:`ImageRecord` lists whichever dataset the folder holds.
 
 from __future__ import annotations
 
-import contextlib
 import io
+import sqlite3
 import zipfile
-from collections import defaultdict
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
 
+import ijson
 import numpy as np
 from PIL import Image
 
-from capt.data.manifest import FileRef, Manifest
+from capt.data.manifest import Manifest
 from capt.errors import CaptError
 
 SPLITS = ("train", "val", "test")
@@ -26,103 +27,150 @@ SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 
 
-@dataclass
+@dataclass(slots=True)
 class ImageRecord:
     image_id: int
     filename: str                      # the image's file name inside one of the image zips
     split: str                         # train | val | test
-    captions: list[str] = field(default_factory=list)   # every raw reference
+
+    def caption_key(self, fmt: str) -> str:
+        """How the caption source names this image: Flickr8k by file name, the rest by id."""
+        return self.filename if fmt == "flickr8k" else str(self.image_id)
 
 
 def _require(obj: Any, key: str, where: str, source: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         raise CaptError(f"{source}: {where} has no key {key!r}")
     value = obj[key]
-    if not isinstance(value, kind):
+    if not isinstance(value, kind) or isinstance(value, bool):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise CaptError(f"{source}: {where}.{key} must be {names}, got {type(value).__name__}")
     return value
 
 
-def read_karpathy(data: Any, source: str) -> list[ImageRecord]:
-    """Images of a Karpathy split JSON (``dataset_coco.json`` and friends), with its raw sentences.
+def stream_json_list(f: IO[bytes], key: str, source: str) -> Iterator[Any]:
+    """The items of the top-level list ``key`` of a JSON object, parsed one at a time.
+
+    COCO's and Karpathy's annotation files are hundreds of MB as Python objects; streaming
+    them keeps prepare's memory flat whatever the dataset size.
+    """
+    top_keys: set[str] = set()
+
+    def events():
+        for prefix, event, value in ijson.parse(f, use_float=True):
+            if prefix == "" and event == "map_key":
+                top_keys.add(value)
+            yield prefix, event, value
+
+    try:
+        yield from ijson.items(events(), f"{key}.item")
+    except ijson.JSONError as e:
+        raise CaptError(f"{source}: malformed JSON ({str(e).splitlines()[0]})") from None
+    if key not in top_keys:
+        raise CaptError(f"{source}: the top level has no key {key!r}")
+
+
+def read_karpathy(f: IO[bytes], source: str) -> Iterator[tuple[ImageRecord, list[str]]]:
+    """Images of a Karpathy split JSON (``dataset_coco.json`` and friends), each with its raw
+    sentences.
 
     The image id is ``cocoid`` when present (COCO and the shapes worlds), else ``imgid`` (Flickr8k).
     """
-    images = _require(data, "images", "the top level", source, list)
-    records = []
-    for i, img in enumerate(images):
+    for i, img in enumerate(stream_json_list(f, "images", source)):
         where = f"images[{i}]"
         split = _require(img, "split", where, source, str)
         if split not in _SPLIT_ALIASES:
             raise CaptError(f"{source}: {where}.split is {split!r}; expected one of {sorted(_SPLIT_ALIASES)}")
         filename = _require(img, "filename", where, source, str)
-        id_key = "cocoid" if isinstance(img, dict) and "cocoid" in img else "imgid"
+        id_key = "cocoid" if "cocoid" in img else "imgid"
         image_id = _require(img, id_key, where, source, int)
         sentences = _require(img, "sentences", where, source, list)
         raws = [_require(s, "raw", f"{where}.sentences[{j}]", source, str) for j, s in enumerate(sentences)]
-        records.append(ImageRecord(image_id, filename, _SPLIT_ALIASES[split], raws))
-    return records
+        yield ImageRecord(image_id, filename, _SPLIT_ALIASES[split]), raws
 
 
-def read_coco_captions(data: Any, source: str) -> dict[int, list[str]]:
-    """image id -> raw captions, from a COCO captions JSON, indexed by pycocotools."""
-    from pycocotools.coco import COCO
-
-    _require(data, "images", "the top level", source, list)
-    anns = _require(data, "annotations", "the top level", source, list)
-    for i, ann in enumerate(anns):
-        _require(ann, "image_id", f"annotations[{i}]", source, int)
-        _require(ann, "caption", f"annotations[{i}]", source, str)
-        _require(ann, "id", f"annotations[{i}]", source, int)
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress chatter
-        coco.createIndex()
-    return {img_id: [a["caption"] for a in coco.imgToAnns[img_id]] for img_id in coco.imgToAnns}
+def read_coco_captions(f: IO[bytes], source: str) -> Iterator[tuple[str, str]]:
+    """(image id, raw caption) pairs of a COCO captions JSON (``captions_train2014.json``)."""
+    for i, ann in enumerate(stream_json_list(f, "annotations", source)):
+        image_id = _require(ann, "image_id", f"annotations[{i}]", source, int)
+        yield str(image_id), _require(ann, "caption", f"annotations[{i}]", source, str)
 
 
-def read_flickr8k_tokens(text: str, source: str) -> dict[str, list[str]]:
-    """file name -> raw captions, from ``Flickr8k.token.txt`` (``<file>.jpg#<n>\\t<caption>``)."""
-    captions: dict[str, list[str]] = defaultdict(list)
-    for lineno, line in enumerate(text.splitlines(), 1):
+def read_flickr8k_tokens(lines: Iterable[str], source: str) -> Iterator[tuple[str, str]]:
+    """(file name, raw caption) pairs of ``Flickr8k.token.txt`` (``<file>.jpg#<n>\t<caption>``)."""
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         key, tab, caption = line.partition("\t")
         filename, hash_, n = key.partition("#")
         if not tab or not hash_ or not n.strip().isdigit():
             raise CaptError(f"{source}: line {lineno} is not '<file>#<n>\\t<caption>': {line[:80]!r}")
-        captions[filename.strip()].append(caption.strip())
-    return dict(captions)
+        yield filename.strip(), caption.strip()
 
 
-def read_splits(manifest: Manifest) -> tuple[dict[str, list[ImageRecord]], list[dict]]:
-    """Records of every split, with the captions from the manifest's caption source.
+class CaptionStore:
+    """Every raw caption of a dataset, keyed by image id or file name, in a temporary SQLite
+    file: joining 600k COCO captions to their images this way costs no memory."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.unlink(missing_ok=True)
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute("PRAGMA synchronous = OFF")
+        self._db.execute("CREATE TABLE captions (key TEXT NOT NULL, caption TEXT NOT NULL)")
+
+    def add(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._db.executemany("INSERT INTO captions VALUES (?, ?)", pairs)
+
+    def finish(self) -> None:
+        """Index the keys once everything is in."""
+        self._db.execute("CREATE INDEX captions_key ON captions (key)")
+        self._db.commit()
+
+    def get(self, key: str) -> list[str]:
+        """The captions of one image, in the order the source lists them."""
+        return [c for (c,) in self._db.execute("SELECT caption FROM captions WHERE key = ? ORDER BY rowid", (key,))]
+
+    def close(self) -> None:
+        self._db.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> CaptionStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_splits(manifest: Manifest, captions: CaptionStore) -> tuple[dict[str, list[ImageRecord]], list[dict]]:
+    """Records of every split, their captions put in ``captions`` (keyed by ``caption_key``).
 
     Returns ``(records by split, images without captions)``; the latter are skipped, and listed
     so the summary can count them.
     """
-    records = read_karpathy(manifest.read_json(manifest.splits), str(manifest.root / str(manifest.splits)))
     fmt = manifest.captions_format
-    if fmt == "coco":
-        by_id: dict[int, list[str]] = defaultdict(list)
-        for ref in manifest.captions:
-            for img_id, caps in read_coco_captions(manifest.read_json(ref), str(manifest.root / str(ref))).items():
-                by_id[img_id].extend(caps)
-        for r in records:
-            r.captions = list(by_id.get(r.image_id, []))
-    elif fmt == "flickr8k":
-        by_name: dict[str, list[str]] = {}
-        for ref in manifest.captions:
-            by_name.update(read_flickr8k_tokens(manifest.read_text(ref), str(manifest.root / str(ref))))
-        for r in records:
-            r.captions = list(by_name.get(r.filename, []))
-    # "karpathy": the split JSON's own raw sentences, already in place.
+    records = []
+    with manifest.open(manifest.splits) as f:
+        for record, sentences in read_karpathy(f, manifest.where(manifest.splits)):
+            records.append(record)
+            if fmt == "karpathy":
+                captions.add((record.caption_key(fmt), s) for s in sentences)
+    for ref in manifest.captions:
+        with manifest.open(ref) as f:
+            if fmt == "coco":
+                captions.add(read_coco_captions(f, manifest.where(ref)))
+            elif fmt == "flickr8k":
+                try:
+                    captions.add(read_flickr8k_tokens(io.TextIOWrapper(f, "utf-8"), manifest.where(ref)))
+                except UnicodeDecodeError as e:
+                    raise CaptError(f"{manifest.where(ref)}: not UTF-8 text ({e})") from None
+    captions.finish()
 
     by_split: dict[str, list[ImageRecord]] = {s: [] for s in SPLITS}
     uncaptioned = []
     for r in records:
-        if r.captions:
+        if captions.get(r.caption_key(fmt)):
             by_split[r.split].append(r)
         else:
             uncaptioned.append({"split": r.split, "image_id": r.image_id, "filename": r.filename,
@@ -134,16 +182,18 @@ class ZipImageStore:
     """Images read straight out of their zips, found by file name.
 
     COCO's members look like ``train2014/COCO_train2014_000000000009.jpg`` and Flickr8k's like
-    ``Flicker8k_Dataset/1000268201_693b08cb0e.jpg`` (next to macOS ``__MACOSX/`` debris), so the
-    index is by base name, which is unique in every dataset we read.
+    ``Flicker8k_Dataset/1000268201_693b08cb0e.jpg`` (next to macOS ``__MACOSX/`` debris), so a
+    file name is looked up under each image folder of each zip. There are a handful of folders,
+    so this needs no index of its own beside zipfile's.
     """
 
     def __init__(self, zip_paths: list[Path]):
         from capt.data.download import is_safe_member
 
+        self._paths = list(zip_paths)
         self._zips: list[zipfile.ZipFile] = []
-        self._index: dict[str, tuple[int, str]] = {}
-        for path in zip_paths:
+        self._folders: list[list[str]] = []   # per zip: "train2014/", "" (top level), ...
+        for path in self._paths:
             try:
                 zf = zipfile.ZipFile(path)
             except FileNotFoundError:
@@ -151,26 +201,38 @@ class ZipImageStore:
             except zipfile.BadZipFile as e:
                 raise CaptError(f"{path}: not a readable zip ({e})") from None
             self._zips.append(zf)
-            for name in zf.namelist():
-                if not is_safe_member(name):
-                    raise CaptError(f"{path}: refusing unsafe member {name!r} (absolute or climbs out with '..')")
-                parts = PurePosixPath(name).parts
-                if name.endswith("/") or not parts or parts[0] == "__MACOSX" or parts[-1].startswith("._"):
+            folders = set()
+            for info in zf.infolist():
+                if not is_safe_member(info.filename):
+                    raise CaptError(f"{path}: refusing unsafe member {info.filename!r} "
+                                    "(absolute or climbs out with '..')")
+                folder, _, base = info.filename.rpartition("/")
+                if base and not folder.startswith("__MACOSX"):
+                    folders.add(f"{folder}/" if folder else "")
+            self._folders.append(sorted(folders))
+
+    def _find(self, filename: str) -> tuple[int, zipfile.ZipInfo] | None:
+        for z, (zf, folders) in enumerate(zip(self._zips, self._folders)):
+            for folder in folders:
+                try:
+                    return z, zf.getinfo(folder + filename)
+                except KeyError:
                     continue
-                self._index.setdefault(parts[-1], (len(self._zips) - 1, name))
-        self._paths = list(zip_paths)
+        return None
 
     def __contains__(self, filename: str) -> bool:
-        return filename in self._index
+        return self._find(filename) is not None
 
     def where(self, filename: str) -> str:
-        z, member = self._index[filename]
-        return f"{self._paths[z]}:{member}"
+        found = self._find(filename)
+        return f"{self._paths[found[0]]}:{found[1].filename}" if found else filename
 
     def read_bytes(self, filename: str) -> bytes:
         """Raw bytes of one image; ``KeyError`` when no zip holds it."""
-        z, member = self._index[filename]
-        return self._zips[z].read(member)
+        found = self._find(filename)
+        if found is None:
+            raise KeyError(filename)
+        return self._zips[found[0]].read(found[1])
 
     def close(self) -> None:
         for zf in self._zips:

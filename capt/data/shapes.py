@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from capt.errors import CaptError
+from capt.text import normalize_caption
 
 # ----------------------------------------------------------------------------- the words
 
@@ -501,11 +502,6 @@ def _captions(objects: list[_Object], size: int, k: int, rng: np.random.Generato
     return found
 
 
-def _tokens(raw: str) -> list[str]:
-    """The Karpathy tokens of a raw caption: lowercase words, punctuation stripped."""
-    return raw.lower().translate(str.maketrans("", "", string.punctuation)).split()
-
-
 # ----------------------------------------------------------------------------- the files
 
 
@@ -565,7 +561,7 @@ def generate_shapes(cfg: ShapesConfig, out_dir: Path, name: str = "shapes", prog
             for raw in captions:  # as in the real files: COCO ids from 1, Karpathy sentids from 0
                 sent_id = len(caption_anns)
                 caption_anns.append({"id": sent_id + 1, "image_id": image_id, "caption": raw})
-                sentences.append({"raw": raw, "tokens": _tokens(raw), "imgid": index, "sentid": sent_id})
+                sentences.append({"raw": raw, "tokens": normalize_caption(raw), "imgid": index, "sentid": sent_id})
             karpathy.append(
                 {
                     "split": splits[index],

@@ -1,0 +1,124 @@
+"""Prepare's throughput and peak memory, streamed (capt) vs a naive load-everything baseline.
+
+    python benchmarks/bench_prepare.py                     # 2,000 and 20,000 generated images
+    python benchmarks/bench_prepare.py --sizes 500 2000    # quicker
+
+Each measurement runs in a fresh child process so its peak RSS (ru_maxrss) is its own. The
+naive baseline loads the annotation JSON whole and decodes every image of a split into one
+array before writing it, as a first attempt would; capt streams the JSON, joins captions
+through SQLite and writes a block of images at a time. The claim to check: capt's peak RSS
+stays flat (within 20%) from 2,000 to 20,000 images, the baseline's grows with N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def naive_prepare(raw_dir: Path, out_dir: Path, image_size: int) -> int:
+    """A first attempt: whole JSON files loaded, every image of a split in one array, one write."""
+    import json
+    import zipfile
+    from collections import defaultdict
+
+    import h5py
+    import numpy as np
+
+    from capt.data.readers import decode_image
+
+    manifest = json.loads((raw_dir / "manifest.json").read_text())
+    karpathy = json.loads((raw_dir / manifest["splits"]["file"]).read_text())
+    captions = defaultdict(list)
+    for ref in manifest["captions"]["files"]:
+        for ann in json.loads((raw_dir / ref["file"]).read_text())["annotations"]:
+            captions[ann["image_id"]].append(ann["caption"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with zipfile.ZipFile(raw_dir / manifest["images"][0]) as zf:
+        for split in ("train", "val", "test"):
+            imgs = [im for im in karpathy["images"] if im["split"] == split]
+            images = np.stack([decode_image(zf.read(f"{im['filepath']}/{im['filename']}"), image_size)
+                               for im in imgs])
+            with h5py.File(out_dir / f"{split}.h5", "w") as f:
+                f["images"] = images
+                f["image_ids"] = np.array([im["cocoid"] for im in imgs], np.int64)
+                f["references"] = [c for im in imgs for c in captions[im["cocoid"]]]
+            n += len(imgs)
+    return n
+
+
+def child(mode: str, raw_dir: Path, out_dir: Path, image_size: int) -> None:
+    from capt.data.prepare import PrepareConfig, prepare_dataset
+
+    t0 = time.perf_counter()
+    if mode == "capt":
+        summary = prepare_dataset(raw_dir, out_dir, PrepareConfig(image_size=image_size), progress=False)
+        n = sum(s["images"] for s in summary["splits"].values())
+    else:
+        n = naive_prepare(raw_dir, out_dir, image_size)
+    seconds = time.perf_counter() - t0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"images": n, "seconds": seconds, "peak_rss_mb": rss_mb}))
+
+
+def measure(mode: str, raw_dir: Path, out_dir: Path, image_size: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, str(raw_dir), str(out_dir), str(image_size)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/capt-bench-prepare"))
+    ap.add_argument("--child", nargs=4, metavar=("MODE", "RAW", "OUT", "S"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        mode, raw, out, s = args.child
+        return child(mode, Path(raw), Path(out), int(s))
+
+    from capt.data.shapes import ShapesConfig, generate_shapes
+
+    rows = []
+    for n in args.sizes:
+        raw = args.workdir / f"raw-{n}-{args.image_size}px"
+        if not (raw / "manifest.json").exists():
+            t0 = time.perf_counter()
+            n_held = max(1, n // 20)
+            generate_shapes(ShapesConfig(n_train=n - 2 * n_held, n_val=n_held, n_test=n_held,
+                                         image_size=args.image_size), raw, progress=False)
+            print(f"generated {n} images in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        row = {"n": n}
+        for mode in ("capt", "naive"):
+            r = measure(mode, raw, args.workdir / f"out-{mode}-{n}-{args.image_size}px", args.image_size)
+            row[mode] = r
+        rows.append(row)
+
+    print(f"prepare, {args.image_size}px JPEGs from a zip -> HDF5, one process")
+    print(f"{'images':>8} | {'capt img/s':>10} {'capt RSS MB':>11} | {'naive img/s':>11} {'naive RSS MB':>12} "
+          f"| {'speed capt/naive':>16} {'RSS capt/naive':>14}")
+    for row in rows:
+        c, b = row["capt"], row["naive"]
+        cs, bs = c["images"] / c["seconds"], b["images"] / b["seconds"]
+        print(f"{row['n']:>8} | {cs:>10.0f} {c['peak_rss_mb']:>11.0f} | {bs:>11.0f} {b['peak_rss_mb']:>12.0f} "
+              f"| {cs / bs:>16.2f} {c['peak_rss_mb'] / b['peak_rss_mb']:>14.2f}")
+    if len(rows) >= 2:
+        lo, hi = rows[0], rows[-1]
+        grow_c = hi["capt"]["peak_rss_mb"] / lo["capt"]["peak_rss_mb"]
+        grow_b = hi["naive"]["peak_rss_mb"] / lo["naive"]["peak_rss_mb"]
+        print(f"peak RSS growth {lo['n']} -> {hi['n']} images: capt x{grow_c:.2f} "
+              f"({'within' if grow_c <= 1.2 else 'NOT within'} 20%), naive x{grow_b:.2f}")
+
+
+if __name__ == "__main__":
+    main()
