@@ -3,7 +3,7 @@
     python benchmarks/bench_prepare.py                     # 2,000 and 20,000 generated images
     python benchmarks/bench_prepare.py --sizes 500 2000    # quicker
 
-Each measurement runs in a fresh child process so its peak RSS (ru_maxrss) is its own. The
+Each measurement runs in a fresh child process so its peak RSS (VmHWM) is its own. The
 naive baseline loads the annotation JSON whole and decodes every image of a split into one
 array before writing it, as a first attempt would; capt streams the JSON, joins captions
 through SQLite and writes a block of images at a time. The claim to check: capt's peak RSS
@@ -56,6 +56,15 @@ def naive_prepare(raw_dir: Path, out_dir: Path, image_size: int) -> int:
     return n
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS since it was exec'd: VmHWM. (ru_maxrss would also count the
+    forked copy of the parent before exec, i.e. the parent's size.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB on most
+
+
 def child(mode: str, raw_dir: Path, out_dir: Path, image_size: int) -> None:
     from capt.data.prepare import PrepareConfig, prepare_dataset
 
@@ -66,7 +75,7 @@ def child(mode: str, raw_dir: Path, out_dir: Path, image_size: int) -> None:
     else:
         n = naive_prepare(raw_dir, out_dir, image_size)
     seconds = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    rss_mb = peak_rss_mb()
     print(json.dumps({"images": n, "seconds": seconds, "peak_rss_mb": rss_mb}))
 
 

@@ -54,20 +54,17 @@ def stream_json_list(f: IO[bytes], key: str, source: str) -> Iterator[Any]:
     COCO's and Karpathy's annotation files are hundreds of MB as Python objects; streaming
     them keeps prepare's memory flat whatever the dataset size.
     """
-    top_keys: set[str] = set()
-
-    def events():
-        for prefix, event, value in ijson.parse(f, use_float=True):
-            if prefix == "" and event == "map_key":
-                top_keys.add(value)
-            yield prefix, event, value
-
+    n = 0
     try:
-        yield from ijson.items(events(), f"{key}.item")
+        for n, item in enumerate(ijson.items(f, f"{key}.item", use_float=True), 1):
+            yield item
+        if n == 0:  # an empty list, or no such key at all? Only then look at the top level.
+            f.seek(0)
+            top_keys = {v for prefix, event, v in ijson.parse(f) if prefix == "" and event == "map_key"}
+            if key not in top_keys:
+                raise CaptError(f"{source}: the top level has no key {key!r}")
     except ijson.JSONError as e:
         raise CaptError(f"{source}: malformed JSON ({str(e).splitlines()[0]})") from None
-    if key not in top_keys:
-        raise CaptError(f"{source}: the top level has no key {key!r}")
 
 
 def read_karpathy(f: IO[bytes], source: str) -> Iterator[tuple[ImageRecord, list[str]]]:
