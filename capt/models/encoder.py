@@ -1,0 +1,129 @@
+"""The image encoder: a torchvision ResNet trunk, adaptive-pooled to a grid of feature vectors.
+
+``Encoder(images)`` takes uint8 images (B, 3, S, S) and returns features (B, P, D) with
+P = encoded_size**2 grid cells and D the trunk's width (512 for resnet18/34, 2048 above).
+
+Frozen means frozen: no parameter needs a gradient and the whole trunk stays in eval mode,
+whatever ``.train()`` is called with, so BatchNorm running statistics never drift. With
+``fine_tune`` only blocks 2-4 (``layer2``..``layer4``) learn; the stem and ``layer1`` stay frozen
+(and in eval mode) as in Show-Attend-Tell.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from capt.errors import CaptError
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    name: str = "resnet101"
+    weights: str | None = None     # a torchvision weights enum name ("IMAGENET1K_V1", "DEFAULT") or None: random
+    encoded_size: int = 14         # adaptive pool to encoded_size x encoded_size cells
+    fine_tune: bool = False        # let blocks 2-4 learn
+
+    def __post_init__(self):
+        if self.name not in RESNETS:
+            raise CaptError(f"encoder.name must be one of {', '.join(RESNETS)}, got {self.name!r}")
+        if self.encoded_size < 1:
+            raise CaptError(f"encoder.encoded_size must be >= 1, got {self.encoded_size}")
+
+
+def resolve_weights(name: str, weights: str | None) -> torchvision.models.WeightsEnum | None:
+    """The torchvision weights enum member, its file fetched into the torch cache now.
+
+    Offline with the file missing, one clear error says which URL to fetch and where to put it.
+    """
+    if weights is None:
+        return None
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        member = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        raise CaptError(f"encoder.weights {weights!r} is not one of {', '.join(m.name for m in enum)} "
+                        f"for {name}") from None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(member.url)
+    if not cached.exists():
+        try:
+            torch.hub.load_state_dict_from_url(member.url, progress=True, check_hash=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as e:
+            raise CaptError(f"cannot fetch the ImageNet weights of {name} ({e}): download {member.url} "
+                            f"and put it at {cached}, then rerun") from None
+    return member
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        net = torchvision.models.get_model(cfg.name, weights=resolve_weights(cfg.name, cfg.weights))
+        self.feature_dim: int = net.fc.in_features
+        # Everything but the classifier head (avgpool, fc): (B, 3, S, S) -> (B, D, S/32, S/32).
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+        self.blocks = nn.Sequential(net.layer2, net.layer3, net.layer4)
+        self.pool = nn.AdaptiveAvgPool2d(cfg.encoded_size)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.stem.requires_grad_(False)
+        self.blocks.requires_grad_(cfg.fine_tune)
+        self.train(False)
+
+    @property
+    def frozen(self) -> bool:
+        return not self.cfg.fine_tune
+
+    def train(self, mode: bool = True) -> Encoder:
+        super().train(mode)
+        self.stem.train(False)                      # never learns: BN statistics stay put
+        self.blocks.train(mode and not self.frozen)
+        return self
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S, S) -> float, ImageNet mean/std."""
+        return (images.float() / 255.0 - self.mean) / self.std
+
+    @torch.no_grad()
+    def calibrate_batchnorm(self, batches: Iterable[torch.Tensor]) -> None:
+        """Set every BatchNorm's running statistics to the data's (a cumulative average over
+        ``batches`` of uint8 images), then freeze them again.
+
+        For a randomly initialised trunk only: its BatchNorms start at mean 0 / variance 1, so in
+        eval mode nothing normalises and the activations grow block after block. Calibrated, a
+        frozen random ResNet gives features of sane scale that an LSTM can learn from.
+        """
+        norms = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None            # cumulative moving average over all batches
+        nn.Module.train(self, True)
+        for images in batches:
+            self.blocks(self.stem(self.normalize(images)))
+        for m in norms:
+            m.momentum = 0.1
+        self.train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S, S) -> features (B, P, D)."""
+        x = self.normalize(images)
+        if self.frozen:
+            with torch.no_grad():
+                f = self.blocks(self.stem(x))
+        else:
+            with torch.no_grad():
+                x = self.stem(x)
+            f = self.blocks(x)
+        f = self.pool(f)                                       # (B, D, E, E)
+        return f.flatten(2).transpose(1, 2).contiguous()       # (B, E*E, D)

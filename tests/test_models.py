@@ -1,0 +1,113 @@
+"""The encoder (frozen means frozen), the attention decoder and its loss."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from capt.errors import CaptError
+from capt.models.decoder import AttentionDecoder, DecoderConfig, caption_loss
+from capt.models.encoder import Encoder, EncoderConfig, resolve_weights
+
+
+def _images(b=2, s=64):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, generator=g)
+
+
+def _snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_encoder_shapes():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(name="resnet18", encoded_size=3))
+    f = enc(_images())
+    assert f.shape == (2, 9, 512) and enc.feature_dim == 512
+
+
+def test_frozen_encoder_stays_bit_identical_after_a_training_step():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(name="resnet18", encoded_size=2))
+    head = torch.nn.Linear(512, 1)
+    opt = torch.optim.Adam([*enc.parameters(), *head.parameters()], lr=0.1)
+    before = _snapshot(enc)                                  # weights and BN running statistics
+    enc.train()                                              # a training loop calls this...
+    assert not any(m.training for m in enc.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    loss = head(enc(_images())).pow(2).mean()
+    loss.backward()
+    opt.step()
+    assert all(p.grad is None for p in enc.parameters())
+    after = enc.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "frozen encoder changed"
+
+
+def test_fine_tune_trains_blocks_2_to_4_only():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(name="resnet18", encoded_size=2, fine_tune=True))
+    opt = torch.optim.SGD([p for p in enc.parameters() if p.requires_grad], lr=0.1)
+    before = _snapshot(enc)
+    enc.train()
+    enc(_images()).pow(2).mean().backward()
+    opt.step()
+    after = enc.state_dict()
+    changed = {k.split(".")[0] + "." + k.split(".")[1] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"blocks.0", "blocks.1", "blocks.2"}          # layer2..4 learn (weights and BN stats)
+    assert not enc.stem[1].training                                    # the stem's BN stays in eval mode
+
+
+def test_imagenet_weights_offline_names_file_and_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(CaptError) as e:
+        resolve_weights("resnet101", "IMAGENET1K_V1")
+    msg = str(e.value)
+    assert "https://download.pytorch.org/models/resnet101-" in msg
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet101-") in msg and "\n" not in msg
+    with pytest.raises(CaptError, match="is not one of"):
+        resolve_weights("resnet18", "IMAGENET9K")
+    with pytest.raises(CaptError, match="encoder.name must be one of"):
+        EncoderConfig(name="vgg16")
+
+
+def _decoder(vocab=12, feat=8, seed=0):
+    torch.manual_seed(seed)
+    return AttentionDecoder(DecoderConfig(embed_dim=6, attention_dim=5, decoder_dim=7, dropout=0.0), vocab, feat)
+
+
+def test_decoder_teacher_forcing_shapes_and_masked_alphas():
+    dec = _decoder()
+    feats = torch.randn(3, 4, 8)
+    caps = torch.tensor([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0], [1, 4, 5, 6, 2]])
+    lengths = torch.tensor([4, 3, 5])
+    logits, alphas = dec(feats, caps, lengths)
+    assert logits.shape == (3, 4, 12) and alphas.shape == (3, 4, 4)
+    assert torch.allclose(alphas[2].sum(1), torch.ones(4))             # live steps: a distribution
+    assert torch.equal(alphas[1, 2:], torch.zeros(2, 4))               # padding steps: zero
+    # The step function and the teacher-forced loop agree.
+    state = dec.init_state(feats)
+    step_logits, _, _ = dec.step(feats, dec.attention.feature_proj(feats), caps[:, 0], state)
+    assert torch.allclose(step_logits, logits[:, 0])
+
+
+def test_caption_loss_masks_padding_and_adds_attention_term():
+    dec = _decoder()
+    feats = torch.randn(2, 4, 8)
+    caps = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    lengths = torch.tensor([4, 3])
+    logits, alphas = dec(feats, caps, lengths)
+    by_hand = F.cross_entropy(torch.cat([logits[0, :3], logits[1, :2]]), torch.tensor([5, 6, 2, 7, 2]))
+    assert torch.allclose(caption_loss(logits, caps, lengths, alphas, alpha_c=0.0), by_hand)
+    reg = ((1 - alphas.sum(1)) ** 2).mean()
+    assert torch.allclose(caption_loss(logits, caps, lengths, alphas, alpha_c=1.0), by_hand + reg)
+    # Changing a padded target changes nothing.
+    caps2 = caps.clone()
+    caps2[1, 3] = 9
+    assert torch.equal(caption_loss(logits, caps2, lengths, alphas, 1.0), caption_loss(logits, caps, lengths, alphas, 1.0))
