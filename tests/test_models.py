@@ -111,3 +111,32 @@ def test_caption_loss_masks_padding_and_adds_attention_term():
     caps2 = caps.clone()
     caps2[1, 3] = 9
     assert torch.equal(caption_loss(logits, caps2, lengths, alphas, 1.0), caption_loss(logits, caps, lengths, alphas, 1.0))
+
+
+def test_batchnorm_calibration_tames_a_random_trunk_and_stays_frozen():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(name="resnet34", encoded_size=2))
+    images = _images(b=8)
+    raw = enc(images)
+    enc.calibrate_batchnorm([images[:4], images[4:]])
+    tamed = enc(images)
+    assert raw.abs().mean() > 5 * tamed.abs().mean()             # uncalibrated activations grow block after block
+    assert 0.05 < tamed.abs().mean() < 5
+    bn = enc.stem[1]
+    assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean)) and bn.momentum == 0.1
+    assert not any(m.training for m in enc.modules())            # frozen again: eval mode everywhere
+    before = _snapshot(enc)
+    enc.train()
+    enc(images)
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+
+
+def test_shallower_trunk_keeps_resolution_and_width():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(name="resnet18", encoded_size=8, stages=2))
+    assert enc.feature_dim == 128 and len(enc.blocks) == 1
+    f = enc(_images(s=64))                                  # 64 px / 8 = 8x8 cells, no pooling needed
+    assert f.shape == (2, 64, 128)
+    assert Encoder(EncoderConfig(name="resnet50", encoded_size=2, stages=3)).feature_dim == 1024
+    with pytest.raises(CaptError, match="encoder.stages must be 1..4"):
+        EncoderConfig(stages=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,12 +11,15 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.e2e
+# What the DAG writes: a copy of the repository starts without any of it.
+OUTPUT_DIRS = ("data/", "metrics/", "models/", "results/", "checkpoints/")
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -39,41 +43,77 @@ def repo_copy(tmp_path_factory) -> Path:
                            capture_output=True, text=True, check=True).stdout.split("\0")
     for rel in filter(None, files):
         src = REPO / rel
-        if src.is_file() and not rel.startswith(("data/", "metrics/")):
+        if src.is_file() and not rel.startswith(OUTPUT_DIRS):
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     for name, sizes in (("shapes", (40, 8, 8)), ("shapes-shift", (12, 4, 6))):
         params["download"][name].update(n_train=sizes[0], n_val=sizes[1], n_test=sizes[2], image_size=64)
-    params["prepare"].update(image_size=32, min_word_freq=1)
+    params["prepare"].update(image_size=64, min_word_freq=1)
+    params["features"].update(batch_size=16, calibration_images=16)
+    params["teacher"]["encoder"].update(name="resnet18", encoded_size=2)
+    params["teacher"]["decoder"].update(embed_dim=16, attention_dim=16, decoder_dim=24)
+    params["teacher"]["train"].update(epochs=2, batch_size=8)
+    params["evaluate"].update(beam_size=2, meteor="off")
+    params["attention"].update(image_indices=[0, 3])
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dst, check=True, capture_output=True)
     return dst
 
 
+DATA_STAGES = {"download@shapes", "download@shapes-shift", "prepare@shapes", "prepare@shapes-shift"}
+MODEL_STAGES = {"features", "train_teacher", "evaluate@teacher-shapes", "evaluate@teacher-shapes-shift", "attention"}
+
+
+def _set_param(repo: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
-    stages = {"download@shapes", "download@shapes-shift", "prepare@shapes", "prepare@shapes-shift"}
     first = _run(["dvc", "repro"], repo_copy)
-    assert stages <= _ran(first), first
+    assert _ran(first) == DATA_STAGES | MODEL_STAGES, first
 
     with h5py.File(repo_copy / "data/prepared/shapes/test.h5") as f:
-        assert f["images"].shape == (8, 3, 32, 32)
+        assert f["images"].shape == (8, 3, 64, 64)
         assert f["captions"].shape[:2] == (8, 5)
         assert len(f["references"]) == 8 * 5
     with h5py.File(repo_copy / "data/prepared/shapes-shift/train.h5") as f:
         assert f["images"].shape[0] == 12
+    with h5py.File(repo_copy / "data/features/shapes/train.h5") as f:
+        assert f["features"].shape == (40, 4, 128) and f["features"].dtype == np.float16
+    history = (repo_copy / "metrics/teacher/history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,train_loss") and len(history) == 3
+    for dataset, n in (("shapes", 8), ("shapes-shift", 6)):
+        scores = json.loads((repo_copy / f"metrics/eval/teacher-{dataset}.json").read_text())
+        assert scores["images"] == n and 0 <= scores["bleu4"] <= 1 and 0 < scores["ceiling_bleu4"] <= 1
+        assert "meteor" not in scores                          # evaluate.meteor: off
+        captions = json.loads((repo_copy / f"results/captions/teacher-{dataset}.json").read_text())
+        assert len(captions) == n and all(isinstance(c["caption"], str) for c in captions)
+    pngs = sorted(p.name for p in (repo_copy / "results/attention/teacher").iterdir())
+    assert len(pngs) == 2
+    shown = _run(["dvc", "metrics", "show"], repo_copy)
+    assert "metrics/eval/teacher-shapes.json" in shown and "bleu4" in shown
 
     again = _run(["dvc", "repro"], repo_copy)
     assert _ran(again) == set(), again
-    for stage in stages:
+    for stage in DATA_STAGES | MODEL_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in again
+
+    _set_param(repo_copy, "evaluate", "beam_size", 1)
+    assert _ran(_run(["dvc", "repro"], repo_copy)) == {"evaluate@teacher-shapes", "evaluate@teacher-shapes-shift"}
+
+    _set_param(repo_copy, "attention", "image_indices", [1])
+    assert _ran(_run(["dvc", "repro"], repo_copy)) == {"attention"}
+    assert [p.name for p in (repo_copy / "results/attention/teacher").iterdir()] != pngs
 
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["prepare"]["max_len"] = 12
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = _run(["dvc", "repro"], repo_copy)
-    assert _ran(changed) == {"prepare@shapes", "prepare@shapes-shift"}, changed
+    assert _ran(changed) == {"prepare@shapes", "prepare@shapes-shift"} | MODEL_STAGES, changed   # never download
     with h5py.File(repo_copy / "data/prepared/shapes/train.h5") as f:
         assert f["captions"].shape[2] == 12 + 2
     assert "up to date" in _run(["dvc", "status"], repo_copy)

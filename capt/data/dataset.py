@@ -10,33 +10,49 @@ import os
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from capt.errors import CaptError
 
 
 class CaptionDataset(Dataset):
     """Items: ``{"image": uint8 (3, S, S), "captions": int64 (C, L), "lengths": int64 (C,),
     "image_id": int64 (), "index": int64 ()}``; the default collate stacks them into a batch.
 
+    With ``features_path`` (a feature cache of the same split, capt.train.features), items carry
+    ``"features": float32 (P, D)`` as well: a frozen encoder's output, read instead of recomputed.
+
     The HDF5 file is opened lazily in the process that reads it: an h5py handle must not cross a
     fork, so with ``num_workers > 0`` every worker opens its own.
     """
 
-    def __init__(self, path: Path, load_images: bool = True):
+    def __init__(self, path: Path, load_images: bool = True, features_path: Path | None = None):
         self.path = Path(path)
         self.load_images = load_images
+        self.features_path = Path(features_path) if features_path is not None else None
         with h5py.File(self.path, "r") as f:
             self._len = int(f["image_ids"].shape[0])
             self.image_size = int(f.attrs["image_size"])
             self.captions_per_image = int(f.attrs["captions_per_image"])
             self.max_len = int(f.attrs["max_len"])
             self.split = str(f.attrs["split"])
+            image_ids = f["image_ids"][:]
+        if self.features_path is not None:
+            with h5py.File(self.features_path, "r") as g:
+                if not np.array_equal(g["image_ids"][:], image_ids):
+                    raise CaptError(f"{self.features_path}: its images are not those of {self.path}; "
+                                    "rerun the features stage")
         self._file: h5py.File | None = None
+        self._features: h5py.File | None = None
         self._pid: int | None = None
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
+            if self.features_path is not None:
+                self._features = h5py.File(self.features_path, "r")
             self._pid = os.getpid()
         return self._file
 
@@ -55,15 +71,18 @@ class CaptionDataset(Dataset):
         }
         if self.load_images:
             item["image"] = torch.from_numpy(f["images"][i])
+        if self._features is not None:
+            item["features"] = torch.from_numpy(self._features["features"][i].astype("float32"))
         return item
 
     def __getstate__(self) -> dict:
         # Never pickle an open handle into a worker process.
         state = dict(self.__dict__)
-        state["_file"], state["_pid"] = None, None
+        state["_file"], state["_features"], state["_pid"] = None, None, None
         return state
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for f in (self._file, self._features):
+            if f is not None:
+                f.close()
+        self._file = self._features = None

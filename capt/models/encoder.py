@@ -5,7 +5,7 @@ P = encoded_size**2 grid cells and D the trunk's width (512 for resnet18/34, 204
 
 Frozen means frozen: no parameter needs a gradient and the whole trunk stays in eval mode,
 whatever ``.train()`` is called with, so BatchNorm running statistics never drift. With
-``fine_tune`` only blocks 2-4 (``layer2``..``layer4``) learn; the stem and ``layer1`` stay frozen
+``fine_tune`` only blocks 2-4 (``layer2``..``layer4``, those of them in the trunk) learn; the stem and ``layer1`` stay frozen
 (and in eval mode) as in Show-Attend-Tell.
 """
 
@@ -34,12 +34,17 @@ class EncoderConfig:
     weights: str | None = None     # a torchvision weights enum name ("IMAGENET1K_V1", "DEFAULT") or None: random
     encoded_size: int = 14         # adaptive pool to encoded_size x encoded_size cells
     fine_tune: bool = False        # let blocks 2-4 learn
+    stages: int = 4                # ResNet stages (layer1..layer4) in the trunk; 4 = all, as in the seed.
+                                   # Fewer keep more of the image in a *random* trunk, whose deep
+                                   # features wash colour and shape out (embedded profile)
 
     def __post_init__(self):
         if self.name not in RESNETS:
             raise CaptError(f"encoder.name must be one of {', '.join(RESNETS)}, got {self.name!r}")
         if self.encoded_size < 1:
             raise CaptError(f"encoder.encoded_size must be >= 1, got {self.encoded_size}")
+        if not 1 <= self.stages <= 4:
+            raise CaptError(f"encoder.stages must be 1..4, got {self.stages}")
 
 
 def resolve_weights(name: str, weights: str | None) -> torchvision.models.WeightsEnum | None:
@@ -70,10 +75,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         net = torchvision.models.get_model(cfg.name, weights=resolve_weights(cfg.name, cfg.weights))
-        self.feature_dim: int = net.fc.in_features
-        # Everything but the classifier head (avgpool, fc): (B, 3, S, S) -> (B, D, S/32, S/32).
+        # Each stage after layer1 halves the resolution and doubles the width: the full trunk
+        # (stages 4) gives (B, fc.in_features, S/32, S/32), stages 2 gives (B, fc.in_features/4, S/8, S/8).
+        self.feature_dim: int = net.fc.in_features // 2 ** (4 - cfg.stages)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
-        self.blocks = nn.Sequential(net.layer2, net.layer3, net.layer4)
+        self.blocks = nn.Sequential(*[net.layer2, net.layer3, net.layer4][: cfg.stages - 1])
         self.pool = nn.AdaptiveAvgPool2d(cfg.encoded_size)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

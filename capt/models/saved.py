@@ -1,0 +1,76 @@
+"""A trained captioner on disk: one file of configs, word list and state dicts.
+
+``{"encoder_config": {...}, "decoder_config": {...}, "words": [...], "encoder": state_dict,
+"decoder": state_dict}``: plain data, loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from capt.data.vocab import Vocabulary
+from capt.models.beam_search import Decoded, beam_search
+from capt.models.decoder import AttentionDecoder, DecoderConfig
+from capt.models.encoder import Encoder, EncoderConfig
+from capt.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class Captioner:
+    encoder: Encoder
+    decoder: AttentionDecoder
+    vocab: Vocabulary
+
+    def eval(self) -> Captioner:
+        self.encoder.eval()
+        self.decoder.eval()
+        return self
+
+    @torch.no_grad()
+    def caption(self, images: torch.Tensor, *, beam_size: int, max_len: int) -> list[Decoded]:
+        """uint8 images (B, 3, S, S) -> one Decoded (tokens, per-word attention, score) each."""
+        return beam_search(self.decoder, self.encoder(images), start=self.vocab.start, end=self.vocab.end,
+                           beam_size=beam_size, max_len=max_len)
+
+    def caption_dataset(self, dataset: Dataset, *, beam_size: int, max_len: int, batch_size: int = 32,
+                        progress: bool = True) -> dict[int, Decoded]:
+        """image id -> Decoded for every image of a CaptionDataset."""
+        out: dict[int, Decoded] = {}
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        for batch in tqdm(loader, desc="caption", unit="batch", disable=not progress):
+            decoded = self.caption(batch["image"], beam_size=beam_size, max_len=max_len)
+            out.update(zip(batch["image_id"].tolist(), decoded))
+        return out
+
+    def words(self, decoded: Decoded) -> str:
+        return " ".join(self.vocab.decode(decoded.tokens))
+
+
+def save_captioner(path: Path, encoder: Encoder, decoder: AttentionDecoder, vocab: Vocabulary) -> None:
+    save_checkpoint({"encoder_config": dataclasses.asdict(encoder.cfg),
+                     "decoder_config": dataclasses.asdict(decoder.cfg),
+                     "words": list(vocab.words),
+                     "encoder": encoder.state_dict(), "decoder": decoder.state_dict()}, path)
+
+
+def load_captioner(path: Path) -> Captioner:
+    ckpt = load_checkpoint(path)
+    # The weights come from the file: never fetch ImageNet weights just to overwrite them.
+    enc_cfg = EncoderConfig(**{**ckpt["encoder_config"], "weights": None})
+    encoder = Encoder(enc_cfg)
+    encoder.load_state_dict(ckpt["encoder"])
+    vocab = Vocabulary(ckpt["words"])
+    decoder = AttentionDecoder(DecoderConfig(**ckpt["decoder_config"]), len(vocab), encoder.feature_dim)
+    decoder.load_state_dict(ckpt["decoder"])
+    return Captioner(encoder, decoder, vocab).eval()
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,91 @@
+"""The captioning task trained by ``capt.train.loop.fit``: encoder features -> attention decoder.
+
+A batch holds B images with C captions each. The images are encoded once (or their cached
+features read) and expanded over their captions: (B, P, D) -> (B*C, P, D). Never five
+encoder passes for five captions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from capt.data.vocab import Vocabulary
+from capt.eval.metrics import score_captions
+from capt.models.beam_search import beam_search
+from capt.models.decoder import AttentionDecoder, caption_loss
+from capt.models.encoder import Encoder
+from capt.train.loop import TrainConfig
+
+
+def flatten_captions(features: torch.Tensor, captions: torch.Tensor,
+                     lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """features (B, P, D), captions (B, C, L), lengths (B, C) -> (B*C, P, D), (B*C, L'), (B*C,),
+    trimmed to the longest caption in the batch (L' = max length)."""
+    C = captions.shape[1]
+    lengths = lengths.reshape(-1)
+    L = int(lengths.max())
+    return features.repeat_interleave(C, dim=0), captions.reshape(-1, captions.shape[2])[:, :L], lengths
+
+
+def top5_accuracy(logits: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor) -> tuple[int, int]:
+    """(correct, total) over non-padding positions: the target among the 5 best words."""
+    T = logits.shape[1]
+    mask = torch.arange(T)[None, :] < (lengths - 1)[:, None]
+    top5 = logits[mask].topk(5, dim=1).indices
+    return int((top5 == captions[:, 1:T + 1][mask].unsqueeze(1)).any(1).sum()), int(mask.sum())
+
+
+class CaptionerTask:
+    """Decoder (and, when fine-tuned, encoder) trained with cross-entropy + attention regulariser."""
+
+    def __init__(self, decoder: AttentionDecoder, vocab: Vocabulary, val_set: Dataset,
+                 val_references: dict[int, list[str]], cfg: TrainConfig, encoder: Encoder | None = None):
+        self.decoder, self.encoder, self.vocab, self.cfg = decoder, encoder, vocab, cfg
+        self.val_set, self.val_references = val_set, val_references
+        modules = {"decoder": decoder}
+        if encoder is not None and not encoder.frozen:
+            modules["encoder"] = encoder
+        self.model = nn.ModuleDict(modules)
+
+    def param_groups(self, cfg: TrainConfig) -> list[dict]:
+        groups = [{"params": list(self.decoder.parameters()), "lr": cfg.lr}]
+        if "encoder" in self.model:
+            groups.append({"params": [p for p in self.encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr})
+        return groups
+
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "features" in batch:
+            return batch["features"]
+        return self.encoder(batch["image"])
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        feats, caps, lens = flatten_captions(self.features(batch), batch["captions"], batch["lengths"])
+        logits, alphas = self.decoder(feats, caps, lens)
+        loss = caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c)
+        correct, total = top5_accuracy(logits.detach(), caps, lens)
+        return loss, {"loss": loss.item(), "top5": correct / max(total, 1)}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        loader = DataLoader(self.val_set, batch_size=self.cfg.batch_size, shuffle=False,
+                            num_workers=self.cfg.num_workers)
+        loss_sum, n_batches, correct, total = 0.0, 0, 0, 0
+        hypotheses: dict[int, str] = {}
+        for batch in loader:
+            feats = self.features(batch)
+            f, caps, lens = flatten_captions(feats, batch["captions"], batch["lengths"])
+            logits, alphas = self.decoder(f, caps, lens)
+            loss_sum += caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c).item()
+            n_batches += 1
+            c, t = top5_accuracy(logits, caps, lens)
+            correct, total = correct + c, total + t
+            decoded = beam_search(self.decoder, feats, start=self.vocab.start, end=self.vocab.end,
+                                  beam_size=self.cfg.val_beam_size, max_len=self.cfg.max_decode_len)
+            for image_id, d in zip(batch["image_id"].tolist(), decoded):
+                hypotheses[image_id] = " ".join(self.vocab.decode(d.tokens))
+        refs = {i: self.val_references[i] for i in hypotheses}
+        scores = score_captions(refs, hypotheses, meteor=False)
+        return {"loss": loss_sum / max(n_batches, 1), "top5": correct / max(total, 1), "bleu4": scores["bleu4"],
+                "cider": scores["cider"]}

@@ -1,0 +1,30 @@
+"""Checkpoints: plain dicts of state dicts and tensors, written atomically, read with
+``weights_only=True`` (never a pickled module)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from capt.errors import CaptError
+
+
+def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
+    """Write to a temporary name, then rename: a kill mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CaptError(f"{path}: missing checkpoint") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CaptError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0]})") from None

@@ -1,0 +1,44 @@
+"""Training curves: the per-epoch history as CSV (for `dvc plots`) and as a PNG (for people)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def write_history_csv(history: list[dict], path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def plot_history(history: list[dict], path: Path, title: str) -> None:
+    """Loss, top-5 accuracy and val BLEU-4 against epochs, side by side."""
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, (name, keys) in zip(axes, [("loss", ("train_loss", "val_loss")), ("top-5 accuracy", ("train_top5", "val_top5")),
+                                       ("val BLEU-4", ("val_bleu4",))]):
+        for k in keys:
+            if all(k in r for r in history):
+                ax.plot(epochs, [r[k] for r in history], marker="o", label=k)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

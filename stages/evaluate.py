@@ -1,0 +1,61 @@
+"""Stage evaluate@<model>-<dataset>: beam search on a test split, every metric.
+
+Params: ``evaluate`` (beam_size, max_len, batch_size, meteor). Reads ``models/<model>.pt`` and
+``data/prepared/<dataset>/test.h5``; writes ``metrics/eval/<model>-<dataset>.json`` (BLEU-1..4,
+CIDEr-D, ROUGE-L, METEOR where Java is, and ``ceiling_bleu4``: one held-out human reference
+scored against the others) and the captions in COCO results format,
+``results/captions/<model>-<dataset>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from capt.data.cache import read_references
+from capt.data.dataset import CaptionDataset
+from capt.errors import CaptError
+from capt.eval.metrics import ceiling_bleu4, score_captions, write_coco_results
+from capt.models.saved import load_captioner
+from stages._common import make_config, read_params, stage_main
+
+log = logging.getLogger("stages.evaluate")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    beam_size: int = 3
+    max_len: int = 20
+    batch_size: int = 32
+    meteor: str = "auto"        # auto (when Java is present) | on | off
+
+    def __post_init__(self):
+        if self.meteor not in ("auto", "on", "off"):
+            raise CaptError(f"evaluate.meteor must be auto, on or off, got {self.meteor!r}")
+
+
+@stage_main
+def main(model: str, dataset: str) -> None:
+    cfg = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
+    captioner = load_captioner(Path("models") / f"{model}.pt")
+    test_h5 = Path("data/prepared") / dataset / "test.h5"
+    decoded = captioner.caption_dataset(CaptionDataset(test_h5), beam_size=cfg.beam_size, max_len=cfg.max_len,
+                                        batch_size=cfg.batch_size)
+    hypotheses = {i: captioner.words(d) for i, d in decoded.items()}
+    references = read_references(test_h5)
+    scores = score_captions(references, hypotheses, meteor={"auto": None, "on": True, "off": False}[cfg.meteor])
+    scores["ceiling_bleu4"] = ceiling_bleu4(references)
+    scores["images"] = len(hypotheses)
+    out = Path("metrics/eval") / f"{model}-{dataset}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+    write_coco_results(hypotheses, Path("results/captions") / f"{model}-{dataset}.json")
+    log.info("%s on %s: %s", model, dataset, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,71 @@
+"""Stage train_teacher: the Show-Attend-Tell teacher's decoder, trained on the feature cache.
+
+Params: ``teacher`` (dataset, encoder, decoder, train). Reads ``data/prepared/<dataset>`` and
+``data/features/<dataset>``; writes ``models/teacher.pt`` (the best epoch), the per-epoch
+history ``metrics/teacher/history.csv`` (+ ``curves.png``), ``metrics/teacher/train.json``, and
+resumable checkpoints in ``checkpoints/teacher/`` (a DVC ``persist`` output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+import typer
+
+from capt.data.cache import read_references
+from capt.data.dataset import CaptionDataset
+from capt.data.vocab import Vocabulary
+from capt.models.decoder import AttentionDecoder, DecoderConfig
+from capt.models.encoder import Encoder, EncoderConfig
+from capt.models.saved import save_captioner
+from capt.train.captioner import CaptionerTask
+from capt.train.checkpoint import load_checkpoint
+from capt.train.loop import TrainConfig, fit
+from capt.viz.curves import plot_history, write_history_csv
+from stages._common import make_config, read_params, stage_main
+
+log = logging.getLogger("stages.train_teacher")
+
+
+@stage_main
+def main(name: str = typer.Option("teacher", help="model name: outputs go to models/<name>.pt"),
+         ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
+    section = read_params("teacher")
+    dataset = section["dataset"]
+    enc_cfg = make_config(EncoderConfig, section["encoder"], "teacher.encoder")
+    dec_cfg = make_config(DecoderConfig, section["decoder"], "teacher.decoder")
+    cfg = make_config(TrainConfig, section["train"], "teacher.train")
+    prepared, features = Path("data/prepared") / dataset, Path("data/features") / dataset
+
+    vocab = Vocabulary.load(prepared / "word_map.json")
+    train_set = CaptionDataset(prepared / "train.h5", load_images=False, features_path=features / "train.h5")
+    val_set = CaptionDataset(prepared / "val.h5", load_images=False, features_path=features / "val.h5")
+    encoder = Encoder(EncoderConfig(**{**section["encoder"], "weights": None}))
+    encoder.load_state_dict(load_checkpoint(features / "encoder.pt"))
+
+    torch.manual_seed(cfg.seed)
+    decoder = AttentionDecoder(dec_cfg, len(vocab), encoder.feature_dim)
+    task = CaptionerTask(decoder, vocab, val_set, read_references(prepared / "val.h5"), cfg)
+    # A checkpoint from other params or other data must not be resumed.
+    fingerprint = hashlib.sha256(json.dumps(section, sort_keys=True).encode()
+                                 + (prepared / "word_map.json").read_bytes()
+                                 + (features / "encoder.pt").read_bytes()).hexdigest()
+    result = fit(task, train_set, cfg, ckpt_root / name, fingerprint=fingerprint)
+
+    decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in result["best_state"].items()})
+    save_captioner(Path("models") / f"{name}.pt", encoder, decoder, vocab)
+    out = Path("metrics") / name
+    write_history_csv(result["history"], out / "history.csv")
+    plot_history(result["history"], out / "curves.png", f"{name} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")
+    summary = {"best_epoch": result["best"]["epoch"], "val_bleu4": result["best"]["bleu4"],
+               "epochs_run": len(result["history"])}
+    (out / "train.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    log.info("%s: best val BLEU-4 %.4f at epoch %d", name, summary["val_bleu4"], summary["best_epoch"])
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,108 @@
+"""The shared training loop: resume equals an uninterrupted run, NaN stops, runs repeat exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from capt.data.vocab import SPECIALS, Vocabulary
+from capt.errors import CaptError
+from capt.models.decoder import AttentionDecoder, DecoderConfig
+from capt.train.captioner import CaptionerTask, flatten_captions
+from capt.train.loop import TrainConfig, fit
+
+WORDS = ["red", "blue", "circle", "square", "a"]
+VOCAB = Vocabulary([*SPECIALS, *WORDS])
+
+
+class TinyFeatures(Dataset):
+    """Random features whose first cell says which colour/shape the captions name."""
+
+    def __init__(self, n=24, C=2, P=4, D=6, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.features = torch.randn(n, P, D, generator=g)
+        colour = torch.randint(0, 2, (n,), generator=g)
+        shape = torch.randint(0, 2, (n,), generator=g)
+        self.features[:, 0, 0] = colour * 3.0
+        self.features[:, 0, 1] = shape * 3.0
+        w = VOCAB.word_map
+        self.captions = torch.zeros(n, C, 6, dtype=torch.long)
+        self.refs = {}
+        for i in range(n):
+            words = ["a", ["red", "blue"][colour[i]], ["circle", "square"][shape[i]]]
+            self.captions[i, :] = torch.tensor(VOCAB.encode(words, max_len=4))
+            self.refs[i] = [" ".join(words)] * C
+        self.lengths = torch.full((n, C), 5)
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return {"features": self.features[i], "captions": self.captions[i], "lengths": self.lengths[i],
+                "image_id": torch.tensor(i), "index": torch.tensor(i)}
+
+
+CFG = TrainConfig(epochs=3, batch_size=8, lr=0.01, early_stop=10, max_decode_len=5, seed=3)
+
+
+def _task(ds, cfg=CFG, seed=0):
+    torch.manual_seed(seed)
+    dec = AttentionDecoder(DecoderConfig(embed_dim=8, attention_dim=8, decoder_dim=12, dropout=0.3), len(VOCAB), 6)
+    return CaptionerTask(dec, VOCAB, ds, ds.refs, cfg)
+
+
+def _weights(task):
+    return {k: v.clone() for k, v in task.model.state_dict().items()}
+
+
+def test_flatten_captions_expands_each_image_over_its_captions():
+    f = torch.arange(2 * 3 * 1, dtype=torch.float).view(2, 3, 1)
+    caps = torch.arange(2 * 2 * 5).view(2, 2, 5)
+    lens = torch.tensor([[3, 4], [2, 3]])
+    ff, cc, ll = flatten_captions(f, caps, lens)
+    assert torch.equal(ff[1], f[0]) and torch.equal(ff[2], f[1])        # image 0, 0, 1, 1
+    assert cc.shape == (4, 4) and torch.equal(cc[3], caps[1, 1, :4]) and ll.tolist() == [3, 4, 2, 3]
+
+
+def test_fit_learns_and_repeats_exactly(tmp_path):
+    ds = TinyFeatures()
+    a, b = _task(ds), _task(ds)
+    ra = fit(a, ds, CFG, tmp_path / "a", progress=False)
+    rb = fit(b, ds, CFG, tmp_path / "b", progress=False)
+    assert ra["history"] == rb["history"]
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    h = ra["history"]
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    assert {"val_bleu4", "val_loss", "val_top5", "train_top5", "lr"} <= set(h[0])
+    assert (tmp_path / "a" / "best.pt").exists() and ra["best"]["epoch"] >= 1
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    ds = TinyFeatures()
+    full = _task(ds)
+    fit(full, ds, CFG, tmp_path / "full", progress=False)
+
+    interrupted = _task(ds)
+    out = fit(interrupted, ds, CFG, tmp_path / "cut", progress=False, stop_after_steps=5)  # mid epoch 2 (3 steps/epoch)
+    assert out["stopped"]
+    resumed = _task(ds, seed=99)                    # a fresh process: other initial weights, other RNG
+    result = fit(resumed, ds, CFG, tmp_path / "cut", progress=False)
+    assert [r["epoch"] for r in result["history"]] == [1, 2, 3]
+    wf, wr = _weights(full), _weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf), "resumed run differs from the uninterrupted one"
+
+
+def test_other_configuration_does_not_resume(tmp_path):
+    ds = TinyFeatures()
+    fit(_task(ds), ds, CFG, tmp_path, fingerprint="a", progress=False, stop_after_steps=4)
+    result = fit(_task(ds), ds, CFG, tmp_path, fingerprint="b", progress=False)
+    assert [r["epoch"] for r in result["history"]] == [1, 2, 3]
+
+
+def test_nan_loss_stops_naming_epoch_and_step(tmp_path):
+    ds = TinyFeatures()
+    ds.features[5:, 1, 2] = float("nan")
+    with pytest.raises(CaptError, match=r"loss is nan at epoch 1, step \d"):
+        fit(_task(ds), ds, CFG, tmp_path, progress=False)

@@ -1,0 +1,43 @@
+"""Attention overlays and training curves."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from capt.viz.attention import plot_attention, upsample_attention
+from capt.viz.curves import plot_history, write_history_csv
+
+
+def test_upsampled_attention_peaks_where_the_cell_is():
+    alphas = np.zeros((2, 16))
+    alphas[0, 0] = 1.0          # top-left cell of a 4x4 grid
+    alphas[1, 15] = 1.0         # bottom-right
+    maps = upsample_attention(alphas, 64)
+    assert maps.shape == (2, 64, 64) and maps.max() <= 1.0 and maps.min() >= 0.0
+    assert np.unravel_index(maps[0].argmax(), (64, 64)) < (16, 16)
+    assert all(np.array(np.unravel_index(maps[1].argmax(), (64, 64))) >= 48)
+    assert maps[0, :16, :16].mean() > 5 * maps[0, 32:, 32:].mean()   # smooth, but local
+
+
+def test_plot_attention_writes_one_panel_per_word(tmp_path):
+    image = np.zeros((3, 32, 32), np.uint8)
+    image[0] = 200
+    alphas = np.full((3, 4), 0.25)
+    plot_attention(image, ["a", "red", "square"], alphas, tmp_path / "a.png", "test")
+    with Image.open(tmp_path / "a.png") as im:
+        w, h = im.size
+    assert w > 400 and h > 100
+    plot_attention(image, [], np.zeros((0, 4)), tmp_path / "empty.png", "no words")   # an empty caption draws too
+    assert (tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_history_csv_and_plot(tmp_path):
+    history = [{"epoch": e, "train_loss": 3.0 / e, "val_loss": 3.1 / e, "train_top5": 0.5, "val_top5": 0.6,
+                "val_bleu4": 0.1 * e} for e in (1, 2, 3)]
+    write_history_csv(history, tmp_path / "h.csv")
+    lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(history[0]) and len(lines) == 4 and lines[3].startswith("3,1,")
+    plot_history(history, tmp_path / "c.png", "t")
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.size[0] > 800
