@@ -7,7 +7,7 @@
    the captions checked identical.
 
     python benchmarks/bench_teacher.py                    # uses data/prepared/shapes + models/teacher.pt when present
-    python benchmarks/bench_teacher.py --images 256 --encoder resnet34
+    python benchmarks/bench_teacher.py --encoder resnet101 --stages 4 --encoded-size 4   # the seed's trunk
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=ROOT / "models/teacher.pt")
     ap.add_argument("--images", type=int, default=256, help="training images in the timed epoch")
     ap.add_argument("--encoder", default="resnet34")
+    ap.add_argument("--stages", type=int, default=2, help="ResNet stages in the trunk (the embedded teacher: 2)")
+    ap.add_argument("--encoded-size", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--beam-size", type=int, default=3)
     args = ap.parse_args()
@@ -58,7 +60,7 @@ def main() -> None:
     batches = [{k: torch.stack([it[k] for it in items[i:i + args.batch_size]]) for k in items[0]}
                for i in range(0, n, args.batch_size)]
     S, C = train.image_size, train.captions_per_image
-    encoder = Encoder(EncoderConfig(name=args.encoder, encoded_size=S // 32))
+    encoder = Encoder(EncoderConfig(name=args.encoder, encoded_size=args.encoded_size, stages=args.stages))
     encoder.calibrate_batchnorm([b["image"] for b in batches[:4]])
 
     t0 = time.perf_counter()
@@ -70,7 +72,7 @@ def main() -> None:
 
     def fresh():
         torch.manual_seed(0)
-        dec = AttentionDecoder(DecoderConfig(128, 128, 256, 0.3), 64, encoder.feature_dim)
+        dec = AttentionDecoder(DecoderConfig(128, 128, 256, 0.3), 64, encoder.feature_dim)   # the embedded teacher's
         return dec, torch.optim.Adam(dec.parameters(), lr=1e-3)
 
     dec, opt = fresh()
@@ -84,7 +86,8 @@ def main() -> None:
     dec, opt = fresh()
     naive = train_epoch(dec, opt, batches, reencode)
 
-    print(f"1. one training epoch over {n} images x {C} captions, {args.encoder} at {S} px, batch {args.batch_size}")
+    print(f"1. one training epoch over {n} images x {C} captions, {args.encoder} (stages {args.stages}, "
+          f"{args.encoded_size}x{args.encoded_size} cells) at {S} px, batch {args.batch_size}")
     print(f"   re-encoding every caption's image: {naive:8.2f} s")
     print(f"   from the feature cache:            {cached:8.2f} s   -> {naive / cached:.1f}x faster per epoch")
     print(f"   (the cache itself: {encode_once:.2f} s once, for all epochs)")

@@ -57,7 +57,8 @@ def repo_copy(tmp_path_factory) -> Path:
     params["evaluate"].update(beam_size=2, meteor="off")
     params["attention"].update(image_indices=[0, 3])
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=capt test", "-c", "user.email=test@capt.invalid", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dst, check=True, capture_output=True)
     return dst
 
