@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 
 import h5py
 import numpy as np
@@ -87,6 +88,31 @@ def test_read_flickr8k_splits_and_image_zip(tmp_path):
         assert r.filename in store and "._1003163366_44323f5815.jpg" not in store   # __MACOSX skipped
         assert store.where(r.filename).endswith("Flickr8k_Dataset.zip:Flicker8k_Dataset/1003163366_44323f5815.jpg")
         assert decode_image(store.read_bytes(r.filename), 8).shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_zip_image_store_reads_members_and_checks_their_crc(tmp_path, compression):
+    images = {f"imgs/{k}.jpg": image_bytes(colour=(10 * k, 50, 90)) for k in range(5)}
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        zf.writestr("imgs/", b"")
+        for name, data in images.items():
+            zf.writestr(name, data)
+    with ZipImageStore([path]) as store:
+        for name, data in images.items():
+            assert store.read_bytes(name.split("/")[1]) == data
+        assert store.where("3.jpg") == f"{path}:imgs/3.jpg" and "9.jpg" not in store
+        with pytest.raises(KeyError):
+            store.read_bytes("9.jpg")
+    # Damage one member's bytes in place: the CRC check notices.
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("imgs/2.jpg")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw = bytearray(path.read_bytes())
+    raw[start + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with ZipImageStore([path]) as store, pytest.raises((zipfile.BadZipFile, zlib.error)):
+        store.read_bytes("2.jpg")
 
 
 def test_flickr8k_token_line_malformed():
@@ -188,6 +214,20 @@ def test_bad_image_skipped_and_listed(tmp_path, bad):
     with h5py.File(tmp_path / "out" / "val.h5") as f:
         assert f["images"].shape[0] == 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["skipped"] == summary["skipped"]
+
+
+def test_damaged_zip_member_is_a_bad_image_not_a_crash(tmp_path):
+    root = build_coco(tmp_path / "coco")
+    path = root / "val2014.zip"
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("val2014/" + coco_name("val2014", 42))
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw = bytearray(path.read_bytes())
+    raw[start + info.compress_size // 2] ^= 0xFF          # the CRC no longer matches
+    path.write_bytes(bytes(raw))
+    summary = prepare_dataset(root, tmp_path / "out", CFG, progress=False)
+    (entry,) = summary["skipped"]
+    assert entry["image_id"] == 42 and "BadZipFile" in entry["reason"]
 
 
 def test_bad_image_fails_when_asked(tmp_path):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,7 +84,7 @@ def _write_split(path: Path, records: list[ImageRecord], captions: CaptionStore,
             else:
                 try:
                     image = decode_image(store.read_bytes(r.filename), cfg.image_size)
-                except (UnidentifiedImageError, OSError, ValueError, EOFError) as e:
+                except (UnidentifiedImageError, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
                     reason = f"corrupt image ({type(e).__name__}: {e})"
             if reason is not None:
                 where = store.where(r.filename) if r.filename in store else r.filename
