@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import torch
+import typer
 
 from capt.errors import CaptError
 from capt.models.saved import load_captioner
@@ -55,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(main)

@@ -8,6 +8,7 @@ resumable checkpoints in ``checkpoints/teacher/`` (a DVC ``persist`` output).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -44,7 +45,7 @@ def main(name: str = typer.Option("teacher", help="model name: outputs go to mod
     vocab = Vocabulary.load(prepared / "word_map.json")
     train_set = CaptionDataset(prepared / "train.h5", load_images=False, features_path=features / "train.h5")
     val_set = CaptionDataset(prepared / "val.h5", load_images=False, features_path=features / "val.h5")
-    encoder = Encoder(EncoderConfig(**{**section["encoder"], "weights": None}))
+    encoder = Encoder(dataclasses.replace(enc_cfg, weights=None))   # its weights come from the features stage
     encoder.load_state_dict(load_checkpoint(features / "encoder.pt"))
 
     torch.manual_seed(cfg.seed)
