@@ -8,6 +8,7 @@ Writes ``data/raw/<dataset>/`` with the archives and ``manifest.json``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -16,6 +17,11 @@ from capt.errors import CaptError
 from stages._common import make_config, read_params, stage_main
 
 log = logging.getLogger("stages.download")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    base_url: str | None = None   # a mirror holding the same file names
 
 
 @stage_main
@@ -32,10 +38,8 @@ def main(dataset: str, out_root: Path = typer.Option(Path("data/raw"), help="whe
     elif source in ("coco", "flickr8k"):
         from capt.data.sources import download_dataset
 
-        base_url = section.pop("base_url", None)
-        if section:
-            raise CaptError(f"params.yaml: unknown key(s) {', '.join(sorted(section))} in download.{dataset}")
-        download_dataset(source, out_dir, base_url=base_url)
+        cfg = make_config(RemoteConfig, section, f"download.{dataset}")
+        download_dataset(source, out_dir, base_url=cfg.base_url)
     else:
         raise CaptError(f"params.yaml: download.{dataset}.source must be shapes, coco or flickr8k, got {source!r}")
 

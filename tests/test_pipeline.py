@@ -110,9 +110,7 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     assert _ran(_run(["dvc", "repro"], repo_copy)) == {"attention"}
     assert [p.name for p in (repo_copy / "results/attention/teacher").iterdir()] != pngs
 
-    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
-    params["prepare"]["max_len"] = 12
-    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _set_param(repo_copy, "prepare", "max_len", 12)
     changed = _run(["dvc", "repro"], repo_copy)
     assert _ran(changed) == {"prepare@shapes", "prepare@shapes-shift"} | MODEL_STAGES, changed   # never download
     with h5py.File(repo_copy / "data/prepared/shapes/train.h5") as f:

@@ -60,11 +60,16 @@ class CaptionerTask:
             return batch["features"]
         return self.encoder(batch["image"])
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        feats, caps, lens = flatten_captions(self.features(batch), batch["captions"], batch["lengths"])
+    def _teacher_forced(self, features: torch.Tensor,
+                        batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+        """Loss and top-5 (correct, total) of the batch's captions given its features (B, P, D)."""
+        feats, caps, lens = flatten_captions(features, batch["captions"], batch["lengths"])
         logits, alphas = self.decoder(feats, caps, lens)
-        loss = caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c)
         correct, total = top5_accuracy(logits.detach(), caps, lens)
+        return caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c), correct, total
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, correct, total = self._teacher_forced(self.features(batch), batch)
         return loss, {"loss": loss.item(), "top5": correct / max(total, 1)}
 
     @torch.no_grad()
@@ -75,12 +80,8 @@ class CaptionerTask:
         hypotheses: dict[int, str] = {}
         for batch in loader:
             feats = self.features(batch)
-            f, caps, lens = flatten_captions(feats, batch["captions"], batch["lengths"])
-            logits, alphas = self.decoder(f, caps, lens)
-            loss_sum += caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c).item()
-            n_batches += 1
-            c, t = top5_accuracy(logits, caps, lens)
-            correct, total = correct + c, total + t
+            loss, c, t = self._teacher_forced(feats, batch)
+            loss_sum, n_batches, correct, total = loss_sum + loss.item(), n_batches + 1, correct + c, total + t
             decoded = beam_search(self.decoder, feats, start=self.vocab.start, end=self.vocab.end,
                                   beam_size=self.cfg.val_beam_size, max_len=self.cfg.max_decode_len)
             for image_id, d in zip(batch["image_id"].tolist(), decoded):
