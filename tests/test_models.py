@@ -97,6 +97,24 @@ def test_decoder_teacher_forcing_shapes_and_masked_alphas():
     assert torch.allclose(step_logits, logits[:, 0])
 
 
+
+def test_length_sorted_teacher_forcing_equals_each_caption_decoded_alone():
+    # forward() runs only the captions still going at each step; every live position must get
+    # exactly what a step-by-step loop over that caption alone gives, whatever the batch order.
+    dec = _decoder(seed=3)
+    feats = torch.randn(4, 4, 8)
+    caps = torch.tensor([[1, 7, 2, 0, 0, 0], [1, 4, 5, 6, 8, 2], [1, 5, 2, 0, 0, 0], [1, 9, 6, 2, 0, 0]])
+    lengths = torch.tensor([3, 6, 3, 4])
+    logits, alphas = dec(feats, caps, lengths)
+    for i in range(4):
+        f = feats[i:i + 1]
+        state, proj = dec.init_state(f), dec.attention.feature_proj(f)
+        for t in range(int(lengths[i]) - 1):
+            step_logits, alpha, state = dec.step(f, proj, caps[i:i + 1, t], state)
+            assert torch.allclose(step_logits[0], logits[i, t], atol=1e-6)
+            assert torch.allclose(alpha[0], alphas[i, t], atol=1e-6)
+        assert not logits[i, int(lengths[i]) - 1:].any()                 # padding: never computed
+
 def test_caption_loss_masks_padding_and_adds_attention_term():
     dec = _decoder()
     feats = torch.randn(2, 4, 8)

@@ -89,18 +89,26 @@ class AttentionDecoder(nn.Module):
                 lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing. features (B, P, D), captions (B, L), lengths (B,) ->
         logits (B, T, V) and alphas (B, T, P), T = max(lengths) - 1; steps at t >= lengths - 1
-        are padding (zeros in alphas), for the loss to mask."""
+        are padding (zeros in both), for the loss to mask.
+
+        Rows are sorted by length so that step t runs only the n_t captions still going (a
+        prefix of the sorted batch): padding costs nothing, which halves the work when caption
+        lengths vary as much as they do in COCO or shapes.
+        """
         B, P, _ = features.shape
         T = int(lengths.max()) - 1
-        projected = self.attention.feature_proj(features)
-        state = self.init_state(features)
+        order = lengths.argsort(descending=True, stable=True)
+        features, captions, steps = features[order], captions[order], lengths[order] - 1
+        projected = self.attention.feature_proj(features)                     # (B, P, A)
+        h, c = self.init_state(features)
         logits = features.new_zeros(B, T, self.vocab_size)
         alphas = features.new_zeros(B, T, P)
-        for t in range(T):
-            step_logits, alpha, state = self.step(features, projected, captions[:, t], state)
-            logits[:, t], alphas[:, t] = step_logits, alpha
-        live = (torch.arange(T, device=lengths.device)[None, :] < (lengths - 1)[:, None])   # (B, T)
-        return logits, alphas * live.unsqueeze(2)
+        live = (torch.arange(T, device=lengths.device)[None, :] < steps[:, None]).sum(0).tolist()  # n_t
+        for t, n in enumerate(live):
+            step_logits, alpha, (h, c) = self.step(features[:n], projected[:n], captions[:n, t], (h[:n], c[:n]))
+            logits[:n, t], alphas[:n, t] = step_logits, alpha
+        unsort = order.argsort()
+        return logits[unsort], alphas[unsort]
 
 
 def caption_loss(logits: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
