@@ -86,3 +86,33 @@ class CaptionDataset(Dataset):
             if f is not None:
                 f.close()
         self._file = self._features = None
+
+
+class ImageSubset(Dataset):
+    """The images at ``indices`` of a CaptionDataset, optionally with other captions for them.
+
+    ``captions`` (K, C', L) and ``lengths`` (K, C'), one row per index, replace the human
+    captions, e.g. a teacher's beam-search captions for sequence-level distillation.
+    """
+
+    def __init__(self, base: CaptionDataset, indices: list[int], captions: np.ndarray | None = None,
+                 lengths: np.ndarray | None = None):
+        if (captions is None) != (lengths is None):
+            raise ValueError("captions and lengths go together")
+        if captions is not None and not (len(captions) == len(lengths) == len(indices)):
+            raise ValueError(f"{len(indices)} indices but {len(captions)} caption rows and {len(lengths)} lengths")
+        bad = [i for i in indices if not 0 <= i < len(base)]
+        if bad:
+            raise CaptError(f"{base.path}: image indices {bad[:5]} out of range for {len(base)} images")
+        self.base, self.indices = base, list(indices)
+        self.captions = None if captions is None else torch.from_numpy(np.asarray(captions, dtype=np.int64))
+        self.lengths = None if lengths is None else torch.from_numpy(np.asarray(lengths, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = self.base[self.indices[i]]
+        if self.captions is not None:
+            item["captions"], item["lengths"] = self.captions[i], self.lengths[i]
+        return item

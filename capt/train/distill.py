@@ -1,0 +1,209 @@
+"""Knowledge distillation of a student captioner from a frozen teacher.
+
+The loss of the seed study (its Table 1)::
+
+    total = (1 - beta) * task + beta * (w_enc * enc + w_dec * dec)
+
+    task = cross-entropy + alpha_c * attention regulariser   (the teacher's own loss, caption_loss)
+    enc  = MSE(projection(F_s), F_t)                          (kd_encoder_loss)
+    dec  = T^2 * KL(softmax(z_t / T) || softmax(z_s / T))     (kd_decoder_loss)
+
+F are encoder features (B, P, D) on the same P grid cells; z are decoder logits (B, T, V) under
+teacher forcing on the ground-truth captions the student sees. The teacher never learns: it
+stays in eval mode (no dropout), its features come from the feature cache and its logits are
+computed under ``torch.no_grad``.
+
+Sequence-level KD (Kim & Rush 2016) needs no loss of its own: the student's task loss is
+computed on the teacher's beam-search captions (cached once) instead of the human ones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from capt.data.vocab import Vocabulary
+from capt.errors import CaptError
+from capt.models.beam_search import beam_search
+from capt.models.decoder import AttentionDecoder, caption_loss
+from capt.models.encoder import Encoder
+from capt.train.captioner import CaptionerTask, flatten_captions, top5_accuracy
+
+TARGETS = ("references", "teacher")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One student variant's loss."""
+
+    beta: float = 0.0            # weight of the KD terms; 0 = the task loss alone (the baseline)
+    temperature: float = 1.0     # T of the word-level KD
+    w_enc: float = 0.0           # weight of the encoder feature MSE inside the KD term
+    w_dec: float = 0.0           # weight of the decoder KL inside the KD term
+    targets: str = "references"  # references: human captions | teacher: its beam-search captions (seq-KD)
+
+    def __post_init__(self):
+        if not 0.0 <= self.beta <= 1.0:
+            raise CaptError(f"beta must be in [0, 1], got {self.beta}")
+        if self.temperature <= 0:
+            raise CaptError(f"temperature must be > 0, got {self.temperature}")
+        if self.w_enc < 0 or self.w_dec < 0:
+            raise CaptError(f"w_enc and w_dec must be >= 0, got {self.w_enc} and {self.w_dec}")
+        if self.targets not in TARGETS:
+            raise CaptError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
+        if self.beta > 0 and self.w_enc == 0 and self.w_dec == 0:
+            raise CaptError(f"beta is {self.beta} but w_enc and w_dec are both 0: no KD term to weigh")
+
+    @property
+    def uses_encoder_kd(self) -> bool:
+        return self.beta > 0 and self.w_enc > 0
+
+    @property
+    def uses_decoder_kd(self) -> bool:
+        return self.beta > 0 and self.w_dec > 0
+
+
+def student_subset(n_images: int, fraction: float, seed: int) -> list[int]:
+    """The positions (sorted) of the ``round(fraction * n_images)`` training images the students
+    learn from: a seeded draw, the same for every variant so that they compare fairly."""
+    if not 0.0 < fraction <= 1.0:
+        raise CaptError(f"train_fraction must be in (0, 1], got {fraction}")
+    k = max(1, round(fraction * n_images))
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n_images, generator=g)[:k].tolist())
+
+
+def kd_decoder_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+                    mask: torch.Tensor) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, summed over the vocabulary and
+    averaged over the positions where ``mask`` is true.
+
+    student_logits, teacher_logits (B, T, V); mask (B, T) bool. The T^2 keeps the gradient's
+    scale independent of T (Hinton et al. 2015). The KL runs from the teacher's distribution to
+    the student's: the student is pulled towards the teacher, never the reverse.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ")
+    if not mask.any():
+        return student_logits.sum() * 0.0
+    log_q = F.log_softmax(student_logits[mask] / temperature, dim=-1)   # (N, V) student
+    log_p = F.log_softmax(teacher_logits[mask] / temperature, dim=-1)   # (N, V) teacher
+    # kl_div(input=log q, target=log p) = sum p (log p - log q); batchmean divides by N positions.
+    return temperature ** 2 * F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+
+
+def kd_encoder_loss(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """MSE between student features (already projected to the teacher's width) and the teacher's,
+    both (B, P, D) on the same grid of P cells."""
+    if student_features.shape != teacher_features.shape:
+        raise ValueError(f"student features {tuple(student_features.shape)} and teacher features "
+                         f"{tuple(teacher_features.shape)} differ: project the student's first")
+    return F.mse_loss(student_features, teacher_features)
+
+
+def feature_projection(student_dim: int, teacher_dim: int) -> nn.Module | None:
+    """The learned 1x1 projection from the student's feature width to the teacher's, or None when
+    the widths agree. On (B, P, D) features a Linear over D is exactly a 1x1 convolution."""
+    return None if student_dim == teacher_dim else nn.Linear(student_dim, teacher_dim)
+
+
+def padding_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, steps) bool: true where the decoding step predicts a real word (t < length - 1)."""
+    return torch.arange(steps, device=lengths.device)[None, :] < (lengths - 1)[:, None]
+
+
+class DistillTask(CaptionerTask):
+    """A student captioner (fine-tuned encoder + decoder) trained by ``fit`` with the KD loss.
+
+    Batches carry the student's input images and the teacher's cached features of the same
+    images (``"features"``, (B, P, D_t)). ``model`` holds what learns: the student's decoder and
+    encoder, and the projection when there is one; the saved student leaves the projection out.
+    """
+
+    def __init__(self, encoder: Encoder, decoder: AttentionDecoder, teacher_decoder: AttentionDecoder,
+                 teacher_dim: int, kd: DistillConfig, **kwargs):
+        if encoder.frozen and kd.uses_encoder_kd:
+            raise CaptError("encoder KD needs a student encoder that learns: set its fine_tune to true")
+        super().__init__(decoder, encoder=encoder, **kwargs)
+        self.kd = kd
+        self.teacher = teacher_decoder.eval().requires_grad_(False)
+        self.projection = feature_projection(encoder.feature_dim, teacher_dim) if kd.uses_encoder_kd else None
+        if self.projection is not None:
+            self.model["projection"] = self.projection
+
+    def param_groups(self, cfg):
+        groups = super().param_groups(cfg)
+        if self.projection is not None:
+            groups[0]["params"] += list(self.projection.parameters())
+        return groups
+
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder(batch["image"])          # the student's own, never the teacher's cache
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        self.teacher.eval()                          # fit() calls model.train(); the teacher is not in it
+        student_features = self.encoder(batch["image"])                          # (B, P, D_s)
+        feats, caps, lens = flatten_captions(student_features, batch["captions"], batch["lengths"])
+        logits, alphas = self.decoder(feats, caps, lens)                         # (B*C, T, V)
+        task = caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c)
+        correct, total = top5_accuracy(logits.detach(), caps, lens)
+        stats = {"task": task.item(), "top5": correct / max(total, 1)}
+        kd_terms = torch.zeros((), dtype=task.dtype)
+        if self.kd.uses_encoder_kd:
+            projected = student_features if self.projection is None else self.projection(student_features)
+            enc = kd_encoder_loss(projected, batch["features"])
+            kd_terms = kd_terms + self.kd.w_enc * enc
+            stats["kd_enc"] = enc.item()
+        if self.kd.uses_decoder_kd:
+            with torch.no_grad():
+                teacher_feats = batch["features"].repeat_interleave(batch["captions"].shape[1], dim=0)
+                teacher_logits, _ = self.teacher(teacher_feats, caps, lens)
+            dec = kd_decoder_loss(logits, teacher_logits, self.kd.temperature, padding_mask(lens, logits.shape[1]))
+            kd_terms = kd_terms + self.kd.w_dec * dec
+            stats["kd_dec"] = dec.item()
+        loss = task if self.kd.beta == 0 else (1 - self.kd.beta) * task + self.kd.beta * kd_terms
+        stats["loss"] = loss.item()
+        return loss, stats
+
+
+@torch.no_grad()
+def write_teacher_captions(decoder: AttentionDecoder, vocab: Vocabulary, features_h5: Path, indices: list[int],
+                           out_h5: Path, *, max_len: int, beam_size: int, batch_size: int = 64) -> int:
+    """Sequence-level KD targets: the teacher's beam-search caption of each image at ``indices``
+    of a feature-cache split (the teacher's own frozen features: no image is re-encoded).
+
+    Writes ``captions`` int32 (K, 1, max_len + 2) (``<start> .. <end>`` padded, as prepare
+    encodes human captions), ``caption_lengths`` int32 (K, 1), ``image_ids`` and ``indices``
+    (K,), under a temporary name renamed into place. Returns K.
+    """
+    decoder.eval()
+    out_h5 = Path(out_h5)
+    out_h5.parent.mkdir(parents=True, exist_ok=True)
+    L = max_len + 2
+    captions = np.zeros((len(indices), 1, L), np.int32)
+    lengths = np.zeros((len(indices), 1), np.int32)
+    with h5py.File(features_h5, "r") as f:
+        feats, ids = f["features"], f["image_ids"][:]
+        for start in range(0, len(indices), batch_size):
+            rows = indices[start:start + batch_size]
+            batch = torch.from_numpy(np.stack([feats[i] for i in rows]).astype(np.float32))
+            for j, d in enumerate(beam_search(decoder, batch, start=vocab.start, end=vocab.end,
+                                              beam_size=beam_size, max_len=max_len)):
+                encoded = [vocab.start, *d.tokens[:max_len], vocab.end]
+                captions[start + j, 0, :len(encoded)] = encoded
+                lengths[start + j, 0] = len(encoded)
+    tmp = out_h5.with_name(out_h5.name + ".tmp")
+    with h5py.File(tmp, "w") as g:
+        g["captions"], g["caption_lengths"] = captions, lengths
+        g["image_ids"], g["indices"] = ids[indices], np.asarray(indices, np.int64)
+        g.attrs.update(beam_size=beam_size, max_len=max_len)
+    os.replace(tmp, out_h5)
+    return len(indices)

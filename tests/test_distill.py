@@ -1,0 +1,214 @@
+"""Knowledge distillation: the KD losses against hand computations, and a student step that
+moves the student and never the teacher."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from capt.data.vocab import SPECIALS, Vocabulary
+from capt.errors import CaptError
+from capt.models.beam_search import beam_search
+from capt.models.decoder import AttentionDecoder, DecoderConfig, caption_loss
+from capt.models.encoder import Encoder, EncoderConfig
+from capt.models.saved import load_captioner, save_captioner
+from capt.train.captioner import flatten_captions
+from capt.train.distill import (DistillConfig, DistillTask, feature_projection, kd_decoder_loss, kd_encoder_loss,
+                                padding_mask, student_subset, write_teacher_captions)
+from capt.train.loop import TrainConfig, fit
+
+# ----------------------------------------------------------------------------- the losses
+
+
+def _kl_by_hand(s_row, t_row, T):
+    """sum_v p_v (log p_v - log q_v), p = softmax(t/T), q = softmax(s/T), in plain Python."""
+    def softmax(xs):
+        m = max(xs)
+        e = [math.exp((x - m) / T) for x in xs]
+        z = sum(e)
+        return [v / z for v in e]
+    p, q = softmax(t_row), softmax(s_row)
+    return sum(pv * (math.log(pv) - math.log(qv)) for pv, qv in zip(p, q))
+
+
+def test_kd_decoder_loss_matches_a_hand_computation_with_t_squared_and_masking():
+    torch.manual_seed(0)
+    s = torch.randn(2, 3, 4, dtype=torch.float64)
+    t = torch.randn(2, 3, 4, dtype=torch.float64)
+    mask = torch.tensor([[True, True, False], [True, False, False]])     # 3 real positions
+    T = 2.5
+    expected = T * T * sum(_kl_by_hand(s[b, i].tolist(), t[b, i].tolist(), T)
+                           for b, i in [(0, 0), (0, 1), (1, 0)]) / 3
+    got = kd_decoder_loss(s, t, T, mask)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    # Direction teacher -> student: KL(p_t || q_s), not KL(q_s || p_t).
+    reverse = T * T * sum(_kl_by_hand(t[b, i].tolist(), s[b, i].tolist(), T) for b, i in [(0, 0), (0, 1), (1, 0)]) / 3
+    assert abs(reverse - expected) > 1e-3
+    # Padding positions do not count, whatever their logits.
+    s2, t2 = s.clone(), t.clone()
+    s2[~mask], t2[~mask] = 100.0 * torch.randn(3, 4, dtype=torch.float64), 0.0
+    assert kd_decoder_loss(s2, t2, T, mask).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_kd_decoder_loss_is_zero_for_equal_logits_and_positive_otherwise():
+    z = torch.randn(3, 5, 7)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    assert kd_decoder_loss(z, z.clone(), 10.0, mask).abs().item() < 1e-6
+    assert kd_decoder_loss(z + torch.randn(3, 5, 7), z, 10.0, mask).item() > 0
+    assert kd_decoder_loss(z, z + 1, 4.0, torch.zeros(3, 5, dtype=torch.bool)).item() == 0.0   # nothing to average
+
+
+def test_kd_encoder_loss_is_the_mse_and_refuses_unprojected_widths():
+    a, b = torch.randn(2, 4, 6), torch.randn(2, 4, 6)
+    assert kd_encoder_loss(a, b).item() == pytest.approx(((a - b) ** 2).mean().item())
+    with pytest.raises(ValueError, match="project"):
+        kd_encoder_loss(torch.randn(2, 4, 3), b)
+
+
+def test_projection_appears_only_when_widths_differ():
+    assert feature_projection(128, 128) is None
+    proj = feature_projection(64, 128)
+    assert isinstance(proj, torch.nn.Linear) and (proj.in_features, proj.out_features) == (64, 128)
+
+
+def test_variant_config_refuses_nonsense():
+    with pytest.raises(CaptError, match="no KD term"):
+        DistillConfig(beta=0.3)
+    with pytest.raises(CaptError, match="temperature"):
+        DistillConfig(beta=0.3, w_dec=1, temperature=0)
+    with pytest.raises(CaptError, match="targets"):
+        DistillConfig(targets="students")
+
+
+def test_student_subset_is_deterministic_and_sized_by_the_fraction():
+    a = student_subset(100, 0.5, seed=3)
+    assert a == student_subset(100, 0.5, seed=3) and len(a) == 50 and a == sorted(set(a))
+    assert a != student_subset(100, 0.5, seed=4)
+    assert student_subset(10, 1.0, 0) == list(range(10))
+    with pytest.raises(CaptError, match="train_fraction"):
+        student_subset(10, 0.0, 0)
+
+
+# ----------------------------------------------------------------------------- a student step
+
+WORDS = ["red", "blue", "circle", "square", "a"]
+VOCAB = Vocabulary([*SPECIALS, *WORDS])
+S, E = 32, 2          # image side, encoded size
+
+
+class TinyImages(Dataset):
+    """Images (uint8, S x S) with the teacher's features of them, and two captions each."""
+
+    def __init__(self, teacher_encoder: Encoder, n=8):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (n, 3, S, S), generator=g, dtype=torch.uint8)
+        self.features = teacher_encoder(self.images)
+        w = VOCAB.word_map
+        self.captions = torch.tensor([[VOCAB.encode(["a", "red", "circle"], 4), VOCAB.encode(["a", "blue"], 4)]] * n)
+        self.lengths = torch.tensor([[5, 4]] * n)
+        self.refs = {i: ["a red circle", "a blue"] for i in range(n)}
+        assert w["a"] > 3
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "features": self.features[i], "captions": self.captions[i],
+                "lengths": self.lengths[i], "image_id": torch.tensor(i), "index": torch.tensor(i)}
+
+
+def _setup(kd: DistillConfig, student_stages=2, dropout=0.0):
+    torch.manual_seed(0)
+    teacher_enc = Encoder(EncoderConfig(name="resnet18", stages=2, encoded_size=E))
+    teacher_dec = AttentionDecoder(DecoderConfig(8, 8, 16, 0.3), len(VOCAB), teacher_enc.feature_dim)
+    ds = TinyImages(teacher_enc)
+    student_enc = Encoder(EncoderConfig(name="resnet18", stages=student_stages, encoded_size=E, fine_tune=True))
+    student_dec = AttentionDecoder(DecoderConfig(6, 6, 8, dropout), len(VOCAB), student_enc.feature_dim)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=0.01, max_decode_len=5)
+    task = DistillTask(student_enc, student_dec, teacher_dec, teacher_enc.feature_dim, kd,
+                       vocab=VOCAB, val_set=ds, val_references=ds.refs, cfg=cfg)
+    return task, ds, teacher_dec, cfg
+
+
+def _batch(ds, n=4):
+    return torch.utils.data.default_collate([ds[i] for i in range(n)])
+
+
+def test_beta_zero_is_exactly_the_task_loss():
+    task, ds, _, cfg = _setup(DistillConfig(beta=0.0))
+    task.model.train()
+    batch = _batch(ds)
+    loss, stats = task.loss(batch)
+    feats, caps, lens = flatten_captions(task.encoder(batch["image"]), batch["captions"], batch["lengths"])
+    logits, alphas = task.decoder(feats, caps, lens)
+    assert torch.equal(loss, caption_loss(logits, caps, lens, alphas, cfg.alpha_c))
+    assert "kd_dec" not in stats and "kd_enc" not in stats
+
+
+def test_total_loss_weighs_task_and_kd_terms_by_beta():
+    kd = DistillConfig(beta=0.3, temperature=5.0, w_enc=0.5, w_dec=2.0)
+    task, ds, teacher_dec, cfg = _setup(kd)
+    task.model.train()
+    loss, stats = task.loss(_batch(ds))
+    assert loss.item() == pytest.approx(0.7 * stats["task"] + 0.3 * (0.5 * stats["kd_enc"] + 2.0 * stats["kd_dec"]),
+                                        rel=1e-5)
+    assert stats["kd_dec"] > 0 and stats["kd_enc"] > 0
+
+
+def test_a_student_step_moves_the_student_and_never_the_teacher(tmp_path):
+    task, ds, teacher_dec, cfg = _setup(DistillConfig(beta=0.5, temperature=10.0, w_enc=1.0, w_dec=1.0))
+    teacher_before = {k: v.clone() for k, v in teacher_dec.state_dict().items()}
+    student_before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    fit(task, ds, cfg, tmp_path, progress=False, stop_after_steps=1)
+    assert all(torch.equal(teacher_before[k], v) for k, v in teacher_dec.state_dict().items())
+    assert all(p.grad is None for p in teacher_dec.parameters())
+    assert not teacher_dec.training
+    moved = [k for k, v in task.model.state_dict().items() if not torch.equal(student_before[k], v)]
+    assert any(k.startswith("decoder.") for k in moved) and any(k.startswith("encoder.blocks") for k in moved)
+    assert not any(k.startswith("encoder.stem") for k in moved)        # frozen stem, BN statistics included
+
+
+def test_projection_trains_with_the_student_and_stays_out_of_the_saved_one(tmp_path):
+    # Student trunk through layer1 (64 wide), teacher through layer2 (128): a 1x1 projection.
+    task, ds, _, cfg = _setup(DistillConfig(beta=0.5, w_enc=1.0), student_stages=1)
+    assert "projection" in task.model and task.projection.in_features == 64
+    groups = task.param_groups(cfg)
+    assert any(p is task.projection.weight for g in groups for p in g["params"])
+    save_captioner(tmp_path / "s.pt", task.encoder, task.decoder, VOCAB)
+    saved = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert not any("projection" in k for part in ("encoder", "decoder") for k in saved[part])
+    assert load_captioner(tmp_path / "s.pt").decoder.feature_dim == 64
+    # Equal widths: no projection at all.
+    same, *_ = _setup(DistillConfig(beta=0.5, w_enc=1.0))
+    assert same.projection is None and "projection" not in same.model
+
+
+def test_encoder_kd_needs_a_student_encoder_that_learns():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(name="resnet18", stages=2, encoded_size=E))
+    dec = AttentionDecoder(DecoderConfig(6, 6, 8, 0.0), len(VOCAB), enc.feature_dim)
+    with pytest.raises(CaptError, match="fine_tune"):
+        DistillTask(enc, dec, dec, enc.feature_dim, DistillConfig(beta=0.3, w_enc=1.0), vocab=VOCAB,
+                    val_set=None, val_references={}, cfg=TrainConfig())
+
+
+def test_teacher_captions_are_its_beam_search_encoded_as_prepare_encodes(tmp_path):
+    torch.manual_seed(1)
+    dec = AttentionDecoder(DecoderConfig(8, 8, 16, 0.0), len(VOCAB), 6).eval()
+    feats = np.random.default_rng(0).standard_normal((10, 4, 6)).astype(np.float16)
+    with h5py.File(tmp_path / "train.h5", "w") as f:
+        f["features"], f["image_ids"] = feats, np.arange(100, 110)
+    indices = [1, 4, 7]
+    n = write_teacher_captions(dec, VOCAB, tmp_path / "train.h5", indices, tmp_path / "tc.h5", max_len=4, beam_size=2)
+    assert n == 3
+    expected = beam_search(dec, torch.from_numpy(feats[indices].astype(np.float32)), start=VOCAB.start,
+                           end=VOCAB.end, beam_size=2, max_len=4)
+    with h5py.File(tmp_path / "tc.h5", "r") as f:
+        assert f["captions"].shape == (3, 1, 6) and f["image_ids"][:].tolist() == [101, 104, 107]
+        for row, length, d in zip(f["captions"][:, 0], f["caption_lengths"][:, 0], expected):
+            assert row[:length].tolist() == [VOCAB.start, *d.tokens, VOCAB.end] and not row[length:].any()
