@@ -58,3 +58,35 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
             sys.exit(1)
 
     return wrapper
+
+
+def write_training_outputs(name: str, result: dict, title: str) -> dict:
+    """A trained model's history and summary where dvc.yaml declares them:
+    ``metrics/history/<name>.csv`` (plots), ``results/curves/<name>.png`` and
+    ``metrics/train/<name>.json`` (metrics). Returns the summary."""
+    import json
+
+    from capt.viz.curves import plot_history, write_history_csv
+
+    write_history_csv(result["history"], Path("metrics/history") / f"{name}.csv")
+    plot_history(result["history"], Path("results/curves") / f"{name}.png", title)
+    summary = {"best_epoch": result["best"]["epoch"], "val_bleu4": result["best"]["bleu4"],
+               "epochs_run": len(result["history"])}
+    out = Path("metrics/train") / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    logging.getLogger("stages").info("%s: best val BLEU-4 %.4f at epoch %d", name, summary["val_bleu4"],
+                                     summary["best_epoch"])
+    return summary
+
+
+def run_fingerprint(params: Any, *files: Path) -> str:
+    """A hash of everything that defines a training run (its params and the bytes of the files it
+    starts from), so that a checkpoint of another run is never resumed."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()

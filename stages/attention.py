@@ -1,8 +1,9 @@
-"""Stage attention: where every model looks for each word, on the same test images.
+"""Stage attention@<model>: where one model looks for each word, on the study's fixed test images.
 
-Params: ``attention`` (dataset, image_indices into its test split, beam_size, max_len) and the
-model list ``study.models``. Reads ``models/<model>.pt`` and the prepared test split; writes
-``results/attention/<model>/<image id>.png``.
+Params: ``attention`` (dataset, image_indices into its test split, beam_size, max_len), the same
+for every model, so all models are drawn on the same images. Reads ``models/<model>.pt`` and the
+prepared test split; writes ``results/attention/<model>/<image id>.png``. One stage per model:
+retraining one student redraws that student's maps alone.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ class AttentionConfig:
 
 
 @stage_main
-def main() -> None:
+def main(model: str) -> None:
     cfg = make_config(AttentionConfig, read_params("attention"), "attention")
-    models = read_params("study", "models")
     test_h5 = Path("data/prepared") / cfg.dataset / "test.h5"
     with h5py.File(test_h5, "r") as f:
         n = f["images"].shape[0]
@@ -44,15 +44,14 @@ def main() -> None:
         order = sorted(set(cfg.image_indices))
         images = f["images"][order]
         image_ids = f["image_ids"][order]
-    out_root = Path("results/attention")
-    for model in models:
-        captioner = load_captioner(Path("models") / f"{model}.pt")
-        decoded = captioner.caption(torch.from_numpy(images), beam_size=cfg.beam_size, max_len=cfg.max_len)
-        for image, image_id, d in zip(images, image_ids, decoded):
-            words = captioner.vocab.decode(d.tokens)
-            path = out_root / model / f"{int(image_id)}.png"
-            plot_attention(image, words, d.alphas.numpy(), path, f"{model} on {cfg.dataset} image {int(image_id)}")
-            log.info("%s: %s -> %s", model, " ".join(words), path)
+    out_dir = Path("results/attention") / model
+    captioner = load_captioner(Path("models") / f"{model}.pt")
+    decoded = captioner.caption(torch.from_numpy(images), beam_size=cfg.beam_size, max_len=cfg.max_len)
+    for image, image_id, d in zip(images, image_ids, decoded):
+        words = captioner.vocab.decode(d.tokens)
+        path = out_dir / f"{int(image_id)}.png"
+        plot_attention(image, words, d.alphas.numpy(), path, f"{model} on {cfg.dataset} image {int(image_id)}")
+        log.info("%s: %s -> %s", model, " ".join(words), path)
 
 
 if __name__ == "__main__":

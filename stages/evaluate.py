@@ -34,6 +34,10 @@ class EvaluateConfig:
     meteor: str = "auto"        # auto (when Java is present) | on | off
 
     def __post_init__(self):
+        # YAML 1.1 readers (PyYAML) read a bare on/off as a boolean; a YAML 1.2 writer (DVC's
+        # `exp run -S`) leaves them bare. Both spellings mean the same here.
+        if isinstance(self.meteor, bool):
+            object.__setattr__(self, "meteor", "on" if self.meteor else "off")
         if self.meteor not in ("auto", "on", "off"):
             raise CaptError(f"evaluate.meteor must be auto, on or off, got {self.meteor!r}")
 

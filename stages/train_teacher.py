@@ -2,15 +2,14 @@
 
 Params: ``teacher`` (dataset, encoder, decoder, train). Reads ``data/prepared/<dataset>`` and
 ``data/features/<dataset>``; writes ``models/teacher.pt`` (the best epoch), the per-epoch
-history ``metrics/teacher/history.csv`` (+ ``curves.png``), ``metrics/teacher/train.json``, and
-resumable checkpoints in ``checkpoints/teacher/`` (a DVC ``persist`` output).
+history ``metrics/history/teacher.csv`` (+ ``results/curves/teacher.png``),
+``metrics/train/teacher.json``, and resumable checkpoints in ``checkpoints/teacher/`` (a DVC
+``persist`` output).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 import typer
 
 from capt.data.cache import read_references
-from capt.data.dataset import CaptionDataset
+from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary
 from capt.models.decoder import AttentionDecoder, DecoderConfig
 from capt.models.encoder import Encoder, EncoderConfig
@@ -26,8 +25,7 @@ from capt.models.saved import save_captioner
 from capt.train.captioner import CaptionerTask
 from capt.train.checkpoint import load_checkpoint
 from capt.train.loop import TrainConfig, fit
-from capt.viz.curves import plot_history, write_history_csv
-from stages._common import make_config, read_params, stage_main
+from stages._common import make_config, read_params, run_fingerprint, stage_main, write_training_outputs
 
 log = logging.getLogger("stages.train_teacher")
 
@@ -44,6 +42,8 @@ def main(name: str = typer.Option("teacher", help="model name: outputs go to mod
 
     vocab = Vocabulary.load(prepared / "word_map.json")
     train_set = CaptionDataset(prepared / "train.h5", load_images=False, features_path=features / "train.h5")
+    if cfg.preload:
+        train_set = ImageSubset(train_set, list(range(len(train_set))), preload=True)
     val_set = CaptionDataset(prepared / "val.h5", load_images=False, features_path=features / "val.h5")
     encoder = Encoder(dataclasses.replace(enc_cfg, weights=None))   # its weights come from the features stage
     encoder.load_state_dict(load_checkpoint(features / "encoder.pt"))
@@ -52,20 +52,12 @@ def main(name: str = typer.Option("teacher", help="model name: outputs go to mod
     decoder = AttentionDecoder(dec_cfg, len(vocab), encoder.feature_dim)
     task = CaptionerTask(decoder, vocab, val_set, read_references(prepared / "val.h5"), cfg)
     # A checkpoint from other params or other data must not be resumed.
-    fingerprint = hashlib.sha256(json.dumps(section, sort_keys=True).encode()
-                                 + (prepared / "word_map.json").read_bytes()
-                                 + (features / "encoder.pt").read_bytes()).hexdigest()
+    fingerprint = run_fingerprint(section, prepared / "word_map.json", features / "encoder.pt")
     result = fit(task, train_set, cfg, ckpt_root / name, fingerprint=fingerprint)
 
     decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in result["best_state"].items()})
     save_captioner(Path("models") / f"{name}.pt", encoder, decoder, vocab)
-    out = Path("metrics") / name
-    write_history_csv(result["history"], out / "history.csv")
-    plot_history(result["history"], out / "curves.png", f"{name} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")
-    summary = {"best_epoch": result["best"]["epoch"], "val_bleu4": result["best"]["bleu4"],
-               "epochs_run": len(result["history"])}
-    (out / "train.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    log.info("%s: best val BLEU-4 %.4f at epoch %d", name, summary["val_bleu4"], summary["best_epoch"])
+    write_training_outputs(name, result, f"{name} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -20,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 # What the DAG writes: a copy of the repository starts without any of it.
 OUTPUT_DIRS = ("data/", "metrics/", "models/", "results/", "checkpoints/")
+# The micro profile trains three of the students: a baseline, word-level and sequence-level KD.
+STUDENTS = ("student_base", "student_t20", "student_seq")
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -54,7 +57,14 @@ def repo_copy(tmp_path_factory) -> Path:
     params["teacher"]["encoder"].update(name="resnet18", encoded_size=2)
     params["teacher"]["decoder"].update(embed_dim=16, attention_dim=16, decoder_dim=24)
     params["teacher"]["train"].update(epochs=2, batch_size=8)
+    params["students"]["encoder"].update(encoded_size=2)
+    params["students"]["decoder"].update(embed_dim=8, attention_dim=8, decoder_dim=12)
+    params["students"]["train"].update(epochs=2, batch_size=8)
+    params["students"].update(calibration_images=16)
+    params["distill"] = {k: params["distill"][k] for k in STUDENTS}
+    params["study"]["models"] = ["teacher", *STUDENTS]
     params["evaluate"].update(beam_size=2, meteor="off")
+    params["report"].update(timing_images=2)
     params["attention"].update(image_indices=[0, 3])
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
@@ -64,7 +74,17 @@ def repo_copy(tmp_path_factory) -> Path:
 
 
 DATA_STAGES = {"download@shapes", "download@shapes-shift", "prepare@shapes", "prepare@shapes-shift"}
-MODEL_STAGES = {"features", "train_teacher", "evaluate@teacher-shapes", "evaluate@teacher-shapes-shift", "attention"}
+TEST_SETS = ("shapes", "shapes-shift")
+
+
+def _model_stages(model: str) -> set[str]:
+    """What training ``model`` reruns: itself, its evaluations, its attention maps."""
+    train = "train_teacher" if model == "teacher" else f"distill@{model}"
+    return {train, *(f"evaluate@{model}-{d}" for d in TEST_SETS), f"attention@{model}"}
+
+
+MODEL_STAGES = {"features", "teacher_captions", "report", *_model_stages("teacher"),
+                *(s for m in STUDENTS for s in _model_stages(m))}
 
 
 def _set_param(repo: Path, section: str, key: str, value) -> None:
@@ -85,8 +105,18 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         assert f["images"].shape[0] == 12
     with h5py.File(repo_copy / "data/features/shapes/train.h5") as f:
         assert f["features"].shape == (40, 4, 128) and f["features"].dtype == np.float16
-    history = (repo_copy / "metrics/teacher/history.csv").read_text().splitlines()
+    history = (repo_copy / "metrics/history/teacher.csv").read_text().splitlines()
     assert history[0].startswith("epoch,train_loss") and len(history) == 3
+    student = (repo_copy / "metrics/history/student_t20.csv").read_text().splitlines()
+    assert {"train_task", "train_kd_enc", "train_kd_dec", "val_bleu4"} <= set(student[0].split(","))
+    with h5py.File(repo_copy / "data/distill/shapes/teacher_captions.h5") as f:
+        assert f["captions"].shape == (20, 1, 22)              # half of the 40 training images
+    summary = json.loads((repo_copy / "metrics/summary.json").read_text())["models"]
+    assert list(summary) == ["teacher", *STUDENTS]
+    assert all(summary[s]["parameters"] < summary["teacher"]["parameters"] for s in STUDENTS)
+    assert summary["student_t20"]["seed_bleu4"] == 0.1207 and summary["student_seq"]["seed_bleu4"] is None
+    table = (repo_copy / "results/table1.md").read_text()
+    assert table.count("\n| student_") == 3 and "T=20" in table
     for dataset, n in (("shapes", 8), ("shapes-shift", 6)):
         scores = json.loads((repo_copy / f"metrics/eval/teacher-{dataset}.json").read_text())
         assert scores["images"] == n and 0 <= scores["bleu4"] <= 1 and 0 < scores["ceiling_bleu4"] <= 1
@@ -104,18 +134,58 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         assert f"Stage '{stage}' didn't change, skipping" in again
 
     _set_param(repo_copy, "evaluate", "beam_size", 1)
-    assert _ran(_run(["dvc", "repro"], repo_copy)) == {"evaluate@teacher-shapes", "evaluate@teacher-shapes-shift"}
+    assert _ran(_run(["dvc", "repro"], repo_copy)) == {f"evaluate@{m}-{d}" for m in ("teacher", *STUDENTS)
+                                                       for d in TEST_SETS} | {"report"}
 
     _set_param(repo_copy, "attention", "image_indices", [1])
-    assert _ran(_run(["dvc", "repro"], repo_copy)) == {"attention"}
+    assert _ran(_run(["dvc", "repro"], repo_copy)) == {f"attention@{m}" for m in ("teacher", *STUDENTS)}
     assert [p.name for p in (repo_copy / "results/attention/teacher").iterdir()] != pngs
 
+    # A prepare param: prepare reruns (and, through its outputs, every model), download never.
+    # A dry run (DVC cannot know yet that prepare's outputs will change) keeps this test fast.
     _set_param(repo_copy, "prepare", "max_len", 12)
-    changed = _run(["dvc", "repro"], repo_copy)
-    assert _ran(changed) == {"prepare@shapes", "prepare@shapes-shift"} | MODEL_STAGES, changed   # never download
-    with h5py.File(repo_copy / "data/prepared/shapes/train.h5") as f:
-        assert f["captions"].shape[2] == 12 + 2
+    dry = _run(["dvc", "repro", "--dry"], repo_copy)
+    assert {"prepare@shapes", "prepare@shapes-shift"} <= _ran(dry) and not _ran(dry) & DATA_STAGES - {
+        "prepare@shapes", "prepare@shapes-shift"}, dry
+    _set_param(repo_copy, "prepare", "max_len", 20)
     assert "up to date" in _run(["dvc", "status"], repo_copy)
+
+
+def test_exp_run_on_one_temperature_reruns_that_student_alone_and_a_queue_sweeps(repo_copy):
+    """What the README tells a researcher to run, with DVC's own output."""
+    _run(["dvc", "repro"], repo_copy)
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=capt test", "-c", "user.email=test@capt.invalid",
+                                       "commit", "-qm", "baseline"]):
+        subprocess.run(cmd, cwd=repo_copy, check=True, capture_output=True)
+    before = json.loads((repo_copy / "metrics/summary.json").read_text())["models"]
+
+    out = _run(["dvc", "exp", "run", "-S", "distill.student_t20.temperature=30"], repo_copy)
+    assert _ran(out) == (_model_stages("student_t20") | {"report"}), out
+    for stage in ("train_teacher", "distill@student_base", "distill@student_seq", "evaluate@teacher-shapes"):
+        assert f"Stage '{stage}' didn't change, skipping" in out
+    assert yaml.safe_load((repo_copy / "params.yaml").read_text())["distill"]["student_t20"]["temperature"] == 30
+    after = json.loads((repo_copy / "metrics/summary.json").read_text())["models"]
+    assert after["student_t20"]["loss"].endswith("T=30)") and before["student_t20"]["loss"].endswith("T=20)")
+    assert {k: v for k, v in after["student_base"].items() if k != "cpu_ms_per_image"} == \
+        {k: v for k, v in before["student_base"].items() if k != "cpu_ms_per_image"}
+    diff = _run(["dvc", "params", "diff"], repo_copy)
+    assert re.search(r"distill\.student_t20\.temperature\s+20(\.0)?\s+30", diff), diff
+    assert "metrics/summary.json" in _run(["dvc", "metrics", "diff"], repo_copy)
+
+    # A queued sweep: two temperatures, run by DVC's queue, each an experiment of its own.
+    _run(["dvc", "exp", "run", "--queue", "-S", "distill.student_t20.temperature=5,50"], repo_copy)
+    _run(["dvc", "queue", "start", "-j", "1"], repo_copy)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = _run(["dvc", "queue", "status"], repo_copy)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo_copy))
+    temperatures = {exp["data"]["params"]["params.yaml"]["data"]["distill"]["student_t20"]["temperature"]
+                    for commit in shown for exp in (commit.get("experiments") or []) for exp in exp["revs"]}
+    assert {5, 50} <= temperatures, temperatures
 
 
 def test_stage_user_error_is_one_line(repo_copy):

@@ -93,10 +93,13 @@ class ImageSubset(Dataset):
 
     ``captions`` (K, C', L) and ``lengths`` (K, C'), one row per index, replace the human
     captions, e.g. a teacher's beam-search captions for sequence-level distillation.
+    With ``preload`` every item is read into memory once (one sequential read per array rather
+    than several small reads per item and epoch): for subsets that fit in RAM, as the embedded
+    profile's students do (1,500 images of 64 px: 18 MB of pixels).
     """
 
     def __init__(self, base: CaptionDataset, indices: list[int], captions: np.ndarray | None = None,
-                 lengths: np.ndarray | None = None):
+                 lengths: np.ndarray | None = None, preload: bool = False):
         if (captions is None) != (lengths is None):
             raise ValueError("captions and lengths go together")
         if captions is not None and not (len(captions) == len(lengths) == len(indices)):
@@ -107,12 +110,20 @@ class ImageSubset(Dataset):
         self.base, self.indices = base, list(indices)
         self.captions = None if captions is None else torch.from_numpy(np.asarray(captions, dtype=np.int64))
         self.lengths = None if lengths is None else torch.from_numpy(np.asarray(lengths, dtype=np.int64))
+        self.items: list[dict[str, torch.Tensor]] | None = None
+        if preload:
+            self.items = [self._read(i) for i in range(len(self.indices))]
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def _read(self, i: int) -> dict[str, torch.Tensor]:
         item = self.base[self.indices[i]]
         if self.captions is not None:
             item["captions"], item["lengths"] = self.captions[i], self.lengths[i]
         return item
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self.items is not None:
+            return dict(self.items[i])
+        return self._read(i)

@@ -43,6 +43,7 @@ class TrainConfig:
     val_beam_size: int = 1        # decoding for the per-epoch val BLEU-4 (1 = greedy)
     max_decode_len: int = 20
     num_workers: int = 0
+    preload: bool = False         # read the training items into memory once (small datasets)
     seed: int = 0
 
     def __post_init__(self):

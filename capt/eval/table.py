@@ -1,0 +1,51 @@
+"""The study's table: one row per model (its size, its speed, its scores), as JSON and Markdown."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from capt.models.saved import Captioner, count_parameters
+
+
+def cpu_ms_per_image(captioner: Captioner, images: torch.Tensor, *, beam_size: int, max_len: int,
+                     warmup: int = 2) -> float:
+    """Mean wall-clock milliseconds to caption one uint8 image (3, S, S) at a time (encoder +
+    beam search), on whatever threads torch has: the latency a user of the model sees."""
+    captioner.eval()
+    for image in images[:warmup]:
+        captioner.caption(image[None], beam_size=beam_size, max_len=max_len)
+    start = time.perf_counter()
+    for image in images:
+        captioner.caption(image[None], beam_size=beam_size, max_len=max_len)
+    return 1000.0 * (time.perf_counter() - start) / len(images)
+
+
+def model_size(captioner: Captioner, checkpoint: Path) -> dict[str, float | int | str]:
+    enc, dec = captioner.encoder, captioner.decoder
+    return {"encoder": f"{enc.cfg.name}" + ("" if enc.cfg.stages == 4 else f" (to layer{enc.cfg.stages})"),
+            "fine_tuned": bool(enc.cfg.fine_tune), "hidden": dec.cfg.decoder_dim,
+            "parameters": count_parameters(enc) + count_parameters(dec),
+            "checkpoint_mb": Path(checkpoint).stat().st_size / 2 ** 20}
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """``columns`` are (key, header) pairs; a missing value prints as ``-``."""
+    lines = ["| " + " | ".join(h for _, h in columns) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
+    lines += ["| " + " | ".join(_cell(row.get(k)) for k, _ in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,111 @@
+"""Stage distill@<variant>: one student distilled from the frozen teacher.
+
+Params: ``students`` (what every student shares: the training subset, encoder, decoder, train)
+and ``distill.<variant>`` (that variant's loss: beta, temperature, w_enc, w_dec, targets), so
+changing one variant reruns that student alone. Reads the teacher (``models/teacher.pt``), the
+prepared split files and the teacher's feature cache of its dataset, and, for sequence-level KD,
+``data/distill/<dataset>/teacher_captions.h5``. Writes ``models/<variant>.pt`` (the best epoch,
+without the training-only projection), ``metrics/history/<variant>.csv``,
+``results/curves/<variant>.png``, ``metrics/train/<variant>.json`` and resumable checkpoints in
+``checkpoints/<variant>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import typer
+
+from capt.data.cache import read_references
+from capt.data.dataset import CaptionDataset, ImageSubset
+from capt.data.vocab import Vocabulary
+from capt.errors import CaptError
+from capt.models.decoder import AttentionDecoder, DecoderConfig
+from capt.models.encoder import Encoder, EncoderConfig
+from capt.models.saved import count_parameters, load_captioner, save_captioner
+from capt.train.distill import DistillConfig, DistillTask, student_subset
+from capt.train.loop import TrainConfig, fit
+from stages._common import make_config, read_params, run_fingerprint, stage_main, write_training_outputs
+
+log = logging.getLogger("stages.distill")
+
+
+@dataclass(frozen=True)
+class StudentsConfig:
+    """What every student shares (the `students` section, less its encoder/decoder/train)."""
+
+    train_fraction: float = 0.5     # of the teacher's training split, the same images for every variant
+    subset_seed: int = 0
+    calibration_images: int = 512   # BatchNorm statistics of a randomly initialised trunk
+
+
+@stage_main
+def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
+    section = read_params("students")
+    shared = make_config(StudentsConfig, {k: v for k, v in section.items() if k not in ("encoder", "decoder", "train")},
+                         "students")
+    enc_cfg = make_config(EncoderConfig, section["encoder"], "students.encoder")
+    dec_cfg = make_config(DecoderConfig, section["decoder"], "students.decoder")
+    cfg = make_config(TrainConfig, section["train"], "students.train")
+    variant_params = read_params("distill", variant)
+    kd = make_config(DistillConfig, variant_params, f"distill.{variant}")
+    dataset = read_params("teacher", "dataset")
+    prepared, features = Path("data/prepared") / dataset, Path("data/features") / dataset
+
+    teacher = load_captioner(Path("models/teacher.pt"))
+    vocab = Vocabulary.load(prepared / "word_map.json")
+    if teacher.vocab.words != vocab.words:
+        raise CaptError(f"models/teacher.pt: its vocabulary is not that of {prepared}; rerun train_teacher")
+    if enc_cfg.encoded_size != teacher.encoder.cfg.encoded_size and kd.uses_encoder_kd:
+        raise CaptError(f"params.yaml: students.encoder.encoded_size {enc_cfg.encoded_size} differs from the "
+                        f"teacher's {teacher.encoder.cfg.encoded_size}; encoder KD compares the same grid cells")
+
+    base = CaptionDataset(prepared / "train.h5", load_images=True, features_path=features / "train.h5")
+    indices = student_subset(len(base), shared.train_fraction, shared.subset_seed)
+    if kd.targets == "teacher":
+        captions_h5 = Path("data/distill") / dataset / "teacher_captions.h5"
+        with h5py.File(captions_h5, "r") as f:
+            if f["indices"][:].tolist() != indices:
+                raise CaptError(f"{captions_h5}: made for another student subset; rerun teacher_captions")
+            train_set = ImageSubset(base, indices, f["captions"][:], f["caption_lengths"][:], preload=cfg.preload)
+    else:
+        train_set = ImageSubset(base, indices, preload=cfg.preload)
+    val_set = CaptionDataset(prepared / "val.h5", load_images=True)
+
+    torch.manual_seed(cfg.seed)
+    encoder = Encoder(enc_cfg)
+    if enc_cfg.weights is None:
+        n = min(shared.calibration_images, len(indices))
+        with h5py.File(prepared / "train.h5", "r") as f:
+            images = f["images"]
+            encoder.calibrate_batchnorm(torch.from_numpy(np.stack([images[i] for i in indices[j:j + 64]]))
+                                        for j in range(0, n, 64))
+        log.info("random %s: BatchNorm statistics calibrated on %d training images", enc_cfg.name, n)
+    decoder = AttentionDecoder(dec_cfg, len(vocab), encoder.feature_dim)
+    n_student = count_parameters(encoder) + count_parameters(decoder)
+    n_teacher = count_parameters(teacher.encoder) + count_parameters(teacher.decoder)
+    if n_student >= n_teacher:
+        raise CaptError(f"params.yaml: the student ({n_student:,} parameters) is not smaller than its teacher "
+                        f"({n_teacher:,}); shrink students.encoder or students.decoder")
+    log.info("%s: student %s + LSTM %d (%s parameters, teacher %s), %d of %d training images, %s",
+             variant, enc_cfg.name, dec_cfg.decoder_dim, f"{n_student:,}", f"{n_teacher:,}", len(indices),
+             len(base), kd)
+
+    task = DistillTask(encoder, decoder, teacher.decoder, teacher.encoder.feature_dim, kd, vocab=vocab,
+                       val_set=val_set, val_references=read_references(prepared / "val.h5"), cfg=cfg)
+    fingerprint = run_fingerprint({"students": section, "variant": variant_params}, Path("models/teacher.pt"),
+                                  prepared / "word_map.json", *([captions_h5] if kd.targets == "teacher" else []))
+    result = fit(task, train_set, cfg, ckpt_root / variant, fingerprint=fingerprint)
+
+    task.model.load_state_dict(result["best_state"])
+    save_captioner(Path("models") / f"{variant}.pt", encoder, decoder, vocab)    # the projection stays behind
+    write_training_outputs(variant, result, f"{variant} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")
+
+
+if __name__ == "__main__":
+    typer.run(main)

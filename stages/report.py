@@ -1,0 +1,95 @@
+"""Stage report: the study's Table 1, our way.
+
+One row per model of ``study.models`` (teacher, each student): encoder, LSTM width, parameters,
+checkpoint MB, CPU ms per image at ``report.beam_size``, BLEU-4 and CIDEr on every test set of
+``study.test_sets``, and the seed study's BLEU-4 (``report.seed_bleu4``) beside ours where it had
+the variant. Reads ``metrics/eval/<model>-<dataset>.json``, ``metrics/train/<model>.json``,
+``params.yaml``'s ``distill`` section (each student's loss) and ``models/<model>.pt``; writes
+``metrics/summary.json`` and ``results/table1.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import torch
+import typer
+
+from capt.errors import CaptError
+from capt.eval.table import cpu_ms_per_image, markdown_table, model_size
+from capt.models.saved import load_captioner
+from stages._common import make_config, read_params, stage_main
+
+log = logging.getLogger("stages.report")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    timing_images: int = 16                # captioned one at a time for the CPU latency
+    beam_size: int = 3
+    max_len: int = 20
+    seed_bleu4: dict = field(default_factory=dict)   # model -> the seed study's BLEU-4 (its Table 1)
+
+
+def _loss(variant: dict | None) -> str:
+    if variant is None:
+        return "task"
+    if variant.get("targets") == "teacher":
+        return "task on teacher captions (seq-KD)"
+    beta = variant.get("beta", 0.0)
+    if beta == 0:
+        return "task"
+    terms = [t for t, w in (("enc", variant.get("w_enc", 0)), ("dec", variant.get("w_dec", 0))) if w]
+    temp = f", T={variant['temperature']:g}" if "dec" in terms else ""
+    return f"task + KD {'+'.join(terms)} (beta={beta:g}{temp})"
+
+
+@stage_main
+def main() -> None:
+    cfg = make_config(ReportConfig, read_params("report"), "report")
+    models, test_sets = read_params("study", "models"), read_params("study", "test_sets")
+    variants = read_params("distill")
+    timing_set = Path("data/prepared") / test_sets[0] / "test.h5"
+    with h5py.File(timing_set, "r") as f:
+        images = torch.from_numpy(f["images"][: cfg.timing_images])
+    rows = []
+    for model in models:
+        path = Path("models") / f"{model}.pt"
+        captioner = load_captioner(path)
+        row = {"model": model, "loss": _loss(variants.get(model)), **model_size(captioner, path)}
+        row["cpu_ms_per_image"] = cpu_ms_per_image(captioner, images, beam_size=cfg.beam_size, max_len=cfg.max_len)
+        for dataset in test_sets:
+            scores_path = Path("metrics/eval") / f"{model}-{dataset}.json"
+            try:
+                scores = json.loads(scores_path.read_text())
+            except FileNotFoundError:
+                raise CaptError(f"{scores_path}: missing; run evaluate@{model}-{dataset}") from None
+            row[f"bleu4_{dataset}"], row[f"cider_{dataset}"] = scores["bleu4"], scores["cider"]
+            row[f"ceiling_bleu4_{dataset}"] = scores["ceiling_bleu4"]
+        row["seed_bleu4"] = cfg.seed_bleu4.get(model)
+        rows.append(row)
+        log.info("%s: %s", model, row)
+
+    summary = {"models": {r["model"]: {k: v for k, v in r.items() if k != "model"} for r in rows}}
+    Path("metrics/summary.json").write_text(json.dumps(summary, indent=2) + "\n")   # rows in study order
+    columns = [("model", "model"), ("loss", "loss"), ("encoder", "encoder"), ("hidden", "LSTM"),
+               ("parameters", "parameters"), ("checkpoint_mb", "checkpoint MB"), ("cpu_ms_per_image", "CPU ms/image"),
+               *[(f"{k}_{d}", f"{h} {d}") for d in test_sets for k, h in (("bleu4", "BLEU-4"), ("cider", "CIDEr"))],
+               ("seed_bleu4", "seed BLEU-4 (COCO)")]
+    ceilings = ", ".join(f"{d} {rows[0][f'ceiling_bleu4_{d}']:.4f}" for d in test_sets) if rows else ""
+    text = (f"# Table 1: teacher and students\n\nBLEU-4 and CIDEr on each test split (beam {read_params('evaluate', 'beam_size')}); "
+            f"human ceiling BLEU-4: {ceilings}. CPU ms per image: one image at a time, beam {cfg.beam_size}, "
+            f"{cfg.timing_images} images. The seed's BLEU-4 is on COCO, beside ours for the variants it had.\n\n"
+            + markdown_table(rows, columns))
+    out = Path("results/table1.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    log.info("table of %d models -> %s, metrics/summary.json", len(rows), out)
+
+
+if __name__ == "__main__":
+    typer.run(main)

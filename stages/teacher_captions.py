@@ -1,0 +1,52 @@
+"""Stage teacher_captions: the targets of sequence-level KD, generated once.
+
+The teacher's beam-search caption of every image the students learn from (the subset that
+``students.train_fraction`` / ``students.subset_seed`` pick from the teacher's training split),
+decoded from the teacher's cached features. Params: ``teacher_captions`` (beam_size) and the
+students' subset. Writes ``data/distill/<dataset>/teacher_captions.h5``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import typer
+
+from capt.data.vocab import Vocabulary
+from capt.errors import CaptError
+from capt.models.saved import load_captioner
+from capt.train.distill import student_subset, write_teacher_captions
+from stages._common import make_config, read_params, stage_main
+
+log = logging.getLogger("stages.teacher_captions")
+
+
+@dataclass(frozen=True)
+class TeacherCaptionsConfig:
+    beam_size: int = 3
+    batch_size: int = 64
+
+
+@stage_main
+def main() -> None:
+    cfg = make_config(TeacherCaptionsConfig, read_params("teacher_captions"), "teacher_captions")
+    dataset = read_params("teacher", "dataset")
+    fraction, seed = read_params("students", "train_fraction"), read_params("students", "subset_seed")
+    prepared, features = Path("data/prepared") / dataset, Path("data/features") / dataset
+    teacher = load_captioner(Path("models/teacher.pt"))
+    if teacher.vocab.words != Vocabulary.load(prepared / "word_map.json").words:
+        raise CaptError(f"models/teacher.pt: its vocabulary is not that of {prepared}; rerun train_teacher")
+    with h5py.File(prepared / "train.h5", "r") as f:
+        n, max_len = f["image_ids"].shape[0], int(f.attrs["max_len"])
+    indices = student_subset(n, fraction, seed)
+    out = Path("data/distill") / dataset / "teacher_captions.h5"
+    write_teacher_captions(teacher.decoder, teacher.vocab, features / "train.h5", indices, out,
+                           max_len=max_len, beam_size=cfg.beam_size, batch_size=cfg.batch_size)
+    log.info("teacher captions of %d of %d training images (beam %d) -> %s", len(indices), n, cfg.beam_size, out)
+
+
+if __name__ == "__main__":
+    typer.run(main)
