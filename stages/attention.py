@@ -1,9 +1,10 @@
-"""Stage attention@<model>: where one model looks for each word, on the study's fixed test images.
+"""Stage attention: where every model looks for each word, drawn on the same test images.
 
-Params: ``attention`` (dataset, image_indices into its test split, beam_size, max_len), the same
-for every model, so all models are drawn on the same images. Reads ``models/<model>.pt`` and the
-prepared test split; writes ``results/attention/<model>/<image id>.png``. One stage per model:
-retraining one student redraws that student's maps alone.
+Params: ``attention`` (dataset, image_indices into its test split) and ``study.models``. Reads the
+per-word maps that ``evaluate@<model>-<dataset>`` saved for every test image
+(``results/maps/<model>-<dataset>.h5``) and the prepared test split: nothing is decoded again.
+Writes ``results/attention/<model>/<image id>.png``: each word with its map upsampled onto the
+image.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
-import torch
 import typer
 
 from capt.errors import CaptError
-from capt.models.saved import load_captioner
+from capt.eval.maps import read_word_maps
 from capt.viz.attention import plot_attention
 from stages._common import make_config, read_params, stage_main
 
@@ -28,13 +28,12 @@ log = logging.getLogger("stages.attention")
 class AttentionConfig:
     dataset: str = "shapes"
     image_indices: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
-    beam_size: int = 3
-    max_len: int = 20
 
 
 @stage_main
-def main(model: str) -> None:
+def main() -> None:
     cfg = make_config(AttentionConfig, read_params("attention"), "attention")
+    models = read_params("study", "models")
     test_h5 = Path("data/prepared") / cfg.dataset / "test.h5"
     with h5py.File(test_h5, "r") as f:
         n = f["images"].shape[0]
@@ -43,15 +42,18 @@ def main(model: str) -> None:
             raise CaptError(f"params.yaml: attention.image_indices {bad} outside the {n} test images of {test_h5}")
         order = sorted(set(cfg.image_indices))
         images = f["images"][order]
-        image_ids = f["image_ids"][order]
-    out_dir = Path("results/attention") / model
-    captioner = load_captioner(Path("models") / f"{model}.pt")
-    decoded = captioner.caption(torch.from_numpy(images), beam_size=cfg.beam_size, max_len=cfg.max_len)
-    for image, image_id, d in zip(images, image_ids, decoded):
-        words = captioner.vocab.decode(d.tokens)
-        path = out_dir / f"{int(image_id)}.png"
-        plot_attention(image, words, d.alphas.numpy(), path, f"{model} on {cfg.dataset} image {int(image_id)}")
-        log.info("%s: %s -> %s", model, " ".join(words), path)
+        image_ids = [int(i) for i in f["image_ids"][order]]
+    for model in models:
+        maps_path = Path("results/maps") / f"{model}-{cfg.dataset}.h5"
+        technique, maps = read_word_maps(maps_path)
+        for image, image_id in zip(images, image_ids):
+            if image_id not in maps:
+                raise CaptError(f"{maps_path}: no maps for test image {image_id}; rerun evaluate@{model}-{cfg.dataset}")
+            words, word_maps = maps[image_id]
+            path = Path("results/attention") / model / f"{image_id}.png"
+            plot_attention(image, words, word_maps.reshape(len(words), word_maps.shape[1] * word_maps.shape[2]), path,
+                           f"{model} on {cfg.dataset} image {image_id} ({technique})")
+        log.info("%s: %d images -> results/attention/%s/", model, len(image_ids), model)
 
 
 if __name__ == "__main__":

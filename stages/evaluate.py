@@ -3,8 +3,9 @@
 Params: ``evaluate`` (beam_size, max_len, batch_size, meteor). Reads ``models/<model>.pt`` and
 ``data/prepared/<dataset>/test.h5``; writes ``metrics/eval/<model>-<dataset>.json`` (BLEU-1..4,
 CIDEr-D, ROUGE-L, METEOR where Java is, and ``ceiling_bleu4``: one held-out human reference
-scored against the others) and the captions in COCO results format,
-``results/captions/<model>-<dataset>.json``.
+scored against the others), the captions in COCO results format,
+``results/captions/<model>-<dataset>.json``, and every word's attention map on every test image,
+``results/maps/<model>-<dataset>.h5`` (capt.eval.maps: what the figures and grounding read).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset
 from capt.errors import CaptError
+from capt.eval.maps import write_word_maps
 from capt.eval.metrics import ceiling_bleu4, score_captions, write_coco_results
 from capt.models.saved import load_captioner
 from stages._common import make_config, read_params, stage_main
@@ -58,6 +60,8 @@ def main(model: str, dataset: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
     write_coco_results(hypotheses, Path("results/captions") / f"{model}-{dataset}.json")
+    write_word_maps(Path("results/maps") / f"{model}-{dataset}.h5",
+                    {i: ([captioner.vocab.words[t] for t in d.tokens], d.alphas.numpy()) for i, d in decoded.items()}, "attention")
     log.info("%s on %s: %s", model, dataset, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
 

@@ -61,7 +61,9 @@ def main() -> None:
         path = Path("models") / f"{model}.pt"
         captioner = load_captioner(path)
         row = {"model": model, "loss": _loss(variants.get(model)), **model_size(captioner, path)}
-        row["cpu_ms_per_image"] = cpu_ms_per_image(captioner, images, beam_size=cfg.beam_size, max_len=cfg.max_len)
+        row["checkpoint_mb"] = round(row["checkpoint_mb"], 2)
+        row["cpu_ms_per_image"] = round(cpu_ms_per_image(captioner, images, beam_size=cfg.beam_size,
+                                                         max_len=cfg.max_len), 1)
         for dataset in test_sets:
             scores_path = Path("metrics/eval") / f"{model}-{dataset}.json"
             try:

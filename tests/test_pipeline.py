@@ -78,12 +78,12 @@ TEST_SETS = ("shapes", "shapes-shift")
 
 
 def _model_stages(model: str) -> set[str]:
-    """What training ``model`` reruns: itself, its evaluations, its attention maps."""
+    """What training ``model`` reruns: itself, its evaluations, the figures and the report."""
     train = "train_teacher" if model == "teacher" else f"distill@{model}"
-    return {train, *(f"evaluate@{model}-{d}" for d in TEST_SETS), f"attention@{model}"}
+    return {train, *(f"evaluate@{model}-{d}" for d in TEST_SETS), "attention", "report"}
 
 
-MODEL_STAGES = {"features", "teacher_captions", "report", *_model_stages("teacher"),
+MODEL_STAGES = {"features", "teacher_captions", *_model_stages("teacher"),
                 *(s for m in STUDENTS for s in _model_stages(m))}
 
 
@@ -134,11 +134,12 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         assert f"Stage '{stage}' didn't change, skipping" in again
 
     _set_param(repo_copy, "evaluate", "beam_size", 1)
-    assert _ran(_run(["dvc", "repro"], repo_copy)) == {f"evaluate@{m}-{d}" for m in ("teacher", *STUDENTS)
-                                                       for d in TEST_SETS} | {"report"}
+    evaluations = {f"evaluate@{m}-{d}" for m in ("teacher", *STUDENTS) for d in TEST_SETS}
+    ran = _ran(_run(["dvc", "repro"], repo_copy))     # the figures too, if some caption changed with the beam
+    assert evaluations | {"report"} <= ran <= evaluations | {"report", "attention"}, ran
 
     _set_param(repo_copy, "attention", "image_indices", [1])
-    assert _ran(_run(["dvc", "repro"], repo_copy)) == {f"attention@{m}" for m in ("teacher", *STUDENTS)}
+    assert _ran(_run(["dvc", "repro"], repo_copy)) == {"attention"}
     assert [p.name for p in (repo_copy / "results/attention/teacher").iterdir()] != pngs
 
     # A prepare param: prepare reruns (and, through its outputs, every model), download never.
@@ -160,7 +161,7 @@ def test_exp_run_on_one_temperature_reruns_that_student_alone_and_a_queue_sweeps
     before = json.loads((repo_copy / "metrics/summary.json").read_text())["models"]
 
     out = _run(["dvc", "exp", "run", "-S", "distill.student_t20.temperature=30"], repo_copy)
-    assert _ran(out) == (_model_stages("student_t20") | {"report"}), out
+    assert _ran(out) == _model_stages("student_t20"), out
     for stage in ("train_teacher", "distill@student_base", "distill@student_seq", "evaluate@teacher-shapes"):
         assert f"Stage '{stage}' didn't change, skipping" in out
     assert yaml.safe_load((repo_copy / "params.yaml").read_text())["distill"]["student_t20"]["temperature"] == 30

@@ -1,0 +1,67 @@
+"""Per-word maps of a model's captions, on disk: what each word looked at.
+
+One file per model and test set, written by the evaluation (every test image) and read by the
+figures and the grounding scores, whatever made the maps (LSTM soft attention, Grad-CAM).
+Layout of ``<model>-<dataset>.h5`` (N images, M words in all, a G x G grid)::
+
+    image_ids  int64   (N,)
+    offsets    int64   (N + 1,)   image i's words are rows offsets[i]:offsets[i+1]
+    words      str     (M,)
+    maps       float16 (M, G, G)  each word's map over the grid, as the model made it (not rescaled)
+
+attrs: ``technique`` (e.g. "attention"), ``grid`` (G).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from capt.errors import CaptError
+
+
+def write_word_maps(path: Path, captions: dict[int, tuple[list[str], np.ndarray]], technique: str) -> None:
+    """``captions``: image id -> (words, maps (len(words), P)) with P a square number of cells."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids = list(captions)
+    P = next((m.shape[1] for _, m in captions.values() if len(m)), 1)
+    G = math.isqrt(P)
+    if G * G != P:
+        raise ValueError(f"maps over {P} cells are not a square grid")
+    offsets = np.zeros(len(ids) + 1, np.int64)
+    words: list[str] = []
+    maps = []
+    for i, image_id in enumerate(ids):
+        w, m = captions[image_id]
+        if len(w) != len(m):
+            raise ValueError(f"image {image_id}: {len(w)} words but {len(m)} maps")
+        words += w
+        maps.append(np.asarray(m, np.float32).reshape(len(w), G, G))
+        offsets[i + 1] = offsets[i] + len(w)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f["image_ids"] = np.asarray(ids, np.int64)
+        f["offsets"] = offsets
+        f.create_dataset("words", data=np.array(words, dtype=object), dtype=h5py.string_dtype())
+        f["maps"] = np.concatenate(maps).astype(np.float16) if maps else np.zeros((0, G, G), np.float16)
+        f.attrs.update(technique=technique, grid=G)
+    os.replace(tmp, path)
+
+
+def read_word_maps(path: Path) -> tuple[str, dict[int, tuple[list[str], np.ndarray]]]:
+    """(technique, image id -> (words, maps (len(words), G, G) float32))."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise CaptError(f"{path}: cannot read word maps ({e})") from None
+    with f:
+        ids, offsets = f["image_ids"][:], f["offsets"][:]
+        words = [w.decode() if isinstance(w, bytes) else w for w in f["words"][:]]
+        maps = f["maps"][:].astype(np.float32)
+        technique = str(f.attrs["technique"])
+    return technique, {int(i): (words[a:b], maps[a:b]) for i, a, b in zip(ids, offsets[:-1], offsets[1:])}
