@@ -1,0 +1,150 @@
+"""BLIP captioning through transformers: the pretrained COCO captioner, or a small one from a config.
+
+The real profile loads ``Salesforce/blip-image-captioning-base`` from a local folder (fetched by a
+stage into a DVC-tracked directory) with ``local_files_only``. The embedded profile builds a small
+``BlipForConditionalGeneration`` from a config, with a BERT tokenizer made from the project's own
+vocabulary, so that every line of the captioning and Grad-CAM code runs offline.
+
+Generation follows the published captioning settings: a text prompt ("a picture of") that the
+decoder continues, beam search, a minimum and maximum length; the prompt is stripped from the
+caption. Prompts are tokenised once and repeated over the batch: every row has the same length,
+so batched generation never pads a prompt (BLIP decodes padded prompts wrongly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+from capt.errors import CaptError
+
+# BERT's special tokens, then BLIP's decoder start token (Salesforce's processor adds it as bos).
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
+PRETRAINED = "Salesforce/blip-image-captioning-base"
+
+
+@dataclass(frozen=True)
+class SmallBlipConfig:
+    """A BLIP small enough to fine-tune on a CPU in the embedded profile."""
+
+    image_size: int = 64
+    patch_size: int = 8            # (image_size / patch_size)^2 patches: the Grad-CAM grid
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    text_hidden: int = 64
+    text_layers: int = 2
+    heads: int = 2
+    max_positions: int = 40
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise CaptError(f"blip image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        for name in ("vision_hidden", "text_hidden"):
+            if getattr(self, name) % self.heads:
+                raise CaptError(f"blip {name} {getattr(self, name)} is not a multiple of heads {self.heads}")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    prompt: str = "a picture of"
+    num_beams: int = 3
+    max_length: int = 20           # tokens, prompt included (as in the published settings)
+    min_length: int = 5
+
+
+def words_tokenizer(words: list[str]) -> BertTokenizer:
+    """A BERT WordPiece tokenizer whose vocabulary is exactly ``words`` (whole words, lower case)
+    after BERT's special tokens and ``[DEC]``, BLIP's beginning-of-caption token."""
+    vocab: dict[str, int] = {}
+    for w in (*SPECIAL_TOKENS, *words):
+        vocab.setdefault(w, len(vocab))
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    return tokenizer
+
+
+def small_blip(cfg: SmallBlipConfig, words: list[str]) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
+    """A randomly initialised BLIP captioner (seeded) and its processor."""
+    tokenizer = words_tokenizer(words)
+    config = BlipConfig(
+        vision_config={"hidden_size": cfg.vision_hidden, "intermediate_size": 4 * cfg.vision_hidden,
+                       "num_hidden_layers": cfg.vision_layers, "num_attention_heads": cfg.heads,
+                       "image_size": cfg.image_size, "patch_size": cfg.patch_size,
+                       "initializer_range": 0.02},   # the vision default (1e-10) leaves a random model blind
+        text_config={"vocab_size": len(tokenizer), "hidden_size": cfg.text_hidden,
+                     "intermediate_size": 4 * cfg.text_hidden, "num_hidden_layers": cfg.text_layers,
+                     "num_attention_heads": cfg.heads, "encoder_hidden_size": cfg.vision_hidden,
+                     "max_position_embeddings": cfg.max_positions, "bos_token_id": tokenizer.bos_token_id,
+                     "pad_token_id": tokenizer.pad_token_id, "sep_token_id": tokenizer.sep_token_id,
+                     "eos_token_id": tokenizer.sep_token_id},
+    )
+    config._attn_implementation = "eager"       # cross-attention maps must be returned, with gradients
+    torch.manual_seed(cfg.seed)
+    model = BlipForConditionalGeneration(config)
+    image_processor = BlipImageProcessor(size={"height": cfg.image_size, "width": cfg.image_size})
+    return model.eval(), BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def save_blip(model: BlipForConditionalGeneration, processor: BlipProcessor, folder: Path) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def load_blip(folder: Path) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
+    """A BLIP captioner saved with ``save_blip`` or fetched from the hub into ``folder``; never
+    touches the network. A missing folder names the command that fetches it."""
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise CaptError(f"{folder}: no BLIP model here; fetch it with `dvc repro blip_weights` "
+                        f"(or `huggingface-cli download {PRETRAINED} --local-dir {folder}`)")
+    try:
+        model = BlipForConditionalGeneration.from_pretrained(folder, local_files_only=True,
+                                                             attn_implementation="eager")
+        processor = BlipProcessor.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CaptError(f"{folder}: not a BLIP captioning model ({e})".splitlines()[0]) from None
+    return model.eval(), processor
+
+
+def pixel_values(processor: BlipProcessor, images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, 3, S, S) -> the model's normalised input (B, 3, R, R)."""
+    arrays = [np.ascontiguousarray(im) for im in images.numpy()]
+    return processor.image_processor(arrays, input_data_format="channels_first", return_tensors="pt")["pixel_values"]
+
+
+def prompt_ids(processor: BlipProcessor, prompt: str, batch_size: int) -> torch.Tensor:
+    """``[CLS] prompt [SEP]`` ids (B, Lp), the same row repeated: BLIP's generate swaps [CLS] for
+    [DEC] and drops the [SEP] so that the decoder continues the prompt."""
+    ids = processor.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if (ids == processor.tokenizer.unk_token_id).any():
+        raise CaptError(f"the BLIP prompt {prompt!r} has words outside the tokenizer's vocabulary")
+    return ids.repeat(batch_size, 1)
+
+
+def strip_prompt(caption: str, prompt: str) -> str:
+    caption, prompt = caption.strip(), prompt.strip().lower()
+    return caption[len(prompt):].strip() if prompt and caption.lower().startswith(prompt) else caption
+
+
+@torch.no_grad()
+def generate_ids(model: BlipForConditionalGeneration, processor: BlipProcessor, images: torch.Tensor,
+                 gen: GenerationConfig) -> torch.Tensor:
+    """uint8 images (B, 3, S, S) -> generated ids (B, L): ``[DEC] prompt words [SEP] [PAD]..``."""
+    pixels = pixel_values(processor, images).to(model.device, model.dtype)
+    ids = prompt_ids(processor, gen.prompt, len(images)).to(model.device)
+    return model.generate(pixel_values=pixels, input_ids=ids, num_beams=gen.num_beams,
+                          max_length=gen.max_length, min_length=gen.min_length, do_sample=False)
+
+
+def caption_images(model: BlipForConditionalGeneration, processor: BlipProcessor, images: torch.Tensor,
+                   gen: GenerationConfig) -> list[str]:
+    """uint8 images (B, 3, S, S) -> one caption each, the prompt stripped."""
+    out = generate_ids(model, processor, images, gen)
+    return [strip_prompt(t, gen.prompt) for t in processor.tokenizer.batch_decode(out, skip_special_tokens=True)]

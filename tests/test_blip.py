@@ -1,0 +1,94 @@
+"""BLIP through transformers: a small model built from a config, its captions and per-word Grad-CAM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from capt.blip.gradcam import word_gradcam, word_gradcam_one_at_a_time
+from capt.blip.model import (GenerationConfig, SmallBlipConfig, caption_images, generate_ids, load_blip, pixel_values,
+                             prompt_ids, save_blip, small_blip, strip_prompt)
+from capt.errors import CaptError
+
+WORDS = "a picture of red blue green circle square triangle small large above below".split()
+GEN = GenerationConfig(num_beams=2, max_length=14, min_length=5)
+
+
+@pytest.fixture(scope="module")
+def blip():
+    return small_blip(SmallBlipConfig(image_size=32, patch_size=8, vision_hidden=32, text_hidden=32, seed=1), WORDS)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def _prompt_len(processor):
+    return prompt_ids(processor, GEN.prompt, 1).shape[1] - 1          # [DEC] + prompt words ([SEP] dropped)
+
+
+def test_generation_is_deterministic_and_continues_the_prompt(blip, images):
+    model, processor = blip
+    a, b = generate_ids(model, processor, images, GEN), generate_ids(model, processor, images, GEN)
+    assert torch.equal(a, b)
+    tokens = processor.tokenizer.convert_ids_to_tokens(a[0])
+    assert tokens[:4] == ["[DEC]", "a", "picture", "of"] and a.shape[1] <= GEN.max_length
+
+
+def test_captions_have_the_prompt_stripped(blip, images):
+    model, processor = blip
+    ids = generate_ids(model, processor, images, GEN)
+    full = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    captions = caption_images(model, processor, images, GEN)
+    assert all(f.startswith("a picture of") for f in full)
+    assert captions == [f[len("a picture of"):].strip() for f in full]
+    assert strip_prompt("A picture of a red circle", "a picture of") == "a red circle"
+    assert strip_prompt("two squares", "a picture of") == "two squares"
+
+
+def test_save_load_round_trip_offline(blip, images, tmp_path):
+    model, processor = blip
+    save_blip(model, processor, tmp_path / "blip")
+    loaded, loaded_processor = load_blip(tmp_path / "blip")
+    assert caption_images(loaded, loaded_processor, images, GEN) == caption_images(model, processor, images, GEN)
+    assert torch.equal(pixel_values(loaded_processor, images), pixel_values(processor, images))
+
+
+def test_missing_model_names_the_command_that_fetches_it(tmp_path):
+    with pytest.raises(CaptError, match=r"no BLIP model here; fetch it with .*huggingface-cli download "
+                                        r"Salesforce/blip-image-captioning-base"):
+        load_blip(tmp_path / "nothing")
+
+
+def test_gradcam_one_nonnegative_map_per_word_on_the_patch_grid(blip, images):
+    model, processor = blip
+    ids = generate_ids(model, processor, images[:1], GEN)[0]
+    n_prompt = _prompt_len(processor)
+    positions, maps = word_gradcam(model, pixel_values(processor, images[:1]), ids, n_prompt)
+    words = [t for t in processor.tokenizer.convert_ids_to_tokens(ids[n_prompt:]) if t not in ("[SEP]", "[PAD]")]
+    assert len(positions) == len(words) > 0
+    assert maps.shape == (len(words), 4, 4)                  # 32 px / 8 px patches
+    assert (maps >= 0).all() and maps.sum() > 0
+
+
+def test_batched_gradcam_equals_one_word_at_a_time(blip, images):
+    model, processor = blip
+    ids = generate_ids(model, processor, images[1:2], GEN)[0]
+    pixels = pixel_values(processor, images[1:2])
+    _, batched = word_gradcam(model, pixels, ids, _prompt_len(processor))
+    loop = word_gradcam_one_at_a_time(model, pixels, ids, _prompt_len(processor))
+    torch.testing.assert_close(batched, loop, rtol=1e-4, atol=1e-9)
+
+
+def test_gradcam_changes_when_the_model_is_randomised(blip, images):
+    # The model-randomisation sanity check (Adebayo et al. 2018): an explanation that does not
+    # change when the weights do explains nothing about the model.
+    model, processor = blip
+    ids = generate_ids(model, processor, images[:1], GEN)[0]
+    pixels = pixel_values(processor, images[:1])
+    _, maps = word_gradcam(model, pixels, ids, _prompt_len(processor))
+    other, _ = small_blip(SmallBlipConfig(image_size=32, patch_size=8, vision_hidden=32, text_hidden=32, seed=2), WORDS)
+    _, other_maps = word_gradcam(other, pixels, ids, _prompt_len(processor))
+    assert other_maps.shape == maps.shape
+    assert not torch.allclose(maps / maps.sum(), other_maps / other_maps.sum(), atol=1e-3)
