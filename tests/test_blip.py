@@ -92,3 +92,60 @@ def test_gradcam_changes_when_the_model_is_randomised(blip, images):
     _, other_maps = word_gradcam(other, pixels, ids, _prompt_len(processor))
     assert other_maps.shape == maps.shape
     assert not torch.allclose(maps / maps.sum(), other_maps / other_maps.sum(), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+from torch.utils.data import Dataset  # noqa: E402
+
+from capt.blip.train import BlipTask, caption_texts, lm_inputs  # noqa: E402
+from capt.data.vocab import SPECIALS, Vocabulary  # noqa: E402
+from capt.train.loop import TrainConfig, fit  # noqa: E402
+
+VOCAB = Vocabulary([*SPECIALS, *WORDS[3:]])
+
+
+class TinyShapes(Dataset):
+    """Images whose colour decides the caption: red -> "red circle", blue -> "blue square"."""
+
+    def __init__(self, n=8):
+        self.images = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+        self.captions = torch.zeros(n, 2, 6, dtype=torch.long)
+        self.refs = {}
+        for i in range(n):
+            red = i % 2 == 0
+            self.images[i, 0 if red else 2] = 220
+            words = ["red", "circle"] if red else ["blue", "square"]
+            self.captions[i] = torch.tensor([VOCAB.encode(words, 4), VOCAB.encode(["small", *words], 4)])
+            self.refs[i] = [" ".join(words), "small " + " ".join(words)]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "captions": self.captions[i], "lengths": (self.captions[i] > 0).sum(1),
+                "image_id": torch.tensor(i), "index": torch.tensor(i)}
+
+
+def test_lm_inputs_start_with_dec_and_leave_prompt_and_padding_out_of_the_loss(blip):
+    _, processor = blip
+    texts = caption_texts(VOCAB, TinyShapes().captions[:2, 1], "a picture of")
+    assert texts == ["a picture of small red circle", "a picture of small blue square"]
+    ids, mask, labels = lm_inputs(processor, ["a picture of red circle", "a picture of small blue square"],
+                                  "a picture of")
+    tok = processor.tokenizer
+    assert (ids[:, 0] == tok.bos_token_id).all()
+    assert (labels[:, :4] == -100).all()                                   # [DEC] a picture of
+    assert tok.convert_ids_to_tokens(labels[0, 4:6]) == ["red", "circle"]
+    assert labels[0, -1] == -100 and mask[0, -1] == 0                      # padding of the shorter row
+
+
+def test_fine_tuning_on_the_shared_loop_learns(tmp_path):
+    model, processor = small_blip(SmallBlipConfig(image_size=32, patch_size=8, vision_hidden=32, text_hidden=32), WORDS)
+    ds = TinyShapes()
+    cfg = TrainConfig(epochs=4, batch_size=4, lr=3e-3, val_beam_size=1, early_stop=10)
+    task = BlipTask(model, processor, VOCAB, ds, ds.refs, cfg, GEN)
+    result = fit(task, ds, cfg, tmp_path, progress=False)
+    losses = [row["train_loss"] for row in result["history"]]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.85 * losses[0], losses
+    assert {"val_loss", "val_bleu4", "val_cider"} <= set(result["history"][0])
