@@ -90,3 +90,11 @@ def run_fingerprint(params: Any, *files: Path) -> str:
     for f in files:
         h.update(Path(f).read_bytes())
     return h.hexdigest()
+
+
+BLIP_MODEL = "blip"     # the BLIP folder models/blip/, in every study beside study.models
+
+
+def study_models() -> list[str]:
+    """Every model the figures and the report show: the Show-Attend-Tell models, then BLIP."""
+    return [*read_params("study", "models"), BLIP_MODEL]

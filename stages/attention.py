@@ -1,10 +1,10 @@
 """Stage attention: where every model looks for each word, drawn on the same test images.
 
-Params: ``attention`` (dataset, image_indices into its test split) and ``study.models``. Reads the
-per-word maps that ``evaluate@<model>-<dataset>`` saved for every test image
+Params: ``attention`` (dataset, image_indices into its test split) and ``study.models`` (and BLIP).
+Reads the per-word maps that the evaluation of each model saved for every test image
 (``results/maps/<model>-<dataset>.h5``) and the prepared test split: nothing is decoded again.
 Writes ``results/attention/<model>/<image id>.png``: each word with its map upsampled onto the
-image.
+image (soft attention for the LSTM models, Grad-CAM for BLIP).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import typer
 from capt.errors import CaptError
 from capt.eval.maps import read_word_maps
 from capt.viz.attention import plot_attention
-from stages._common import make_config, read_params, stage_main
+from stages._common import make_config, read_params, stage_main, study_models
 
 log = logging.getLogger("stages.attention")
 
@@ -33,7 +33,7 @@ class AttentionConfig:
 @stage_main
 def main() -> None:
     cfg = make_config(AttentionConfig, read_params("attention"), "attention")
-    models = read_params("study", "models")
+    models = study_models()
     test_h5 = Path("data/prepared") / cfg.dataset / "test.h5"
     with h5py.File(test_h5, "r") as f:
         n = f["images"].shape[0]

@@ -1,6 +1,8 @@
 """Stage evaluate@<model>-<dataset>: beam search on a test split, every metric.
 
-Params: ``evaluate`` (beam_size, max_len, batch_size, meteor). Reads ``models/<model>.pt`` and
+Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, gradcam_layer). Reads
+``models/<model>.pt`` (a Show-Attend-Tell captioner: beam search, attention maps) or the folder
+``models/<model>/`` (BLIP: its own caption settings, Grad-CAM maps), and
 ``data/prepared/<dataset>/test.h5``; writes ``metrics/eval/<model>-<dataset>.json`` (BLEU-1..4,
 CIDEr-D, ROUGE-L, METEOR where Java is, and ``ceiling_bleu4``: one held-out human reference
 scored against the others), the captions in COCO results format,
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import typer
 
+from capt.blip.model import caption_dataset, load_blip, read_generation
 from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset
 from capt.errors import CaptError
@@ -34,6 +37,7 @@ class EvaluateConfig:
     max_len: int = 20
     batch_size: int = 32
     meteor: str = "auto"        # auto (when Java is present) | on | off
+    gradcam_layer: int = -1     # BLIP: the cross-attention layer whose maps Grad-CAM weighs
 
     def __post_init__(self):
         # YAML 1.1 readers (PyYAML) read a bare on/off as a boolean; a YAML 1.2 writer (DVC's
@@ -44,14 +48,34 @@ class EvaluateConfig:
             raise CaptError(f"evaluate.meteor must be auto, on or off, got {self.meteor!r}")
 
 
+def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
+    """Hypotheses and per-word attention maps of a Show-Attend-Tell captioner (models/<model>.pt)."""
+    captioner = load_captioner(Path("models") / f"{model}.pt")
+    decoded = captioner.caption_dataset(test_set, beam_size=cfg.beam_size, max_len=cfg.max_len,
+                                        batch_size=cfg.batch_size)
+    hypotheses = {i: captioner.words(d) for i, d in decoded.items()}
+    maps = {i: ([captioner.vocab.words[t] for t in d.tokens], d.alphas.numpy()) for i, d in decoded.items()}
+    return hypotheses, maps, "attention"
+
+
+def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
+    """Captions (with the settings saved in the folder) and per-word Grad-CAM of a BLIP folder."""
+    model, processor = load_blip(folder)
+    out = caption_dataset(model, processor, test_set, read_generation(folder), batch_size=cfg.batch_size,
+                          gradcam_layer=cfg.gradcam_layer)
+    maps = {i: (tokens, m.reshape(len(tokens), -1)) for i, (_, tokens, m) in out.items()}
+    return {i: caption for i, (caption, _, _) in out.items()}, maps, "gradcam"
+
+
 @stage_main
 def main(model: str, dataset: str) -> None:
     cfg = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
-    captioner = load_captioner(Path("models") / f"{model}.pt")
     test_h5 = Path("data/prepared") / dataset / "test.h5"
-    decoded = captioner.caption_dataset(CaptionDataset(test_h5), beam_size=cfg.beam_size, max_len=cfg.max_len,
-                                        batch_size=cfg.batch_size)
-    hypotheses = {i: captioner.words(d) for i, d in decoded.items()}
+    folder = Path("models") / model
+    if folder.is_dir():
+        hypotheses, maps, technique = _blip(folder, CaptionDataset(test_h5), cfg)
+    else:
+        hypotheses, maps, technique = _lstm(model, CaptionDataset(test_h5), cfg)
     references = read_references(test_h5)
     scores = score_captions(references, hypotheses, meteor={"auto": None, "on": True, "off": False}[cfg.meteor])
     scores["ceiling_bleu4"] = ceiling_bleu4(references)
@@ -60,10 +84,8 @@ def main(model: str, dataset: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
     write_coco_results(hypotheses, Path("results/captions") / f"{model}-{dataset}.json")
-    write_word_maps(Path("results/maps") / f"{model}-{dataset}.h5",
-                    {i: ([captioner.vocab.words[t] for t in d.tokens], d.alphas.numpy()) for i, d in decoded.items()}, "attention")
+    write_word_maps(Path("results/maps") / f"{model}-{dataset}.h5", maps, technique)
     log.info("%s on %s: %s", model, dataset, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-
 
 if __name__ == "__main__":
     typer.run(main)

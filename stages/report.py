@@ -1,7 +1,8 @@
 """Stage report: the study's Table 1, our way.
 
-One row per model of ``study.models`` (teacher, each student): encoder, LSTM width, parameters,
-checkpoint MB, CPU ms per image at ``report.beam_size``, BLEU-4 and CIDEr on every test set of
+One row per model of ``study.models`` (teacher, each student) and BLIP: encoder, LSTM (BLIP: text
+decoder) width, parameters, checkpoint MB, CPU ms per image at ``report.beam_size`` (BLIP: its own
+caption settings), BLEU-4 and CIDEr on every test set of
 ``study.test_sets``, and the seed study's BLEU-4 (``report.seed_bleu4``) beside ours where it had
 the variant. Reads ``metrics/eval/<model>-<dataset>.json``, ``metrics/train/<model>.json``,
 ``params.yaml``'s ``distill`` section (each student's loss) and ``models/<model>.pt``; writes
@@ -20,9 +21,10 @@ import torch
 import typer
 
 from capt.errors import CaptError
-from capt.eval.table import cpu_ms_per_image, markdown_table, model_size
+from capt.blip.model import caption_images, load_blip, read_generation
+from capt.eval.table import cpu_ms_per_image, folder_mb, markdown_table, model_size
 from capt.models.saved import load_captioner
-from stages._common import make_config, read_params, stage_main
+from stages._common import make_config, read_params, stage_main, study_models
 
 log = logging.getLogger("stages.report")
 
@@ -51,19 +53,28 @@ def _loss(variant: dict | None) -> str:
 @stage_main
 def main() -> None:
     cfg = make_config(ReportConfig, read_params("report"), "report")
-    models, test_sets = read_params("study", "models"), read_params("study", "test_sets")
+    test_sets = read_params("study", "test_sets")
     variants = read_params("distill")
     timing_set = Path("data/prepared") / test_sets[0] / "test.h5"
     with h5py.File(timing_set, "r") as f:
         images = torch.from_numpy(f["images"][: cfg.timing_images])
     rows = []
-    for model in models:
-        path = Path("models") / f"{model}.pt"
-        captioner = load_captioner(path)
-        row = {"model": model, "loss": _loss(variants.get(model)), **model_size(captioner, path)}
+    for model in study_models():
+        path = Path("models") / model
+        if path.is_dir():                      # BLIP
+            blip, processor = load_blip(path)
+            gen = read_generation(path)
+            row = {"model": model, "loss": "LM (fine-tuned)" if Path("metrics/train/blip.json").exists() else "zero-shot",
+                   "encoder": f"ViT/{blip.config.vision_config.patch_size} (BLIP)", "fine_tuned": True,
+                   "hidden": blip.config.text_config.hidden_size,
+                   "parameters": sum(p.numel() for p in blip.parameters()), "checkpoint_mb": folder_mb(path)}
+            caption_one = lambda im: caption_images(blip, processor, im, gen)  # noqa: E731
+        else:
+            captioner = load_captioner(path.with_suffix(".pt"))
+            row = {"model": model, "loss": _loss(variants.get(model)), **model_size(captioner, path.with_suffix(".pt"))}
+            caption_one = lambda im: captioner.caption(im, beam_size=cfg.beam_size, max_len=cfg.max_len)  # noqa: E731
         row["checkpoint_mb"] = round(row["checkpoint_mb"], 2)
-        row["cpu_ms_per_image"] = round(cpu_ms_per_image(captioner, images, beam_size=cfg.beam_size,
-                                                         max_len=cfg.max_len), 1)
+        row["cpu_ms_per_image"] = round(cpu_ms_per_image(caption_one, images), 1)
         for dataset in test_sets:
             scores_path = Path("metrics/eval") / f"{model}-{dataset}.json"
             try:

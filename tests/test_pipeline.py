@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
+from capt.eval.maps import read_word_maps
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +67,8 @@ def repo_copy(tmp_path_factory) -> Path:
     params["study"]["models"] = ["teacher", *STUDENTS]
     params["evaluate"].update(beam_size=2, meteor="off")
     params["report"].update(timing_images=2)
+    params["blip"]["small"].update(vision_hidden=16, text_hidden=16, vision_layers=1, text_layers=1)
+    params["blip"]["train"].update(batch_size=8)
     params["attention"].update(image_indices=[0, 3])
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
@@ -83,7 +87,8 @@ def _model_stages(model: str) -> set[str]:
     return {train, *(f"evaluate@{model}-{d}" for d in TEST_SETS), "attention", "report"}
 
 
-MODEL_STAGES = {"features", "teacher_captions", *_model_stages("teacher"),
+BLIP_STAGES = {"blip_weights", "blip", *(f"evaluate_blip@{d}" for d in TEST_SETS)}
+MODEL_STAGES = {"features", "teacher_captions", *BLIP_STAGES, *_model_stages("teacher"),
                 *(s for m in STUDENTS for s in _model_stages(m))}
 
 
@@ -112,9 +117,15 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     with h5py.File(repo_copy / "data/distill/shapes/teacher_captions.h5") as f:
         assert f["captions"].shape == (20, 1, 22)              # half of the 40 training images
     summary = json.loads((repo_copy / "metrics/summary.json").read_text())["models"]
-    assert list(summary) == ["teacher", *STUDENTS]
+    assert list(summary) == ["teacher", *STUDENTS, "blip"]
     assert all(summary[s]["parameters"] < summary["teacher"]["parameters"] for s in STUDENTS)
     assert summary["student_t20"]["seed_bleu4"] == 0.1207 and summary["student_seq"]["seed_bleu4"] is None
+    assert summary["blip"]["encoder"] == "ViT/8 (BLIP)" and 0 <= summary["blip"]["bleu4_shapes"] <= 1
+    assert (repo_copy / "models/blip/config.json").exists() and (repo_copy / "metrics/history/blip.csv").exists()
+    technique, blip_maps = read_word_maps(repo_copy / "results/maps/blip-shapes.h5")
+    assert technique == "gradcam" and len(blip_maps) == 8
+    assert all(m.shape == (len(w), 8, 8) and (m >= 0).all() for w, m in blip_maps.values())
+    assert sorted(p.name for p in (repo_copy / "results/attention").iterdir()) == sorted(["teacher", *STUDENTS, "blip"])
     table = (repo_copy / "results/table1.md").read_text()
     assert table.count("\n| student_") == 3 and "T=20" in table
     for dataset, n in (("shapes", 8), ("shapes-shift", 6)):
@@ -124,6 +135,7 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         captions = json.loads((repo_copy / f"results/captions/teacher-{dataset}.json").read_text())
         assert len(captions) == n and all(isinstance(c["caption"], str) for c in captions)
     pngs = sorted(p.name for p in (repo_copy / "results/attention/teacher").iterdir())
+    assert sorted(p.name for p in (repo_copy / "results/attention/blip").iterdir()) == pngs
     assert len(pngs) == 2
     shown = _run(["dvc", "metrics", "show"], repo_copy)
     assert "metrics/eval/teacher-shapes.json" in shown and "bleu4" in shown
@@ -134,7 +146,7 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         assert f"Stage '{stage}' didn't change, skipping" in again
 
     _set_param(repo_copy, "evaluate", "beam_size", 1)
-    evaluations = {f"evaluate@{m}-{d}" for m in ("teacher", *STUDENTS) for d in TEST_SETS}
+    evaluations = {f"evaluate@{m}-{d}" for m in ("teacher", *STUDENTS) for d in TEST_SETS}   # not BLIP's
     ran = _ran(_run(["dvc", "repro"], repo_copy))     # the figures too, if some caption changed with the beam
     assert evaluations | {"report"} <= ran <= evaluations | {"report", "attention"}, ran
 

@@ -148,3 +148,46 @@ def caption_images(model: BlipForConditionalGeneration, processor: BlipProcessor
     """uint8 images (B, 3, S, S) -> one caption each, the prompt stripped."""
     out = generate_ids(model, processor, images, gen)
     return [strip_prompt(t, gen.prompt) for t in processor.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+GENERATION_FILE = "capt_generation.json"
+
+
+def save_generation(gen: GenerationConfig, folder: Path) -> None:
+    """The caption settings travel with the model folder, so every user of it decodes alike."""
+    import dataclasses
+    import json
+
+    (Path(folder) / GENERATION_FILE).write_text(json.dumps(dataclasses.asdict(gen), indent=2) + "\n")
+
+
+def read_generation(folder: Path) -> GenerationConfig:
+    import json
+
+    path = Path(folder) / GENERATION_FILE
+    return GenerationConfig(**json.loads(path.read_text())) if path.exists() else GenerationConfig()
+
+
+def caption_dataset(model: BlipForConditionalGeneration, processor: BlipProcessor, dataset, gen: GenerationConfig,
+                    *, batch_size: int = 32, gradcam_layer: int = -1,
+                    progress: bool = True) -> dict[int, tuple[str, list[str], np.ndarray]]:
+    """image id -> (caption without the prompt, its tokens, one Grad-CAM map (G, G) per token)
+    for every image of a CaptionDataset."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from capt.blip.gradcam import word_gradcam
+
+    tok = processor.tokenizer
+    n_prompt = prompt_ids(processor, gen.prompt, 1).shape[1] - 1
+    out: dict[int, tuple[str, list[str], np.ndarray]] = {}
+    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="blip", unit="batch",
+                      disable=not progress):
+        ids = generate_ids(model, processor, batch["image"], gen)
+        pixels = pixel_values(processor, batch["image"])
+        for k, image_id in enumerate(batch["image_id"].tolist()):
+            positions, maps = word_gradcam(model, pixels[k:k + 1], ids[k], n_prompt, gradcam_layer)
+            tokens = tok.convert_ids_to_tokens([int(ids[k, t + 1]) for t in positions])
+            caption = strip_prompt(tok.decode(ids[k], skip_special_tokens=True), gen.prompt)
+            out[image_id] = (caption, tokens, maps.numpy())
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -10,17 +11,22 @@ import torch
 from capt.models.saved import Captioner, count_parameters
 
 
-def cpu_ms_per_image(captioner: Captioner, images: torch.Tensor, *, beam_size: int, max_len: int,
-                     warmup: int = 2) -> float:
-    """Mean wall-clock milliseconds to caption one uint8 image (3, S, S) at a time (encoder +
-    beam search), on whatever threads torch has: the latency a user of the model sees."""
-    captioner.eval()
+def cpu_ms_per_image(caption_batch: Callable[[torch.Tensor], object], images: torch.Tensor, warmup: int = 2) -> float:
+    """Mean wall-clock milliseconds of ``caption_batch`` on one uint8 image (1, 3, S, S) at a time
+    (whatever the model does to caption it, on whatever threads torch has): the latency a user of
+    the model sees."""
     for image in images[:warmup]:
-        captioner.caption(image[None], beam_size=beam_size, max_len=max_len)
+        caption_batch(image[None])
     start = time.perf_counter()
     for image in images:
-        captioner.caption(image[None], beam_size=beam_size, max_len=max_len)
+        caption_batch(image[None])
     return 1000.0 * (time.perf_counter() - start) / len(images)
+
+
+def folder_mb(path: Path) -> float:
+    path = Path(path)
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    return sum(f.stat().st_size for f in files) / 2 ** 20
 
 
 def model_size(captioner: Captioner, checkpoint: Path) -> dict[str, float | int | str]:
@@ -28,7 +34,7 @@ def model_size(captioner: Captioner, checkpoint: Path) -> dict[str, float | int 
     return {"encoder": f"{enc.cfg.name}" + ("" if enc.cfg.stages == 4 else f" (to layer{enc.cfg.stages})"),
             "fine_tuned": bool(enc.cfg.fine_tune), "hidden": dec.cfg.decoder_dim,
             "parameters": count_parameters(enc) + count_parameters(dec),
-            "checkpoint_mb": Path(checkpoint).stat().st_size / 2 ** 20}
+            "checkpoint_mb": folder_mb(checkpoint)}
 
 
 def _cell(value) -> str:

@@ -1,0 +1,61 @@
+"""Stage blip: BLIP fine-tuned on the training split of ``blip.dataset`` (0 epochs = zero-shot).
+
+Params: ``blip`` (dataset, generation, train). Starts from ``models/blip_init/`` (stage
+blip_weights), trains with the shared loop on the prepared split files, and writes the best epoch
+to ``models/blip/`` (a transformers folder, with its caption settings), ``metrics/train/blip.json``,
+``metrics/history/blip.csv``, ``results/curves/blip.png`` and resumable ``checkpoints/blip/``.
+``evaluate@blip-<dataset>`` then scores it like every other model.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+import typer
+
+from capt.blip.model import GenerationConfig, load_blip, save_blip, save_generation
+from capt.blip.train import BlipTask
+from capt.data.cache import read_references
+from capt.data.dataset import CaptionDataset, ImageSubset
+from capt.data.vocab import Vocabulary
+from capt.train.loop import TrainConfig, fit
+from stages._common import make_config, read_params, run_fingerprint, stage_main, write_training_outputs
+
+log = logging.getLogger("stages.blip")
+INIT, OUT = Path("models/blip_init"), Path("models/blip")
+
+
+@stage_main
+def main(ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
+    section = read_params("blip")
+    gen = make_config(GenerationConfig, section["generation"], "blip.generation")
+    prepared = Path("data/prepared") / section["dataset"]
+    model, processor = load_blip(INIT)
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    if section["train"].get("epochs") == 0:      # zero-shot, as the seed study used BLIP
+        save_blip(model, processor, OUT)
+        save_generation(gen, OUT)
+        log.info("zero-shot: %s -> %s unchanged", INIT, OUT)
+        return
+    cfg = make_config(TrainConfig, section["train"], "blip.train")
+    vocab = Vocabulary.load(prepared / "word_map.json")
+    train_set = CaptionDataset(prepared / "train.h5")
+    if cfg.preload:
+        train_set = ImageSubset(train_set, list(range(len(train_set))), preload=True)
+    val_set = CaptionDataset(prepared / "val.h5")
+    torch.manual_seed(cfg.seed)
+    task = BlipTask(model, processor, vocab, val_set, read_references(prepared / "val.h5"), cfg, gen)
+    fingerprint = run_fingerprint(section, INIT / "config.json", *sorted(INIT.glob("*.safetensors")))
+    result = fit(task, train_set, cfg, ckpt_root / "blip", fingerprint=fingerprint)
+    model.load_state_dict(result["best_state"])
+    save_blip(model, processor, OUT)
+    save_generation(gen, OUT)
+    write_training_outputs("blip", result, f"BLIP ({sum(p.numel() for p in model.parameters()):,} parameters)")
+
+
+if __name__ == "__main__":
+    typer.run(main)
