@@ -28,7 +28,7 @@ from capt.errors import CaptError
 from capt.models.decoder import AttentionDecoder, DecoderConfig
 from capt.models.encoder import Encoder, EncoderConfig
 from capt.models.saved import count_parameters, load_captioner, save_captioner
-from capt.train.distill import DistillConfig, DistillTask, student_subset
+from capt.train.distill import DistillConfig, DistillTask, add_stem_features, student_subset
 from capt.train.loop import TrainConfig, fit
 from stages._common import make_config, read_params, run_fingerprint, stage_main, write_training_outputs
 
@@ -86,6 +86,8 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> N
             encoder.calibrate_batchnorm(torch.from_numpy(np.stack([images[i] for i in indices[j:j + 64]]))
                                         for j in range(0, n, 64))
         log.info("random %s: BatchNorm statistics calibrated on %d training images", enc_cfg.name, n)
+    if train_set.items is not None:                 # preloaded: the frozen stem runs once per image
+        add_stem_features(encoder, train_set.items)
     decoder = AttentionDecoder(dec_cfg, len(vocab), encoder.feature_dim)
     n_student = count_parameters(encoder) + count_parameters(decoder)
     n_teacher = count_parameters(teacher.encoder) + count_parameters(teacher.decoder)

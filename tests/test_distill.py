@@ -212,3 +212,17 @@ def test_teacher_captions_are_its_beam_search_encoded_as_prepare_encodes(tmp_pat
         assert f["captions"].shape == (3, 1, 6) and f["image_ids"][:].tolist() == [101, 104, 107]
         for row, length, d in zip(f["captions"][:, 0], f["caption_lengths"][:, 0], expected):
             assert row[:length].tolist() == [VOCAB.start, *d.tokens, VOCAB.end] and not row[length:].any()
+
+
+def test_precomputed_stem_gives_the_same_features_and_loss_as_the_images():
+    from capt.train.distill import add_stem_features
+
+    task, ds, _, _ = _setup(DistillConfig(beta=0.3, temperature=4.0, w_enc=1.0, w_dec=1.0))
+    items = [ds[i] for i in range(4)]
+    add_stem_features(task.encoder, items)
+    assert items[0]["stem"].shape == (64, S // 4, S // 4)             # resnet18 stem + layer1, stride 4
+    with_stem = torch.utils.data.default_collate(items)
+    without = {k: v for k, v in with_stem.items() if k != "stem"}
+    task.model.eval()                                                 # no dropout, BN on running statistics
+    torch.testing.assert_close(task.features(with_stem), task.features(without), rtol=0, atol=1e-6)
+    torch.testing.assert_close(task.loss(with_stem)[0], task.loss(without)[0], rtol=1e-6, atol=1e-6)

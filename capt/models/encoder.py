@@ -121,15 +121,22 @@ class Encoder(nn.Module):
             m.momentum = 0.1
         self.train(False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, S, S) -> features (B, P, D)."""
-        x = self.normalize(images)
+    @torch.no_grad()
+    def stem_features(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S, S) -> the output of the part that never learns (stem + layer1),
+        (B, C, S/4, S/4). It is the same every epoch, so a fine-tuned student may compute it once."""
+        return self.stem(self.normalize(images))
+
+    def forward_from_stem(self, stem: torch.Tensor) -> torch.Tensor:
+        """stem_features (B, C, S/4, S/4) -> features (B, P, D), through the blocks that may learn."""
         if self.frozen:
             with torch.no_grad():
-                f = self.blocks(self.stem(x))
+                f = self.blocks(stem)
         else:
-            with torch.no_grad():
-                x = self.stem(x)
-            f = self.blocks(x)
+            f = self.blocks(stem)
         f = self.pool(f)                                       # (B, D, E, E)
         return f.flatten(2).transpose(1, 2).contiguous()       # (B, E*E, D)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S, S) -> features (B, P, D)."""
+        return self.forward_from_stem(self.stem_features(images))

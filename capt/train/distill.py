@@ -115,6 +115,18 @@ def feature_projection(student_dim: int, teacher_dim: int) -> nn.Module | None:
     return None if student_dim == teacher_dim else nn.Linear(student_dim, teacher_dim)
 
 
+@torch.no_grad()
+def add_stem_features(encoder: Encoder, items: list[dict[str, torch.Tensor]], batch_size: int = 64) -> None:
+    """Put the output of the encoder's frozen stem (stem + layer1, in eval mode for good) into
+    every preloaded item as ``"stem"``: it never changes, so the student's steps run only the
+    blocks that learn. For datasets that fit in memory (the embedded profile's students)."""
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        stem = encoder.stem_features(torch.stack([it["image"] for it in chunk]))
+        for item, s in zip(chunk, stem):
+            item["stem"] = s.clone()
+
+
 def padding_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     """(B, steps) bool: true where the decoding step predicts a real word (t < length - 1)."""
     return torch.arange(steps, device=lengths.device)[None, :] < (lengths - 1)[:, None]
@@ -146,11 +158,15 @@ class DistillTask(CaptionerTask):
         return groups
 
     def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.encoder(batch["image"])          # the student's own, never the teacher's cache
+        """The student's own features (never the teacher's cache); from the precomputed output of
+        its frozen stem when the batch carries it (``add_stem_features``)."""
+        if "stem" in batch:
+            return self.encoder.forward_from_stem(batch["stem"])
+        return self.encoder(batch["image"])
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         self.teacher.eval()                          # fit() calls model.train(); the teacher is not in it
-        student_features = self.encoder(batch["image"])                          # (B, P, D_s)
+        student_features = self.features(batch)                                 # (B, P, D_s)
         feats, caps, lens = flatten_captions(student_features, batch["captions"], batch["lengths"])
         logits, alphas = self.decoder(feats, caps, lens)                         # (B*C, T, V)
         task = caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c)
