@@ -4,7 +4,8 @@ Params: ``attention`` (dataset, image_indices into its test split) and ``study.m
 Reads the per-word maps that the evaluation of each model saved for every test image
 (``results/maps/<model>-<dataset>.h5``) and the prepared test split: nothing is decoded again.
 Writes ``results/attention/<model>/<image id>.png``: each word with its map upsampled onto the
-image (soft attention for the LSTM models, Grad-CAM for BLIP).
+image (soft attention for the LSTM models, Grad-CAM for BLIP), and
+``results/attention/compare/<image id>.png``: every model side by side, a row each.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import typer
 
 from capt.errors import CaptError
 from capt.eval.maps import read_word_maps
-from capt.viz.attention import plot_attention
+from capt.viz.attention import plot_attention, plot_comparison
 from stages._common import make_config, read_params, stage_main, study_models
 
 log = logging.getLogger("stages.attention")
@@ -43,18 +44,23 @@ def main() -> None:
         order = sorted(set(cfg.image_indices))
         images = f["images"][order]
         image_ids = [int(i) for i in f["image_ids"][order]]
+    rows: dict[int, list] = {image_id: [] for image_id in image_ids}
     for model in models:
         maps_path = Path("results/maps") / f"{model}-{cfg.dataset}.h5"
         technique, maps = read_word_maps(maps_path)
         for image, image_id in zip(images, image_ids):
             if image_id not in maps:
-                raise CaptError(f"{maps_path}: no maps for test image {image_id}; rerun evaluate@{model}-{cfg.dataset}")
+                raise CaptError(f"{maps_path}: no maps for test image {image_id}; rerun the evaluation of {model}")
             words, word_maps = maps[image_id]
+            flat = word_maps.reshape(len(words), word_maps.shape[1] * word_maps.shape[2])
             path = Path("results/attention") / model / f"{image_id}.png"
-            plot_attention(image, words, word_maps.reshape(len(words), word_maps.shape[1] * word_maps.shape[2]), path,
-                           f"{model} on {cfg.dataset} image {image_id} ({technique})")
+            plot_attention(image, words, flat, path, f"{model} on {cfg.dataset} image {image_id} ({technique})")
+            rows[image_id].append((f"{model} ({technique})", words, flat))
         log.info("%s: %d images -> results/attention/%s/", model, len(image_ids), model)
-
+    for image, image_id in zip(images, image_ids):
+        path = Path("results/attention/compare") / f"{image_id}.png"
+        plot_comparison(image, rows[image_id], path, f"{cfg.dataset} test image {image_id}: every model, every word")
+    log.info("side by side: results/attention/compare/<image id>.png")
 
 if __name__ == "__main__":
     typer.run(main)

@@ -125,7 +125,10 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     technique, blip_maps = read_word_maps(repo_copy / "results/maps/blip-shapes.h5")
     assert technique == "gradcam" and len(blip_maps) == 8
     assert all(m.shape == (len(w), 8, 8) and (m >= 0).all() for w, m in blip_maps.values())
-    assert sorted(p.name for p in (repo_copy / "results/attention").iterdir()) == sorted(["teacher", *STUDENTS, "blip"])
+    drawn = sorted(p.name for p in (repo_copy / "results/attention").iterdir())
+    assert drawn == sorted(["teacher", *STUDENTS, "blip", "compare"])
+    compare = sorted(p.name for p in (repo_copy / "results/attention/compare").iterdir())
+    assert len(compare) == 2 and compare == sorted(p.name for p in (repo_copy / "results/attention/teacher").iterdir())
     table = (repo_copy / "results/table1.md").read_text()
     assert table.count("\n| student_") == 3 and "T=20" in table
     for dataset, n in (("shapes", 8), ("shapes-shift", 6)):

@@ -41,3 +41,16 @@ def test_history_csv_and_plot(tmp_path):
     plot_history(history, tmp_path / "c.png", "t")
     with Image.open(tmp_path / "c.png") as im:
         assert im.size[0] > 800
+
+
+def test_comparison_figure_has_a_row_per_model_whatever_their_grids(tmp_path):
+    from capt.viz.attention import plot_comparison
+
+    image = np.zeros((3, 32, 32), np.uint8)
+    rows = [("teacher (attention)", ["a", "red", "square"], np.full((3, 16), 1 / 16)),     # 4x4 grid
+            ("blip (gradcam)", ["red", "square"], np.random.default_rng(0).random((2, 64))),   # 8x8 grid
+            ("empty", [], np.zeros((0, 16)))]
+    plot_comparison(image, rows, tmp_path / "c.png", "test")
+    plot_comparison(image, rows[:1], tmp_path / "one.png", "test")
+    with Image.open(tmp_path / "c.png") as three, Image.open(tmp_path / "one.png") as one:
+        assert three.size[0] == one.size[0] and three.size[1] > 2.5 * one.size[1]

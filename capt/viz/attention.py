@@ -52,3 +52,33 @@ def plot_attention(image: np.ndarray, words: list[str], alphas: np.ndarray, path
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def plot_comparison(image: np.ndarray, rows: list[tuple[str, list[str], np.ndarray]], path: Path,
+                    title: str, max_words: int = 12) -> None:
+    """Every model on one image: a row per model (its caption, then each word's map), a column
+    per word position, the same colour scale and the same upsampling in every cell.
+
+    image uint8 (3, S, S); rows: (label, words, maps (len(words), P)); maps over any square grid
+    (7x7 attention or BLIP's patch grid alike), each rescaled to [0, 1] as in plot_attention.
+    """
+    rgb = image.transpose(1, 2, 0)
+    size = rgb.shape[0]
+    columns = 1 + min(max_words, max((len(w) for _, w, _ in rows), default=0))
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns, 1.9 * len(rows)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (label, words, maps) in enumerate(rows):
+        axes[r, 0].imshow(rgb)
+        axes[r, 0].set_title(label, fontsize=8, loc="left")
+        heat = upsample_attention(np.asarray(maps)[:max_words], size) if len(words) else []
+        for c, (word, h) in enumerate(zip(words[:max_words], heat), start=1):
+            axes[r, c].imshow(rgb)
+            axes[r, c].imshow(h, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            axes[r, c].set_title(word, fontsize=8)
+        axes[r, 0].text(0, size * 1.18, " ".join(words), fontsize=7, va="top")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
