@@ -19,7 +19,6 @@ from pathlib import Path
 
 import typer
 
-from capt.blip.model import caption_dataset, load_blip, read_generation
 from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset
 from capt.errors import CaptError
@@ -60,6 +59,8 @@ def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
 
 def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     """Captions (with the settings saved in the folder) and per-word Grad-CAM of a BLIP folder."""
+    from capt.blip.model import caption_dataset, load_blip, read_generation   # transformers: ~3 s to import
+
     model, processor = load_blip(folder)
     out = caption_dataset(model, processor, test_set, read_generation(folder), batch_size=cfg.batch_size,
                           gradcam_layer=cfg.gradcam_layer)
