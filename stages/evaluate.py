@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import typer
 
 from capt.data.cache import read_references
@@ -62,6 +63,8 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     from capt.blip.model import caption_dataset, load_blip, read_generation   # transformers: ~3 s to import
 
     model, processor = load_blip(folder)
+    if torch.cuda.is_available():
+        model.to("cuda")
     out = caption_dataset(model, processor, test_set, read_generation(folder), batch_size=cfg.batch_size,
                           gradcam_layer=cfg.gradcam_layer)
     maps = {i: (tokens, m.reshape(len(tokens), -1)) for i, (_, tokens, m) in out.items()}

@@ -149,3 +149,41 @@ def test_fine_tuning_on_the_shared_loop_learns(tmp_path):
     losses = [row["train_loss"] for row in result["history"]]
     assert losses == sorted(losses, reverse=True) and losses[-1] < 0.85 * losses[0], losses
     assert {"val_loss", "val_bleu4", "val_cider"} <= set(result["history"][0])
+
+
+def test_generation_computes_in_bf16_or_fp16_on_a_gpu_and_fp32_on_a_cpu(monkeypatch):
+    from capt.blip.model import inference_dtype
+
+    assert inference_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert inference_dtype(torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert inference_dtype(torch.device("cuda")) == torch.float16
+
+
+def test_blip_stage_with_zero_epochs_is_zero_shot(blip, tmp_path):
+    """blip.train.epochs: 0 (the seed's zero-shot BLIP): the starting weights, unchanged, with the
+    caption settings, and no training at all (no prepared data is read)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from capt.blip.model import read_generation
+
+    model, processor = blip
+    save_blip(model, processor, tmp_path / "models/blip_init")
+    params = {"blip": {"dataset": "nowhere", "generation": {"prompt": "a picture of", "num_beams": 2,
+                                                            "max_length": 12, "min_length": 3},
+                       "train": {"epochs": 0}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "stages.blip"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr
+    loaded, loaded_processor = load_blip(tmp_path / "models/blip")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert read_generation(tmp_path / "models/blip") == GenerationConfig("a picture of", 2, 12, 3)
+    assert not (tmp_path / "checkpoints").exists()

@@ -133,14 +133,23 @@ def strip_prompt(caption: str, prompt: str) -> str:
     return caption[len(prompt):].strip() if prompt and caption.lower().startswith(prompt) else caption
 
 
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """What generation computes in: bf16 on a GPU that has it, fp16 on other GPUs, fp32 on a CPU."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 @torch.no_grad()
 def generate_ids(model: BlipForConditionalGeneration, processor: BlipProcessor, images: torch.Tensor,
                  gen: GenerationConfig) -> torch.Tensor:
     """uint8 images (B, 3, S, S) -> generated ids (B, L): ``[DEC] prompt words [SEP] [PAD]..``."""
     pixels = pixel_values(processor, images).to(model.device, model.dtype)
     ids = prompt_ids(processor, gen.prompt, len(images)).to(model.device)
-    return model.generate(pixel_values=pixels, input_ids=ids, num_beams=gen.num_beams,
-                          max_length=gen.max_length, min_length=gen.min_length, do_sample=False)
+    dtype = inference_dtype(model.device)
+    with torch.autocast(device_type=model.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        return model.generate(pixel_values=pixels, input_ids=ids, num_beams=gen.num_beams,
+                              max_length=gen.max_length, min_length=gen.min_length, do_sample=False)
 
 
 def caption_images(model: BlipForConditionalGeneration, processor: BlipProcessor, images: torch.Tensor,
@@ -183,11 +192,11 @@ def caption_dataset(model: BlipForConditionalGeneration, processor: BlipProcesso
     out: dict[int, tuple[str, list[str], np.ndarray]] = {}
     for batch in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="blip", unit="batch",
                       disable=not progress):
-        ids = generate_ids(model, processor, batch["image"], gen)
-        pixels = pixel_values(processor, batch["image"])
+        ids = generate_ids(model, processor, batch["image"], gen)                 # bf16/fp16 on a GPU
+        pixels = pixel_values(processor, batch["image"]).to(model.device)       # Grad-CAM in fp32
         for k, image_id in enumerate(batch["image_id"].tolist()):
             positions, maps = word_gradcam(model, pixels[k:k + 1], ids[k], n_prompt, gradcam_layer)
             tokens = tok.convert_ids_to_tokens([int(ids[k, t + 1]) for t in positions])
             caption = strip_prompt(tok.decode(ids[k], skip_special_tokens=True), gen.prompt)
-            out[image_id] = (caption, tokens, maps.numpy())
+            out[image_id] = (caption, tokens, maps.cpu().numpy())
     return out
