@@ -34,7 +34,16 @@ class SplitWriter:
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         S, C, L = image_size, captions_per_image, max_len + 2
         # libver="latest": the newer chunk indexes stay smaller in memory for many one-image chunks.
-        self.f = h5py.File(self.tmp, "w", libver="latest")
+        # rdcc_nbytes=0: we write whole blocks, so the chunk cache buys nothing, and with the
+        # newer indexes it kept every written chunk of the small datasets (captions, lengths)
+        # in memory, which made peak RSS grow with the dataset.
+        self.f = h5py.File(self.tmp, "w", libver="latest", rdcc_nbytes=0)
+        # The references are variable-length strings, kept in global-heap collections that the
+        # metadata cache holds on to (up to 32 MB by default): cap it at 1 MB.
+        mdc = self.f.id.get_mdc_config()
+        mdc.set_initial_size, mdc.initial_size = True, 1 << 20
+        mdc.min_size, mdc.max_size = 1 << 20, 1 << 20
+        self.f.id.set_mdc_config(mdc)
         self.f.attrs.update({**attrs, "image_size": S, "captions_per_image": C, "max_len": max_len})
         self.images = self.f.create_dataset("images", (0, 3, S, S), np.uint8, maxshape=(None, 3, S, S),
                                             chunks=(1, 3, S, S))

@@ -2,7 +2,7 @@
 Flickr8k's token file, and images read straight out of their zips.
 
 All of them are driven by a :class:`~capt.data.manifest.Manifest`; ``read_splits`` returns the
-same :class:`ImageRecord` lists whichever dataset the folder holds.
+same :class:`ImageRecord` sequences whichever dataset the folder holds.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -106,8 +106,9 @@ def read_flickr8k_tokens(lines: Iterable[str], source: str) -> Iterator[tuple[st
 
 
 class CaptionStore:
-    """Every raw caption of a dataset, keyed by image id or file name, in a temporary SQLite
-    file: joining 600k COCO captions to their images this way costs no memory."""
+    """Every raw caption of a dataset, keyed by image id or file name, and every image record,
+    in a temporary SQLite file: joining 600k COCO captions to their 123k images this way costs
+    no memory, so prepare's peak RSS does not grow with the dataset."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -116,14 +117,33 @@ class CaptionStore:
         self._db.execute("PRAGMA journal_mode = OFF")
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.execute("CREATE TABLE captions (key TEXT NOT NULL, caption TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE images (split TEXT NOT NULL, image_id INTEGER NOT NULL, "
+                         "filename TEXT NOT NULL, captioned INTEGER NOT NULL DEFAULT 1)")
 
     def add(self, pairs: Iterable[tuple[str, str]]) -> None:
         self._db.executemany("INSERT INTO captions VALUES (?, ?)", pairs)
 
-    def finish(self) -> None:
-        """Index the keys once everything is in."""
+    def add_record(self, record: ImageRecord) -> None:
+        self._db.execute("INSERT INTO images (split, image_id, filename) VALUES (?, ?, ?)",
+                         (record.split, record.image_id, record.filename))
+
+    def finish(self, fmt: str) -> None:
+        """Index the keys once everything is in, and mark the images no caption names."""
         self._db.execute("CREATE INDEX captions_key ON captions (key)")
+        # An image's caption key (ImageRecord.caption_key) in SQL: Flickr8k by file name, the rest by id.
+        key = "images.filename" if fmt == "flickr8k" else "CAST(images.image_id AS TEXT)"
+        self._db.execute("UPDATE images SET captioned = 0 WHERE NOT EXISTS "
+                         f"(SELECT 1 FROM captions WHERE captions.key = {key})")
+        self._db.execute("CREATE INDEX images_split ON images (split, captioned)")
         self._db.commit()
+
+    def records(self, split: str) -> SplitRecords:
+        return SplitRecords(self._db, split)
+
+    def uncaptioned(self) -> Iterator[ImageRecord]:
+        for split, i, f in self._db.execute("SELECT split, image_id, filename FROM images "
+                                            "WHERE captioned = 0 ORDER BY rowid"):
+            yield ImageRecord(i, f, split)
 
     def get(self, key: str) -> list[str]:
         """The captions of one image, in the order the source lists them."""
@@ -140,17 +160,40 @@ class CaptionStore:
         self.close()
 
 
-def read_splits(manifest: Manifest, captions: CaptionStore) -> tuple[dict[str, list[ImageRecord]], list[dict]]:
+class SplitRecords(Sequence[ImageRecord]):
+    """The captioned images of one split, in the split file's order, read from the
+    :class:`CaptionStore` as they are iterated rather than held in a list."""
+
+    def __init__(self, db: sqlite3.Connection, split: str):
+        self._db, self.split = db, split
+        self._where = "FROM images WHERE split = ? AND captioned = 1"
+        (self._n,) = db.execute(f"SELECT COUNT(*) {self._where}", (split,)).fetchone()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        rows = self._db.execute(f"SELECT image_id, filename {self._where} ORDER BY rowid", (self.split,))
+        return (ImageRecord(i, f, self.split) for i, f in rows)
+
+    def __getitem__(self, k):   # type: ignore[override]  # ints only: prepare never slices
+        if not -self._n <= k < self._n:
+            raise IndexError(k)
+        i, f = self._db.execute(f"SELECT image_id, filename {self._where} ORDER BY rowid LIMIT 1 OFFSET ?",
+                                (self.split, k % self._n)).fetchone()
+        return ImageRecord(i, f, self.split)
+
+
+def read_splits(manifest: Manifest, captions: CaptionStore) -> tuple[dict[str, SplitRecords], list[dict]]:
     """Records of every split, their captions put in ``captions`` (keyed by ``caption_key``).
 
     Returns ``(records by split, images without captions)``; the latter are skipped, and listed
     so the summary can count them.
     """
     fmt = manifest.captions_format
-    records = []
     with manifest.open(manifest.splits) as f:
         for record, sentences in read_karpathy(f, manifest.where(manifest.splits)):
-            records.append(record)
+            captions.add_record(record)
             if fmt == "karpathy":
                 captions.add((record.caption_key(fmt), s) for s in sentences)
     for ref in manifest.captions:
@@ -162,17 +205,10 @@ def read_splits(manifest: Manifest, captions: CaptionStore) -> tuple[dict[str, l
                     captions.add(read_flickr8k_tokens(io.TextIOWrapper(f, "utf-8"), manifest.where(ref)))
                 except UnicodeDecodeError as e:
                     raise CaptError(f"{manifest.where(ref)}: not UTF-8 text ({e})") from None
-    captions.finish()
-
-    by_split: dict[str, list[ImageRecord]] = {s: [] for s in SPLITS}
-    uncaptioned = []
-    for r in records:
-        if captions.get(r.caption_key(fmt)):
-            by_split[r.split].append(r)
-        else:
-            uncaptioned.append({"split": r.split, "image_id": r.image_id, "filename": r.filename,
-                                "reason": f"no captions in {fmt} caption source"})
-    return by_split, uncaptioned
+    captions.finish(fmt)
+    uncaptioned = [{"split": r.split, "image_id": r.image_id, "filename": r.filename,
+                    "reason": f"no captions in {fmt} caption source"} for r in captions.uncaptioned()]
+    return {s: captions.records(s) for s in SPLITS}, uncaptioned
 
 
 class ZipImageStore:
