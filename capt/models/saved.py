@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from capt.data.vocab import Vocabulary
+from capt.errors import CaptError
 from capt.models.beam_search import Decoded, beam_search
 from capt.models.decoder import AttentionDecoder, DecoderConfig
 from capt.models.encoder import Encoder, EncoderConfig
@@ -70,6 +71,24 @@ def load_captioner(path: Path) -> Captioner:
     decoder = AttentionDecoder(DecoderConfig(**ckpt["decoder_config"]), len(vocab), encoder.feature_dim)
     decoder.load_state_dict(ckpt["decoder"])
     return Captioner(encoder, decoder, vocab).eval()
+
+
+def save_encoder(path: Path, encoder: Encoder) -> None:
+    """A trunk alone (stage pretrain's output): its config and state dict."""
+    save_checkpoint({"encoder_config": dataclasses.asdict(encoder.cfg), "encoder": encoder.state_dict()}, path)
+
+
+def load_encoder(path: Path, cfg: EncoderConfig) -> Encoder:
+    """An encoder shaped by ``cfg`` (its ``fine_tune`` and ``encoded_size`` apply) with the trunk
+    weights saved in ``path``, which must be the same ResNet cut at the same stage."""
+    ckpt = load_checkpoint(path)
+    saved = ckpt["encoder_config"]
+    if (saved["name"], saved["stages"]) != (cfg.name, cfg.stages):
+        raise CaptError(f"{path}: holds a {saved['name']} trunk of {saved['stages']} stages, but the params ask "
+                        f"for {cfg.name} with {cfg.stages}; rerun its pretrain stage")
+    encoder = Encoder(dataclasses.replace(cfg, weights=None))   # the weights come from the file
+    encoder.load_state_dict(ckpt["encoder"])
+    return encoder
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -64,7 +64,8 @@ class Task(Protocol):
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]: ...
 
     def validate(self) -> dict[str, float]:
-        """Must return at least ``bleu4`` (the early-stopping criterion)."""
+        """Must return at least the early-stopping criterion: ``bleu4``, or the key a task names
+        in a ``criterion`` attribute (higher is better)."""
         ...
 
 
@@ -89,7 +90,8 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
                                                            patience=cfg.lr_patience)
     history: list[dict] = []
-    best = {"bleu4": -math.inf, "epoch": 0}
+    key = getattr(task, "criterion", "bleu4")
+    best = {key: -math.inf, "epoch": 0}
     start_epoch, stale = 1, 0
     if last.exists():
         ckpt = load_checkpoint(last)
@@ -135,9 +137,9 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
         row = {"epoch": epoch, **{f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()},
                **{f"val_{k}": v for k, v in val.items()}, "lr": optimizer.param_groups[0]["lr"]}
         history.append(row)
-        scheduler.step(val["bleu4"])
-        if val["bleu4"] > best["bleu4"]:
-            best, stale = {"bleu4": val["bleu4"], "epoch": epoch}, 0
+        scheduler.step(val[key])
+        if val[key] > best[key]:
+            best, stale = {key: val[key], "epoch": epoch}, 0
             save_checkpoint(task.model.state_dict(), best_path)
         else:
             stale += 1
