@@ -1,0 +1,131 @@
+"""Grounding scores and CHAIR on hand-made maps, masks and captions with known answers."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from capt.errors import CaptError
+from capt.eval.grounding import (
+    COCO_SYNONYMS,
+    Instances,
+    dilate,
+    lexicon_for,
+    mass_in_mask,
+    plural,
+    pointing_hit,
+    score_grounding,
+    upsample_map,
+)
+
+
+def box_instances(boxes: dict[int, list[tuple[str, list[float]]]], size=(100, 100),
+                  categories=("circle", "square", "triangle")) -> Instances:
+    """COCO instances JSON with one polygon box per (category, [x, y, w, h])."""
+    cats = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(categories)]
+    cid = {c["name"]: c["id"] for c in cats}
+    images, anns = [], []
+    for image_id, objs in boxes.items():
+        images.append({"id": image_id, "height": size[0], "width": size[1], "file_name": f"{image_id}.jpg"})
+        for name, (x, y, w, h) in objs:
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cid[name], "iscrowd": 0,
+                         "bbox": [x, y, w, h], "area": w * h,
+                         "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+    data = {"images": images, "annotations": anns, "categories": cats}
+    return Instances(io.BytesIO(json.dumps(data).encode()), "instances.json")
+
+
+def peak_map(grid: int, row: int, col: int) -> np.ndarray:
+    m = np.zeros((grid, grid), np.float32)
+    m[row, col] = 1.0
+    return m
+
+
+def test_plural_and_multi_word_synonyms_map_to_their_category():
+    lex = lexicon_for(COCO_SYNONYMS, use_coco_synonyms=True)
+    assert lex.find("two hot dogs on a plate".split()) == [(1, 3, "hot dog")]
+    assert lex.find("a traffic light above the street".split()) == [(1, 3, "traffic light")]
+    assert lex.find("three traffic lights".split()) == [(1, 3, "traffic light")]
+    # longest match first: "teddy bear" is not a "bear"; "people" and "men" are persons
+    assert [c for *_, c in lex.find("a teddy bear and a bear".split())] == ["teddy bear", "bear"]
+    assert [c for *_, c in lex.find("two men and some people with buses".split())] == ["person", "person", "bus"]
+    assert lex.find("a sunny day".split()) == []
+    assert plural("bus") == "buses" and plural("puppy") == "puppies" and plural("toy") == "toys"
+    assert len(COCO_SYNONYMS) == 80
+
+
+def test_shapes_lexicon_is_the_shape_names_with_plurals():
+    lex = lexicon_for(["circle", "cross"], use_coco_synonyms=False)
+    assert lex.find("two red crosses and a circle".split()) == [(2, 3, "cross"), (5, 6, "circle")]
+    with pytest.raises(CaptError, match="no entry for categories \\['circle'\\]"):
+        lexicon_for(["circle"], use_coco_synonyms=True)
+
+
+def test_upsampling_from_grid_to_image_size_keeps_the_peak_in_place():
+    up = upsample_map(peak_map(4, 1, 3), 100, 80)        # cell (1, 3) of a 4x4 grid over 100 x 80 px
+    assert up.shape == (100, 80) and up.min() >= 0
+    y, x = np.unravel_index(up.argmax(), up.shape)
+    assert 25 <= y < 50 and 60 <= x < 80
+
+
+def test_pointing_hit_miss_and_the_15_px_tolerance():
+    mask = np.zeros((100, 100), bool)
+    mask[40:60, 40:60] = True
+    near = dilate(mask, 15)
+    on = np.zeros((100, 100))
+    on[50, 50] = 1
+    assert pointing_hit(on, near)
+    just_in, just_out = np.zeros((100, 100)), np.zeros((100, 100))
+    just_in[50, 74] = 1          # 15 px right of the mask's last column (59)
+    just_out[50, 75] = 1         # 16 px
+    assert pointing_hit(just_in, near) and not pointing_hit(just_out, near)
+    diagonal = np.zeros((100, 100))
+    diagonal[70, 70] = 1         # 11 px down and 11 right of the corner (59, 59): 15.6 px away
+    assert not pointing_hit(diagonal, near)
+
+
+def test_mass_in_mask():
+    mask = np.zeros((10, 10), bool)
+    mask[:, :5] = True
+    m = np.zeros((10, 10))
+    m[0, 0], m[0, 9] = 3.0, 1.0
+    assert mass_in_mask(m, mask) == pytest.approx(0.75)
+    assert mass_in_mask(np.ones((10, 10)), mask) == pytest.approx(0.5)
+    assert mass_in_mask(np.zeros((10, 10)), mask) == 0.0
+
+
+def test_score_grounding_pointing_mass_baselines_and_chair():
+    # image 1: a circle top-left, a square bottom-right (100 x 100 px); image 2: a triangle in the centre
+    inst = box_instances({1: [("circle", [0, 0, 30, 30]), ("square", [70, 70, 30, 30])],
+                          2: [("triangle", [35, 35, 30, 30])]})
+    lex = lexicon_for(inst.categories, use_coco_synonyms=False)
+    captions = {
+        # "circle" looks top-left (hit), "square" looks top-left too (miss), "triangle" is absent
+        1: ("a circle and a square and a triangle".split(),
+            np.stack([peak_map(4, 0, 0)] * 2 + [peak_map(4, 0, 0)] * 1 + [peak_map(4, 0, 0)] * 5)),
+        # "triangles" (plural) looks at the centre: hit, all the mass near it
+        2: ("two triangles".split(), np.stack([peak_map(4, 0, 0), np.pad(np.ones((2, 2)), 1)])),
+    }
+    s = score_grounding(captions, inst, lex, tolerance=15)
+    assert s["grounded_words"] == 3
+    assert s["pointing_game"] == pytest.approx(2 / 3)
+    assert s["object_mentions"] == 4
+    assert s["chair_i"] == pytest.approx(1 / 4)          # "triangle" in image 1
+    assert s["chair_s"] == pytest.approx(1 / 2)
+    # centre (49, 49): within 15 px of the square (70..99)? no (21 px); of the circle? no; in the triangle: yes
+    assert s["pointing_game_centre"] == pytest.approx(1 / 3)
+    assert s["mass_in_mask_centre"] == pytest.approx(1 / 3)
+    # uniform: each mask is 9% of the image
+    assert s["mass_in_mask_uniform"] == pytest.approx(0.09, abs=1e-6)
+    assert 0.09 < s["pointing_game_uniform"] < 0.5
+    assert 0 < s["mass_in_mask"] < 1
+
+
+def test_bad_instances_file_names_the_file_and_the_key():
+    with pytest.raises(CaptError, match="instances.json: an instances file needs a list under 'annotations'"):
+        Instances(io.BytesIO(b'{"images": [], "categories": []}'), "instances.json")
+    with pytest.raises(CaptError, match="instances.json: not valid JSON"):
+        Instances(io.BytesIO(b"{"), "instances.json")
