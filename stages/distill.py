@@ -3,6 +3,7 @@
 Params: ``students`` (what every student shares: the training subset, encoder, decoder, train)
 and ``distill.<variant>`` (that variant's loss: beta, temperature, w_enc, w_dec, targets), so
 changing one variant reruns that student alone. Reads the teacher (``models/teacher.pt``), the
+students' pretrained trunk (``models/encoders/students.pt``, stage pretrain@students), the
 prepared split files and the teacher's feature cache of its dataset, and, for sequence-level KD,
 ``data/distill/<dataset>/teacher_captions.h5``. Writes ``models/<variant>.pt`` (the best epoch,
 without the training-only projection), ``metrics/history/<variant>.csv``,
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import numpy as np
 import torch
 import typer
 
@@ -26,8 +26,8 @@ from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
 from capt.models.decoder import AttentionDecoder, DecoderConfig
-from capt.models.encoder import Encoder, EncoderConfig
-from capt.models.saved import count_parameters, load_captioner, save_captioner
+from capt.models.encoder import EncoderConfig
+from capt.models.saved import count_parameters, load_captioner, load_encoder, save_captioner
 from capt.train.distill import DistillConfig, DistillTask, add_stem_features, student_subset
 from capt.train.loop import TrainConfig, fit
 from stages._common import make_config, read_params, run_fingerprint, stage_main, write_training_outputs
@@ -41,7 +41,6 @@ class StudentsConfig:
 
     train_fraction: float = 0.5     # of the teacher's training split, the same images for every variant
     subset_seed: int = 0
-    calibration_images: int = 512   # BatchNorm statistics of a randomly initialised trunk
 
 
 @stage_main
@@ -78,14 +77,7 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> N
     val_set = CaptionDataset(prepared / "val.h5", load_images=True)
 
     torch.manual_seed(cfg.seed)
-    encoder = Encoder(enc_cfg)
-    if enc_cfg.weights is None:
-        n = min(shared.calibration_images, len(indices))
-        with h5py.File(prepared / "train.h5", "r") as f:
-            images = f["images"]
-            encoder.calibrate_batchnorm(torch.from_numpy(np.stack([images[i] for i in indices[j:j + 64]]))
-                                        for j in range(0, n, 64))
-        log.info("random %s: BatchNorm statistics calibrated on %d training images", enc_cfg.name, n)
+    encoder = load_encoder(Path("models/encoders/students.pt"), enc_cfg)
     if train_set.items is not None:                 # preloaded: the frozen stem runs once per image
         add_stem_features(encoder, train_set.items)
     decoder = AttentionDecoder(dec_cfg, len(vocab), encoder.feature_dim)
@@ -101,6 +93,7 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> N
     task = DistillTask(encoder, decoder, teacher.decoder, teacher.encoder.feature_dim, kd, vocab=vocab,
                        val_set=val_set, val_references=read_references(prepared / "val.h5"), cfg=cfg)
     fingerprint = run_fingerprint({"students": section, "variant": variant_params}, Path("models/teacher.pt"),
+                                  Path("models/encoders/students.pt"),
                                   prepared / "word_map.json", *([captions_h5] if kd.targets == "teacher" else []))
     result = fit(task, train_set, cfg, ckpt_root / variant, fingerprint=fingerprint)
 

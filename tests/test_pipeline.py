@@ -55,14 +55,16 @@ def repo_copy(tmp_path_factory) -> Path:
     for name, sizes in (("shapes", (40, 8, 8)), ("shapes-shift", (12, 4, 6))):
         params["download"][name].update(n_train=sizes[0], n_val=sizes[1], n_test=sizes[2], image_size=64)
     params["prepare"].update(image_size=64, min_word_freq=1)
-    params["features"].update(batch_size=16, calibration_images=16)
+    params["features"].update(batch_size=16)
+    # the teacher's trunk pretrains for an epoch; the students' is kept random (epochs 0)
+    params["pretrain"]["teacher"].update(epochs=1, batch_size=16)
+    params["pretrain"]["students"].update(epochs=0, calibration_images=16)
     params["teacher"]["encoder"].update(name="resnet18", encoded_size=2)
     params["teacher"]["decoder"].update(embed_dim=16, attention_dim=16, decoder_dim=24)
     params["teacher"]["train"].update(epochs=2, batch_size=8)
     params["students"]["encoder"].update(encoded_size=2)
     params["students"]["decoder"].update(embed_dim=8, attention_dim=8, decoder_dim=12)
     params["students"]["train"].update(epochs=2, batch_size=8)
-    params["students"].update(calibration_images=16)
     params["distill"] = {k: params["distill"][k] for k in STUDENTS}
     params["study"]["models"] = ["teacher", *STUDENTS]
     params["evaluate"].update(beam_size=2, meteor="off")
@@ -88,7 +90,7 @@ def _model_stages(model: str) -> set[str]:
 
 
 BLIP_STAGES = {"blip_weights", "blip", *(f"evaluate_blip@{d}" for d in TEST_SETS)}
-MODEL_STAGES = {"features", "teacher_captions", *BLIP_STAGES, *_model_stages("teacher"),
+MODEL_STAGES = {"pretrain@teacher", "pretrain@students", "features", "teacher_captions", *BLIP_STAGES, *_model_stages("teacher"),
                 *(s for m in STUDENTS for s in _model_stages(m))}
 
 
@@ -110,6 +112,9 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         assert f["images"].shape[0] == 12
     with h5py.File(repo_copy / "data/features/shapes/train.h5") as f:
         assert f["features"].shape == (40, 4, 128) and f["features"].dtype == np.float16
+    pretrained = json.loads((repo_copy / "metrics/pretrain/teacher.json").read_text())
+    assert pretrained["best_epoch"] == 1 and 0 <= pretrained["val_cell_accuracy"] <= 1
+    assert json.loads((repo_copy / "metrics/pretrain/students.json").read_text())["epochs"] == 0
     history = (repo_copy / "metrics/history/teacher.csv").read_text().splitlines()
     assert history[0].startswith("epoch,train_loss") and len(history) == 3
     student = (repo_copy / "metrics/history/student_t20.csv").read_text().splitlines()
