@@ -7,7 +7,11 @@ Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, gradcam_layer). Re
 CIDEr-D, ROUGE-L, METEOR where Java is, and ``ceiling_bleu4``: one held-out human reference
 scored against the others), the captions in COCO results format,
 ``results/captions/<model>-<dataset>.json``, and every word's attention map on every test image,
-``results/maps/<model>-<dataset>.h5`` (capt.eval.maps: what the figures and grounding read).
+``results/maps/<model>-<dataset>.h5`` (capt.eval.maps: what the figures read). Where the
+dataset has instance masks (``data/raw/<dataset>``), the metrics also hold the grounding of
+those maps (pointing game and mass in mask, with the centre and uniform baselines, under
+``grounding.<technique>``) and the captions' hallucination rates ``chair_i`` / ``chair_s``
+(capt.eval.grounding).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import typer
 
 from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset
+from capt.data.manifest import load_manifest
 from capt.errors import CaptError
+from capt.eval.grounding import dataset_lexicon, load_instances, score_grounding
 from capt.eval.maps import write_word_maps
 from capt.eval.metrics import ceiling_bleu4, score_captions, write_coco_results
 from capt.models.saved import load_captioner
@@ -38,6 +44,7 @@ class EvaluateConfig:
     batch_size: int = 32
     meteor: str = "auto"        # auto (when Java is present) | on | off
     gradcam_layer: int = -1     # BLIP: the cross-attention layer whose maps Grad-CAM weighs
+    grounding_tolerance: float = 15.0   # pointing game: pixels (at the original image size) around the mask
 
     def __post_init__(self):
         # YAML 1.1 readers (PyYAML) read a bare on/off as a boolean; a YAML 1.2 writer (DVC's
@@ -71,6 +78,23 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     return {i: caption for i, (caption, _, _) in out.items()}, maps, "gradcam"
 
 
+def _grounding(dataset: str, maps: dict, technique: str, cfg: EvaluateConfig) -> dict:
+    """Grounding of the maps and CHAIR of the captions, where the dataset has instance masks."""
+    manifest = load_manifest(Path("data/raw") / dataset)
+    if not manifest.instances:
+        log.info("%s has no instance masks: no grounding or CHAIR scores", dataset)
+        return {}
+    instances = load_instances(manifest)
+    s = score_grounding(maps, instances, dataset_lexicon(instances.categories), cfg.grounding_tolerance)
+    chair = {k: s.pop(k) for k in ("chair_i", "chair_s", "object_mentions")}
+    log.info("%s grounding on %s (%d words): pointing game %.3f (centre %.3f, uniform %.3f), "
+             "mass in mask %.3f (centre %.3f, uniform %.3f); CHAIR-i %.3f, CHAIR-s %.3f", technique, dataset,
+             s["grounded_words"], s["pointing_game"], s["pointing_game_centre"], s["pointing_game_uniform"],
+             s["mass_in_mask"], s["mass_in_mask_centre"], s["mass_in_mask_uniform"], chair["chair_i"],
+             chair["chair_s"])
+    return {**chair, "grounding": {technique: s}}
+
+
 @stage_main
 def main(model: str, dataset: str) -> None:
     cfg = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
@@ -84,12 +108,14 @@ def main(model: str, dataset: str) -> None:
     scores = score_captions(references, hypotheses, meteor={"auto": None, "on": True, "off": False}[cfg.meteor])
     scores["ceiling_bleu4"] = ceiling_bleu4(references)
     scores["images"] = len(hypotheses)
+    scores.update(_grounding(dataset, maps, technique, cfg))
     out = Path("metrics/eval") / f"{model}-{dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
     write_coco_results(hypotheses, Path("results/captions") / f"{model}-{dataset}.json")
     write_word_maps(Path("results/maps") / f"{model}-{dataset}.h5", maps, technique)
-    log.info("%s on %s: %s", model, dataset, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    log.info("%s on %s: %s", model, dataset,
+             ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, (int, float))))
 
 if __name__ == "__main__":
     typer.run(main)

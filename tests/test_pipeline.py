@@ -140,6 +140,12 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         scores = json.loads((repo_copy / f"metrics/eval/teacher-{dataset}.json").read_text())
         assert scores["images"] == n and 0 <= scores["bleu4"] <= 1 and 0 < scores["ceiling_bleu4"] <= 1
         assert "meteor" not in scores                          # evaluate.meteor: off
+        for model, technique in (("teacher", "attention"), ("blip", "gradcam")):
+            g = json.loads((repo_copy / f"metrics/eval/{model}-{dataset}.json").read_text())
+            assert 0 <= g["chair_i"] <= 1 and 0 <= g["chair_s"] <= 1, g
+            ground = g["grounding"][technique]
+            assert ground["grounded_words"] <= g["object_mentions"]
+            assert all(0 <= ground[k] <= 1 for k in ("pointing_game", "pointing_game_centre", "mass_in_mask"))
         captions = json.loads((repo_copy / f"results/captions/teacher-{dataset}.json").read_text())
         assert len(captions) == n and all(isinstance(c["caption"], str) for c in captions)
     pngs = sorted(p.name for p in (repo_copy / "results/attention/teacher").iterdir())

@@ -177,6 +177,11 @@ class Lexicon:
         return out
 
 
+def dataset_lexicon(categories: list[str]) -> Lexicon:
+    """COCO's synonym table when every category is a COCO category, else the names themselves."""
+    return lexicon_for(categories, use_coco_synonyms=set(categories) <= set(COCO_SYNONYMS))
+
+
 def lexicon_for(categories: Iterable[str], use_coco_synonyms: bool) -> Lexicon:
     """COCO's synonym table, or each category named by itself (``shapes``: circle, square, ...)."""
     categories = list(categories)
@@ -285,13 +290,17 @@ class GroundingScores:
 
 def score_grounding(captions: dict[int, tuple[list[str], np.ndarray]], instances: Instances, lexicon: Lexicon,
                     tolerance: float = 15.0) -> dict[str, float | int]:
-    """``captions``: image id -> (words, maps (len(words), G, G)) as ``capt.eval.maps`` stores them.
+    """``captions``: image id -> (words, maps (len(words), G, G) or (len(words), G*G)).
 
     Returns the pointing game, mass in mask (each with its two baselines), the number of mentions
     scored, and CHAIR-i / CHAIR-s over every caption.
     """
     s = GroundingScores()
     for image_id, (words, maps) in captions.items():
+        maps = np.asarray(maps)
+        if maps.ndim == 2:
+            G = math.isqrt(maps.shape[1])
+            maps = maps.reshape(len(maps), G, G)
         H, W = instances.size(image_id)
         masks = instances.masks(image_id)
         mentions = lexicon.find(list(words))
