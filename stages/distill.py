@@ -98,7 +98,7 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> N
     result = fit(task, train_set, cfg, ckpt_root / variant, fingerprint=fingerprint)
 
     task.model.load_state_dict(result["best_state"])
-    save_captioner(Path("models") / f"{variant}.pt", encoder, decoder, vocab)    # the projection stays behind
+    save_captioner(Path("models") / f"{variant}.pt", encoder, decoder, vocab, base.image_size)    # the projection stays behind
     write_training_outputs(variant, result, f"{variant} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")
 
 

@@ -56,7 +56,7 @@ def main(name: str = typer.Option("teacher", help="model name: outputs go to mod
     result = fit(task, train_set, cfg, ckpt_root / name, fingerprint=fingerprint)
 
     decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in result["best_state"].items()})
-    save_captioner(Path("models") / f"{name}.pt", encoder, decoder, vocab)
+    save_captioner(Path("models") / f"{name}.pt", encoder, decoder, vocab, val_set.image_size)
     write_training_outputs(name, result, f"{name} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")
 
 

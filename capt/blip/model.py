@@ -177,6 +177,25 @@ def read_generation(folder: Path) -> GenerationConfig:
     return GenerationConfig(**json.loads(path.read_text())) if path.exists() else GenerationConfig()
 
 
+def caption_with_gradcam(model: BlipForConditionalGeneration, processor: BlipProcessor, images: torch.Tensor,
+                         gen: GenerationConfig, gradcam_layer: int = -1) -> list[tuple[str, list[str], np.ndarray]]:
+    """uint8 images (B, 3, S, S) -> for each: (caption without the prompt, its tokens, one
+    Grad-CAM map (G, G) per token)."""
+    from capt.blip.gradcam import word_gradcam
+
+    tok = processor.tokenizer
+    n_prompt = prompt_ids(processor, gen.prompt, 1).shape[1] - 1
+    ids = generate_ids(model, processor, images, gen)                       # bf16/fp16 on a GPU
+    pixels = pixel_values(processor, images).to(model.device)               # Grad-CAM in fp32
+    out = []
+    for k in range(len(images)):
+        positions, maps = word_gradcam(model, pixels[k:k + 1], ids[k], n_prompt, gradcam_layer)
+        tokens = tok.convert_ids_to_tokens([int(ids[k, t + 1]) for t in positions])
+        caption = strip_prompt(tok.decode(ids[k], skip_special_tokens=True), gen.prompt)
+        out.append((caption, tokens, maps.cpu().numpy()))
+    return out
+
+
 def caption_dataset(model: BlipForConditionalGeneration, processor: BlipProcessor, dataset, gen: GenerationConfig,
                     *, batch_size: int = 32, gradcam_layer: int = -1,
                     progress: bool = True) -> dict[int, tuple[str, list[str], np.ndarray]]:
@@ -185,18 +204,9 @@ def caption_dataset(model: BlipForConditionalGeneration, processor: BlipProcesso
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from capt.blip.gradcam import word_gradcam
-
-    tok = processor.tokenizer
-    n_prompt = prompt_ids(processor, gen.prompt, 1).shape[1] - 1
     out: dict[int, tuple[str, list[str], np.ndarray]] = {}
     for batch in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="blip", unit="batch",
                       disable=not progress):
-        ids = generate_ids(model, processor, batch["image"], gen)                 # bf16/fp16 on a GPU
-        pixels = pixel_values(processor, batch["image"]).to(model.device)       # Grad-CAM in fp32
-        for k, image_id in enumerate(batch["image_id"].tolist()):
-            positions, maps = word_gradcam(model, pixels[k:k + 1], ids[k], n_prompt, gradcam_layer)
-            tokens = tok.convert_ids_to_tokens([int(ids[k, t + 1]) for t in positions])
-            caption = strip_prompt(tok.decode(ids[k], skip_special_tokens=True), gen.prompt)
-            out[image_id] = (caption, tokens, maps.cpu().numpy())
+        results = caption_with_gradcam(model, processor, batch["image"], gen, gradcam_layer)
+        out.update(zip(batch["image_id"].tolist(), results))
     return out

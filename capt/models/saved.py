@@ -28,6 +28,7 @@ class Captioner:
     encoder: Encoder
     decoder: AttentionDecoder
     vocab: Vocabulary
+    image_size: int | None = None      # of the training images (None in files saved without it)
 
     def eval(self) -> Captioner:
         self.encoder.eval()
@@ -54,15 +55,22 @@ class Captioner:
         return " ".join(self.vocab.decode(decoded.tokens))
 
 
-def save_captioner(path: Path, encoder: Encoder, decoder: AttentionDecoder, vocab: Vocabulary) -> None:
+def save_captioner(path: Path, encoder: Encoder, decoder: AttentionDecoder, vocab: Vocabulary,
+                   image_size: int | None = None) -> None:
+    """``image_size``: the side the training images were resized to, so that a new photo can be
+    prepared the same way (``capt caption``)."""
     save_checkpoint({"encoder_config": dataclasses.asdict(encoder.cfg),
                      "decoder_config": dataclasses.asdict(decoder.cfg),
-                     "words": list(vocab.words),
+                     "words": list(vocab.words), "image_size": image_size,
                      "encoder": encoder.state_dict(), "decoder": decoder.state_dict()}, path)
 
 
 def load_captioner(path: Path) -> Captioner:
     ckpt = load_checkpoint(path)
+    missing = {"encoder_config", "decoder_config", "words", "encoder", "decoder"} - set(ckpt)
+    if missing:
+        raise CaptError(f"{path}: not a captioner checkpoint (no {', '.join(sorted(missing))}; "
+                        f"it holds {', '.join(sorted(map(str, ckpt))) or 'nothing'})")
     # The weights come from the file: never fetch ImageNet weights just to overwrite them.
     enc_cfg = EncoderConfig(**{**ckpt["encoder_config"], "weights": None})
     encoder = Encoder(enc_cfg)
@@ -70,7 +78,7 @@ def load_captioner(path: Path) -> Captioner:
     vocab = Vocabulary(ckpt["words"])
     decoder = AttentionDecoder(DecoderConfig(**ckpt["decoder_config"]), len(vocab), encoder.feature_dim)
     decoder.load_state_dict(ckpt["decoder"])
-    return Captioner(encoder, decoder, vocab).eval()
+    return Captioner(encoder, decoder, vocab, ckpt.get("image_size")).eval()
 
 
 def save_encoder(path: Path, encoder: Encoder) -> None:

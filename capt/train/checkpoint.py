@@ -26,5 +26,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CaptError(f"{path}: missing checkpoint") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CaptError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - torch's unpickler raises anything (KeyError, UnpicklingError, ...) on junk
+        first = (str(e).splitlines() or [""])[0]
+        raise CaptError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first})") from None
