@@ -6,10 +6,11 @@ Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, gradcam_layer). Re
 ``data/prepared/<dataset>/test.h5``; writes ``metrics/eval/<model>-<dataset>.json`` (BLEU-1..4,
 CIDEr-D, ROUGE-L, METEOR where Java is, and ``ceiling_bleu4``: one held-out human reference
 scored against the others), the captions in COCO results format,
-``results/captions/<model>-<dataset>.json``, and every word's attention map on every test image,
-``results/maps/<model>-<dataset>.h5`` (capt.eval.maps: what the figures read). Where the
-dataset has instance masks (``data/raw/<dataset>``), the metrics also hold the grounding of
-those maps (pointing game and mass in mask, with the centre and uniform baselines, under
+``results/captions/<model>-<dataset>.json``, and every word's maps on every test image,
+``results/maps/<technique>/<model>-<dataset>.h5`` (capt.eval.maps: what the figures read): soft
+``attention`` and ``gradcam`` (on the encoder's last block) for the LSTM models, ``gradcam`` for
+BLIP. Where the dataset has instance masks (``data/raw/<dataset>``), the metrics also hold the
+grounding of those maps (pointing game and mass in mask, with the centre and uniform baselines, under
 ``grounding.<technique>``) and the captions' hallucination rates ``chair_i`` / ``chair_s``
 (capt.eval.grounding).
 """
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import torch
 import typer
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset
@@ -31,6 +34,7 @@ from capt.errors import CaptError
 from capt.eval.grounding import dataset_lexicon, load_instances, score_grounding
 from capt.eval.maps import write_word_maps
 from capt.eval.metrics import ceiling_bleu4, score_captions, write_coco_results
+from capt.models.gradcam import lstm_word_gradcam
 from capt.models.saved import load_captioner
 from stages._common import make_config, read_params, stage_main
 
@@ -56,13 +60,22 @@ class EvaluateConfig:
 
 
 def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
-    """Hypotheses and per-word attention maps of a Show-Attend-Tell captioner (models/<model>.pt)."""
+    """Hypotheses and per-word maps of a Show-Attend-Tell captioner (models/<model>.pt): its soft
+    attention, and Grad-CAM on its encoder's last block for each word's logit."""
     captioner = load_captioner(Path("models") / f"{model}.pt")
-    decoded = captioner.caption_dataset(test_set, beam_size=cfg.beam_size, max_len=cfg.max_len,
-                                        batch_size=cfg.batch_size)
-    hypotheses = {i: captioner.words(d) for i, d in decoded.items()}
-    maps = {i: ([captioner.vocab.words[t] for t in d.tokens], d.alphas.numpy()) for i, d in decoded.items()}
-    return hypotheses, maps, "attention"
+    vocab = captioner.vocab
+    hypotheses, maps = {}, {"attention": {}, "gradcam": {}}
+    for batch in tqdm(DataLoader(test_set, batch_size=cfg.batch_size), desc=f"{model}: caption + Grad-CAM",
+                      unit="batch"):
+        decoded = captioner.caption(batch["image"], beam_size=cfg.beam_size, max_len=cfg.max_len)
+        cams = lstm_word_gradcam(captioner.encoder, captioner.decoder, batch["image"],
+                                 [d.tokens for d in decoded], vocab.start, vocab.end)
+        for image_id, d, cam in zip(batch["image_id"].tolist(), decoded, cams):
+            words = [vocab.words[t] for t in d.tokens]
+            hypotheses[image_id] = captioner.words(d)
+            maps["attention"][image_id] = (words, d.alphas.numpy())
+            maps["gradcam"][image_id] = (words, cam.reshape(len(words), -1))
+    return hypotheses, maps
 
 
 def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
@@ -75,24 +88,29 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     out = caption_dataset(model, processor, test_set, read_generation(folder), batch_size=cfg.batch_size,
                           gradcam_layer=cfg.gradcam_layer)
     maps = {i: (tokens, m.reshape(len(tokens), -1)) for i, (_, tokens, m) in out.items()}
-    return {i: caption for i, (caption, _, _) in out.items()}, maps, "gradcam"
+    return {i: caption for i, (caption, _, _) in out.items()}, {"gradcam": maps}
 
 
-def _grounding(dataset: str, maps: dict, technique: str, cfg: EvaluateConfig) -> dict:
-    """Grounding of the maps and CHAIR of the captions, where the dataset has instance masks."""
+def _grounding(dataset: str, maps: dict[str, dict], cfg: EvaluateConfig) -> dict:
+    """CHAIR of the captions and the grounding of each technique's maps, where the dataset has
+    instance masks."""
     manifest = load_manifest(Path("data/raw") / dataset)
     if not manifest.instances:
         log.info("%s has no instance masks: no grounding or CHAIR scores", dataset)
         return {}
     instances = load_instances(manifest)
-    s = score_grounding(maps, instances, dataset_lexicon(instances.categories), cfg.grounding_tolerance)
-    chair = {k: s.pop(k) for k in ("chair_i", "chair_s", "object_mentions")}
-    log.info("%s grounding on %s (%d words): pointing game %.3f (centre %.3f, uniform %.3f), "
-             "mass in mask %.3f (centre %.3f, uniform %.3f); CHAIR-i %.3f, CHAIR-s %.3f", technique, dataset,
-             s["grounded_words"], s["pointing_game"], s["pointing_game_centre"], s["pointing_game_uniform"],
-             s["mass_in_mask"], s["mass_in_mask_centre"], s["mass_in_mask_uniform"], chair["chair_i"],
-             chair["chair_s"])
-    return {**chair, "grounding": {technique: s}}
+    lexicon = dataset_lexicon(instances.categories)
+    out: dict = {"grounding": {}}
+    for technique, technique_maps in maps.items():
+        s = score_grounding(technique_maps, instances, lexicon, cfg.grounding_tolerance)
+        out.update({k: s.pop(k) for k in ("chair_i", "chair_s", "object_mentions")})   # the same words each time
+        out["grounding"][technique] = s
+        log.info("%s grounding on %s (%d words): pointing game %.3f (centre %.3f, uniform %.3f), "
+                 "mass in mask %.3f (centre %.3f, uniform %.3f)", technique, dataset, s["grounded_words"],
+                 s["pointing_game"], s["pointing_game_centre"], s["pointing_game_uniform"], s["mass_in_mask"],
+                 s["mass_in_mask_centre"], s["mass_in_mask_uniform"])
+    log.info("CHAIR-i %.3f, CHAIR-s %.3f (%d object mentions)", out["chair_i"], out["chair_s"], out["object_mentions"])
+    return out
 
 
 @stage_main
@@ -101,19 +119,20 @@ def main(model: str, dataset: str) -> None:
     test_h5 = Path("data/prepared") / dataset / "test.h5"
     folder = Path("models") / model
     if folder.is_dir():
-        hypotheses, maps, technique = _blip(folder, CaptionDataset(test_h5), cfg)
+        hypotheses, maps = _blip(folder, CaptionDataset(test_h5), cfg)
     else:
-        hypotheses, maps, technique = _lstm(model, CaptionDataset(test_h5), cfg)
+        hypotheses, maps = _lstm(model, CaptionDataset(test_h5), cfg)
     references = read_references(test_h5)
     scores = score_captions(references, hypotheses, meteor={"auto": None, "on": True, "off": False}[cfg.meteor])
     scores["ceiling_bleu4"] = ceiling_bleu4(references)
     scores["images"] = len(hypotheses)
-    scores.update(_grounding(dataset, maps, technique, cfg))
+    scores.update(_grounding(dataset, maps, cfg))
     out = Path("metrics/eval") / f"{model}-{dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
     write_coco_results(hypotheses, Path("results/captions") / f"{model}-{dataset}.json")
-    write_word_maps(Path("results/maps") / f"{model}-{dataset}.h5", maps, technique)
+    for technique, technique_maps in maps.items():
+        write_word_maps(Path("results/maps") / technique / f"{model}-{dataset}.h5", technique_maps, technique)
     log.info("%s on %s: %s", model, dataset,
              ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, (int, float))))
 

@@ -283,3 +283,16 @@ def test_write_coco_results_round_trip(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["results.json"]  # no temp left
     write_coco_results({1: "x"}, path)  # overwrite in place
     assert json.loads(path.read_text()) == [{"image_id": 1, "caption": "x"}]
+
+
+def test_sentence_bleu4_for_figure_labels():
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    from capt.eval.metrics import sentence_bleu4
+
+    refs = ["A red circle above a blue square.", "a red circle"]
+    assert sentence_bleu4(refs, "a red circle above a blue square") == pytest.approx(1.0)
+    partial = sentence_bleu4(refs, "A red square!")          # no 4-gram matches: smoothed, not 0
+    by_hand = sentence_bleu([r.lower().rstrip(".").split() for r in refs], ["a", "red", "square"],
+                            smoothing_function=SmoothingFunction().method1)
+    assert 0 < partial < 1 and partial == pytest.approx(by_hand)

@@ -127,30 +127,37 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     assert summary["student_t20"]["seed_bleu4"] == 0.1207 and summary["student_seq"]["seed_bleu4"] is None
     assert summary["blip"]["encoder"] == "ViT/8 (BLIP)" and 0 <= summary["blip"]["bleu4_shapes"] <= 1
     assert (repo_copy / "models/blip/config.json").exists() and (repo_copy / "metrics/history/blip.csv").exists()
-    technique, blip_maps = read_word_maps(repo_copy / "results/maps/blip-shapes.h5")
+    technique, blip_maps = read_word_maps(repo_copy / "results/maps/gradcam/blip-shapes.h5")
     assert technique == "gradcam" and len(blip_maps) == 8
     assert all(m.shape == (len(w), 8, 8) and (m >= 0).all() for w, m in blip_maps.values())
     drawn = sorted(p.name for p in (repo_copy / "results/attention").iterdir())
     assert drawn == sorted(["teacher", *STUDENTS, "blip", "compare"])
     compare = sorted(p.name for p in (repo_copy / "results/attention/compare").iterdir())
-    assert len(compare) == 2 and compare == sorted(p.name for p in (repo_copy / "results/attention/teacher").iterdir())
+    assert len(compare) == 2
+    for model, techniques in (("teacher", ("attention", "gradcam")), ("blip", ("gradcam",))):
+        drawn = sorted(p.name for p in (repo_copy / "results/attention" / model).iterdir())
+        assert drawn == sorted(f"{c[:-4]}-{t}.png" for c in compare for t in techniques), drawn
+    _, teacher_attention = read_word_maps(repo_copy / "results/maps/attention/teacher-shapes.h5")
+    _, teacher_gradcam = read_word_maps(repo_copy / "results/maps/gradcam/teacher-shapes.h5")
+    assert [w for w, _ in teacher_attention.values()] == [w for w, _ in teacher_gradcam.values()]
+    assert all(m.shape == (len(w), 2, 2) and (m >= 0).all() for w, m in teacher_gradcam.values())
     table = (repo_copy / "results/table1.md").read_text()
     assert table.count("\n| student_") == 3 and "T=20" in table
     for dataset, n in (("shapes", 8), ("shapes-shift", 6)):
         scores = json.loads((repo_copy / f"metrics/eval/teacher-{dataset}.json").read_text())
         assert scores["images"] == n and 0 <= scores["bleu4"] <= 1 and 0 < scores["ceiling_bleu4"] <= 1
         assert "meteor" not in scores                          # evaluate.meteor: off
-        for model, technique in (("teacher", "attention"), ("blip", "gradcam")):
+        for model, techniques in (("teacher", ("attention", "gradcam")), ("blip", ("gradcam",))):
             g = json.loads((repo_copy / f"metrics/eval/{model}-{dataset}.json").read_text())
             assert 0 <= g["chair_i"] <= 1 and 0 <= g["chair_s"] <= 1, g
-            ground = g["grounding"][technique]
-            assert ground["grounded_words"] <= g["object_mentions"]
-            assert all(0 <= ground[k] <= 1 for k in ("pointing_game", "pointing_game_centre", "mass_in_mask"))
+            assert sorted(g["grounding"]) == sorted(techniques)
+            for ground in g["grounding"].values():
+                assert ground["grounded_words"] <= g["object_mentions"]
+                assert all(0 <= ground[k] <= 1 for k in ("pointing_game", "pointing_game_centre", "mass_in_mask"))
         captions = json.loads((repo_copy / f"results/captions/teacher-{dataset}.json").read_text())
         assert len(captions) == n and all(isinstance(c["caption"], str) for c in captions)
     pngs = sorted(p.name for p in (repo_copy / "results/attention/teacher").iterdir())
-    assert sorted(p.name for p in (repo_copy / "results/attention/blip").iterdir()) == pngs
-    assert len(pngs) == 2
+    assert len(pngs) == 4
     shown = _run(["dvc", "metrics", "show"], repo_copy)
     assert "metrics/eval/teacher-shapes.json" in shown and "bleu4" in shown
 

@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from nltk.translate.bleu_score import corpus_bleu
+from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor import meteor as _meteor_module
 from pycocoevalcap.meteor.meteor import Meteor
@@ -374,3 +374,11 @@ def write_coco_results(hypotheses: dict[int, str], path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sentence_bleu4(references: list[str], hypothesis: str) -> float:
+    """BLEU-4 of one caption against its image's references, for labelling figures: nltk's
+    sentence BLEU with Chen & Cherry's smoothing 1 (one caption rarely has every 4-gram order
+    matched, and unsmoothed it would read 0). Tables use ``score_captions``' corpus BLEU."""
+    refs = [normalize_caption(r) for r in references]
+    return float(sentence_bleu(refs, normalize_caption(hypothesis), smoothing_function=SmoothingFunction().method1))
