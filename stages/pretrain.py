@@ -52,6 +52,8 @@ def main(role: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None
     dataset = read_params("teacher", "dataset")
     prepared = Path("data/prepared") / dataset
 
+    ckpt_dir = ckpt_root / f"pretrain_{role}"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)     # a declared output, even when nothing trains
     torch.manual_seed(cfg.init_seed)
     encoder = Encoder(enc_cfg)
     summary: dict = {"epochs": cfg.epochs, "encoder": enc_cfg.name, "stages": enc_cfg.stages, "dataset": dataset}
@@ -82,7 +84,7 @@ def main(role: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None
         task = PretrainTask(model, len(vocab), len(SPECIALS), sets["val"], train_cfg)
         fingerprint = run_fingerprint({"pretrain": read_params("pretrain", role), "encoder": read_params(role, "encoder")},
                                       prepared / "word_map.json")
-        result = fit(task, sets["train"], train_cfg, ckpt_root / f"pretrain_{role}", fingerprint=fingerprint)
+        result = fit(task, sets["train"], train_cfg, ckpt_dir, fingerprint=fingerprint)
         model.load_state_dict(result["best_state"])
         best = result["history"][result["best"]["epoch"] - 1]
         summary.update(best_epoch=result["best"]["epoch"], val_loss=best["val_loss"],

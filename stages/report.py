@@ -1,12 +1,17 @@
-"""Stage report: the study's Table 1, our way.
+"""Stage report: the study's Table 1, our way, its grounding and hallucination numbers, and an
+HTML page with all of it.
 
 One row per model of ``study.models`` (teacher, each student) and BLIP: encoder, LSTM (BLIP: text
 decoder) width, parameters, checkpoint MB, CPU ms per image at ``report.beam_size`` (BLIP: its own
 caption settings), BLEU-4 and CIDEr on every test set of
 ``study.test_sets``, and the seed study's BLEU-4 (``report.seed_bleu4``) beside ours where it had
-the variant. Reads ``metrics/eval/<model>-<dataset>.json``, ``metrics/train/<model>.json``,
-``params.yaml``'s ``distill`` section (each student's loss) and ``models/<model>.pt``; writes
-``metrics/summary.json`` and ``results/table1.md``.
+the variant. Then, for every test set with instance masks, each model's grounding per technique
+(pointing game and mass in mask with their centre and uniform baselines) and CHAIR. Reads
+``metrics/eval/<model>-<dataset>.json``, ``metrics/train/<model>.json``, ``params.yaml``'s
+``distill`` section (each student's loss), ``models/<model>.pt``, the training curves
+(``results/curves``) and the comparison figures (``results/attention/compare``); writes
+``metrics/summary.json``, ``results/table1.md`` and ``results/report/index.html`` (with its images
+in ``results/report/img/``: the folder opens offline, anywhere).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from capt.errors import CaptError
 from capt.blip.model import caption_images, load_blip, read_generation
 from capt.eval.table import cpu_ms_per_image, folder_mb, markdown_table, model_size
 from capt.models.saved import load_captioner
+from capt.viz.report import Figures, Table, write_report
 from stages._common import make_config, read_params, stage_main, study_models
 
 log = logging.getLogger("stages.report")
@@ -84,6 +90,11 @@ def main() -> None:
             row[f"bleu4_{dataset}"], row[f"cider_{dataset}"] = scores["bleu4"], scores["cider"]
             row[f"ceiling_bleu4_{dataset}"] = scores["ceiling_bleu4"]
         row["seed_bleu4"] = cfg.seed_bleu4.get(model)
+        for dataset in test_sets:
+            scores = json.loads((Path("metrics/eval") / f"{model}-{dataset}.json").read_text())
+            if "grounding" in scores:
+                row.setdefault("chair", {})[dataset] = {k: scores[k] for k in ("chair_i", "chair_s", "object_mentions")}
+                row.setdefault("grounding", {})[dataset] = scores["grounding"]
         rows.append(row)
         log.info("%s: %s", model, row)
 
@@ -98,10 +109,57 @@ def main() -> None:
             f"human ceiling BLEU-4: {ceilings}. CPU ms per image: one image at a time, beam {cfg.beam_size}, "
             f"{cfg.timing_images} images. The seed's BLEU-4 is on COCO, beside ours for the variants it had.\n\n"
             + markdown_table(rows, columns))
+    grounding, chair = grounding_rows(rows), chair_rows(rows)
+    table1_note = text.split("\n\n")[1]
+    grounding_note = ("Each mention of an object category in a model's own test captions whose category is in the "
+                      "image, scored on that word's map upsampled to the image's original size. Pointing game: the "
+                      f"map's maximum within {read_params('evaluate', 'grounding_tolerance'):g} px of the category's "
+                      "mask; mass: the share of the map inside the mask. Baselines on the same words: the image's "
+                      "centre point, and a uniform map.")
+    chair_note = ("CHAIR (instances-only variant): a mention is hallucinated when no instance of its category is "
+                  "annotated in the image. CHAIR-i: hallucinated mentions / mentions; CHAIR-s: captions with one / "
+                  "captions.")
+    text += ("\n## Grounding\n\n" + grounding_note + "\n\n" + markdown_table(grounding, GROUNDING_COLUMNS)
+             + "\n## Hallucination\n\n" + chair_note + "\n\n" + markdown_table(chair, CHAIR_COLUMNS))
     out = Path("results/table1.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    log.info("table of %d models -> %s, metrics/summary.json", len(rows), out)
+
+    curves = [(Path("results/curves") / f"{r['model']}.png", f"{r['model']}: training curves") for r in rows
+              if (Path("results/curves") / f"{r['model']}.png").exists()]
+    compare = [(p, f"test image {p.stem}") for p in sorted(Path("results/attention/compare").glob("*.png"),
+                                                           key=lambda p: int(p.stem) if p.stem.isdigit() else p.stem)]
+    page = write_report(Path("results/report"), "capt: the study", (
+        f"Every model of the study on {', '.join(test_sets)}: the numbers of metrics/summary.json and the figures "
+        "of the DAG, made by the report stage."), [
+        Table("Table 1: teacher, students and BLIP", rows, columns, table1_note),
+        Table("Grounding: does each word's map land on what it names?", grounding, GROUNDING_COLUMNS, grounding_note,
+              digits=3),
+        Table("Hallucination", chair, CHAIR_COLUMNS, chair_note, digits=3),
+        Figures("Training curves", curves, "Per epoch: training and validation loss, validation BLEU-4."),
+        Figures("Where each model looks, word by word", compare,
+                "A row per model and technique (soft attention and Grad-CAM for the LSTM models, Grad-CAM for "
+                "BLIP), with its caption and sentence BLEU-4; the same colour scale in every cell.", width="100%"),
+    ])
+    log.info("table of %d models -> %s, metrics/summary.json, %s", len(rows), out, page)
+
+
+GROUNDING_COLUMNS = [("model", "model"), ("dataset", "test set"), ("technique", "technique"),
+                     ("grounded_words", "words"), ("pointing_game", "pointing game"),
+                     ("pointing_game_centre", "centre"), ("pointing_game_uniform", "uniform"),
+                     ("mass_in_mask", "mass in mask"), ("mass_in_mask_centre", "centre"),
+                     ("mass_in_mask_uniform", "uniform")]
+CHAIR_COLUMNS = [("model", "model"), ("dataset", "test set"), ("object_mentions", "object mentions"),
+                 ("chair_i", "CHAIR-i"), ("chair_s", "CHAIR-s")]
+
+
+def grounding_rows(rows: list[dict]) -> list[dict]:
+    return [{"model": r["model"], "dataset": d, "technique": t, **g}
+            for r in rows for d, by_technique in r.get("grounding", {}).items() for t, g in by_technique.items()]
+
+
+def chair_rows(rows: list[dict]) -> list[dict]:
+    return [{"model": r["model"], "dataset": d, **c} for r in rows for d, c in r.get("chair", {}).items()]
 
 
 if __name__ == "__main__":

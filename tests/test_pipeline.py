@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from capt.eval.maps import read_word_maps
+from tests.browser import rendered_dom
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,6 +159,13 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         assert len(captions) == n and all(isinstance(c["caption"], str) for c in captions)
     pngs = sorted(p.name for p in (repo_copy / "results/attention/teacher").iterdir())
     assert len(pngs) == 4
+    report = (repo_copy / "results/report/index.html").read_text()
+    n_images = report.count("<img ")
+    assert n_images == len(STUDENTS) + 2 + len(compare)          # every model's curves, BLIP's, each comparison
+    if shutil.which("chromium"):                                 # CI installs it; tests/test_report.py says so
+        dom = rendered_dom(repo_copy / "results/report/index.html")
+        assert f'data-images-loaded="{n_images}"' in dom and 'data-images-broken="0"' in dom
+        assert dom.count("<td>student_") >= 3 and "Hallucination" in dom
     shown = _run(["dvc", "metrics", "show"], repo_copy)
     assert "metrics/eval/teacher-shapes.json" in shown and "bleu4" in shown
 
@@ -172,7 +180,7 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     assert evaluations | {"report"} <= ran <= evaluations | {"report", "attention"}, ran
 
     _set_param(repo_copy, "attention", "image_indices", [1])
-    assert _ran(_run(["dvc", "repro"], repo_copy)) == {"attention"}
+    assert _ran(_run(["dvc", "repro"], repo_copy)) == {"attention", "report"}    # the report shows the figures
     assert [p.name for p in (repo_copy / "results/attention/teacher").iterdir()] != pngs
 
     # A prepare param: prepare reruns (and, through its outputs, every model), download never.

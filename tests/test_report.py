@@ -1,0 +1,61 @@
+"""The HTML report: written offline-ready, rendered in headless Chromium, its tables and every
+image there; a missing image shows as missing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from capt.viz.report import Figures, Table, write_report
+from tests.browser import rendered_dom
+
+
+def _png(path: Path, colour) -> Path:
+    Image.fromarray(np.full((20, 30, 3), colour, np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def report(tmp_path) -> Path:
+    curves = [_png(tmp_path / "teacher.png", (200, 0, 0)), _png(tmp_path / "student.png", (0, 200, 0))]
+    compare = [_png(tmp_path / "7.png", (0, 0, 200))]
+    rows = [{"model": "teacher", "bleu4": 0.5123456, "parameters": 2040816, "seed": None},
+            {"model": "student <b>", "bleu4": 0.25, "parameters": 923120, "seed": 0.1207}]
+    cols = [("model", "model"), ("parameters", "parameters"), ("bleu4", "BLEU-4"), ("seed", "seed BLEU-4")]
+    return write_report(tmp_path / "report", "capt: the study", "intro", [
+        Table("Table 1", rows, cols, "a note"),
+        Figures("Training curves", [(p, p.stem) for p in curves]),
+        Figures("Comparisons", [(p, "image 7") for p in compare], width="100%"),
+    ])
+
+
+def test_report_is_self_contained(report):
+    text = report.read_text()
+    assert "http://" not in text and "https://" not in text             # nothing from the network
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    assert srcs == ["img/001-teacher.png", "img/002-student.png", "img/003-7.png"]
+    assert all((report.parent / s).is_file() for s in srcs)
+    assert "student &lt;b&gt;" in text and "0.5123" in text and "2,040,816" in text and "<td>-</td>" in text
+
+
+def test_report_renders_in_headless_chromium_with_its_table_and_every_image(report):
+    dom = rendered_dom(report)
+    assert 'data-images-loaded="3"' in dom and 'data-images-broken="0"' in dom, dom[:2000]
+    table = re.search(r"<table>.*?</table>", dom, re.S).group(0)
+    assert len(re.findall(r"<tr>", table)) == 3                        # header + two models
+    assert "<td>0.5123</td>" in table and "student &lt;b&gt;" in table
+
+
+def test_a_missing_image_shows_in_the_rendered_page(report):
+    (report.parent / "img/002-student.png").unlink()
+    dom = rendered_dom(report)
+    assert 'data-images-broken="1"' in dom and "1 image(s) missing from this report" in dom
+
+
+def test_an_image_missing_when_writing_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png: missing"):
+        write_report(tmp_path / "r", "t", "i", [Figures("f", [(tmp_path / "nope.png", "x")])])
