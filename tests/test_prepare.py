@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import zipfile
 import zlib
@@ -265,3 +267,23 @@ def test_prepare_flickr8k(tmp_path):
         img = f["images"][0].transpose(1, 2, 0)
     assert np.abs(img.reshape(-1, 3).mean(0) - (20, 90, 160)).max() < 6   # the right picture, right colours
     Image.fromarray(img)  # a valid HWC uint8 image
+
+
+def test_a_failed_hdf5_write_keeps_the_previous_split_file(tmp_path, monkeypatch):
+    """A full disk while prepare writes a split: the previous good split file stays, no temporary is left."""
+    import errno
+
+    from capt.data import cache
+
+    out = tmp_path / "out"
+    prepare_dataset(build_coco(tmp_path / "coco"), out, CFG, progress=False)
+    before = (out / "train.h5").read_bytes()
+
+    def full_disk(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.SplitWriter, "_flush", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        prepare_dataset(build_coco(tmp_path / "coco2"), out, dataclasses.replace(CFG, max_len=7), progress=False)
+    assert (out / "train.h5").read_bytes() == before
+    assert not list(out.glob("*.tmp"))

@@ -106,3 +106,24 @@ def test_nan_loss_stops_naming_epoch_and_step(tmp_path):
     ds.features[5:, 1, 2] = float("nan")
     with pytest.raises(CaptError, match=r"loss is nan at epoch 1, step \d"):
         fit(_task(ds), ds, CFG, tmp_path, progress=False)
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    """A full disk in the middle of torch.save: the previous good checkpoint stays, no .tmp is left."""
+    import errno
+
+    from capt.train.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        real_save({"half": torch.zeros(1000)}, f)           # some bytes reach the disk, then it is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -89,11 +89,16 @@ class SplitWriter:
         self._buf_refs = []
 
     def close(self) -> None:
-        """Finish the file and rename it into place."""
-        self._flush()
-        self.f.create_dataset("reference_offsets", data=np.asarray(self._offsets, np.int64))
-        self.f.close()
-        os.replace(self.tmp, self.path)
+        """Finish the file and rename it into place; on any failure (a full disk) drop the
+        temporary file and keep the previous good one."""
+        try:
+            self._flush()
+            self.f.create_dataset("reference_offsets", data=np.asarray(self._offsets, np.int64))
+            self.f.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
         """Drop the temporary file; the previous good file, if any, stays."""

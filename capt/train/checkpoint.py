@@ -17,8 +17,12 @@ def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)       # a full disk or a kill leaves no half-written file behind
+        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
