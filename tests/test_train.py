@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -127,3 +129,47 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
         save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def _train_in_process(ckpt: str, out: str, step_delay: float) -> None:
+    """The body of a training subprocess: fit the tiny task, save the final weights."""
+    import time
+
+    ds = TinyFeatures()
+    task = _task(ds)
+    loss = task.loss
+
+    def slow_loss(batch):
+        time.sleep(step_delay)          # room for the parent to kill it mid-epoch
+        return loss(batch)
+
+    task.loss = slow_loss
+    fit(task, ds, CFG, Path(ckpt), progress=False)
+    torch.save(_weights(task), out)
+
+
+def test_sigkilled_training_process_resumes_to_the_same_weights(tmp_path):
+    """A real training subprocess killed with SIGKILL after its first checkpoint, then run again,
+    ends with exactly the weights of a run never killed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def start(ckpt, out, delay):
+        code = f"from tests.test_train import _train_in_process; _train_in_process({str(ckpt)!r}, {str(out)!r}, {delay})"
+        return subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1])
+
+    assert start(tmp_path / "full", tmp_path / "full.pt", 0.0).wait(timeout=120) == 0
+    victim = start(tmp_path / "cut", tmp_path / "cut.pt", 0.3)
+    deadline = time.time() + 120
+    while not (tmp_path / "cut" / "last.pt").exists():           # epoch 1 checkpointed: kill it in epoch 2
+        assert victim.poll() is None and time.time() < deadline, "the training process ended early"
+        time.sleep(0.05)
+    time.sleep(0.4)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=30) == -signal.SIGKILL and not (tmp_path / "cut.pt").exists()
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] < CFG.epochs
+    assert start(tmp_path / "cut", tmp_path / "cut.pt", 0.0).wait(timeout=120) == 0
+    full, resumed = (torch.load(tmp_path / f, weights_only=True) for f in ("full.pt", "cut.pt"))
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
