@@ -83,10 +83,11 @@ def plot_comparison(image: np.ndarray, rows: list[tuple[str, list[str], np.ndarr
             axes[r, c].imshow(rgb)
             axes[r, c].imshow(h, cmap="jet", alpha=0.5, vmin=0, vmax=1)
             axes[r, c].set_title(word, fontsize=8, pad=2)
-    fig.suptitle(title, fontsize=10)
-    # fixed margins, not tight_layout: the same look for every figure, and several times faster
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / fig.get_figheight(),
-                        wspace=0.05, hspace=0.3)
+    height = fig.get_figheight()
+    fig.suptitle(title, fontsize=10, y=1 - 0.12 / height, va="top")
+    # fixed margins, not tight_layout: the same look for every figure, and several times faster;
+    # the title gets its own strip above the first row's word labels
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height, wspace=0.05, hspace=0.3)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
