@@ -101,7 +101,8 @@ def main() -> None:
     summary = {"models": {r["model"]: {k: v for k, v in r.items() if k != "model"} for r in rows}}
     Path("metrics/summary.json").write_text(json.dumps(summary, indent=2) + "\n")   # rows in study order
     columns = [("model", "model"), ("loss", "loss"), ("encoder", "encoder"), ("hidden", "LSTM"),
-               ("parameters", "parameters"), ("checkpoint_mb", "checkpoint MB"), ("cpu_ms_per_image", "CPU ms/image"),
+               ("parameters", "parameters"), ("checkpoint_mb", "checkpoint MB", "{:.2f}"),
+               ("cpu_ms_per_image", "CPU ms/image", "{:.1f}"),
                *[(f"{k}_{d}", f"{h} {d}") for d in test_sets for k, h in (("bleu4", "BLEU-4"), ("cider", "CIDEr"))],
                ("seed_bleu4", "seed BLEU-4 (COCO)")]
     ceilings = ", ".join(f"{d} {rows[0][f'ceiling_bleu4_{d}']:.4f}" for d in test_sets) if rows else ""

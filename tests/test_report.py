@@ -59,3 +59,18 @@ def test_a_missing_image_shows_in_the_rendered_page(report):
 def test_an_image_missing_when_writing_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.png: missing"):
         write_report(tmp_path / "r", "t", "i", [Figures("f", [(tmp_path / "nope.png", "x")])])
+
+
+def test_markdown_and_html_tables_format_each_column():
+    from capt.eval.table import markdown_table
+
+    rows = [{"model": "teacher", "mb": 7.83, "ms": 24.7, "bleu4": 0.5, "n": 2040816, "seed": None}]
+    cols = [("model", "model"), ("mb", "checkpoint MB", "{:.2f}"), ("ms", "CPU ms", "{:.1f}"),
+            ("bleu4", "BLEU-4"), ("n", "parameters"), ("seed", "seed")]
+    lines = markdown_table(rows, cols).splitlines()
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|"
+    assert lines[2] == "| teacher | 7.83 | 24.7 | 0.5000 | 2,040,816 | - |"
+    text = markdown_table([{"model": "a", "loss": "task"}], [("model", "model"), ("loss", "loss")]).splitlines()
+    assert text[1] == "|---|---|"                          # text columns stay left-aligned
+    html_table = Table("t", rows, cols, digits=3).html()
+    assert "<td>7.83</td><td>24.7</td><td>0.500</td><td>2,040,816</td><td>-</td>" in html_table

@@ -37,11 +37,15 @@ def model_size(captioner: Captioner, checkpoint: Path) -> dict[str, float | int 
             "checkpoint_mb": folder_mb(checkpoint)}
 
 
-def _cell(value) -> str:
+def format_cell(value, fmt: str | None = None) -> str:
+    """A table cell: ``-`` for a missing value, thousands separators for ints, ``fmt`` (e.g.
+    ``"{:.2f}"``) or 4 decimals below 10 and 1 above for floats."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if fmt is not None and isinstance(value, (int, float)):
+        return fmt.format(value)
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
@@ -49,9 +53,13 @@ def _cell(value) -> str:
     return str(value)
 
 
-def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """``columns`` are (key, header) pairs; a missing value prints as ``-``."""
-    lines = ["| " + " | ".join(h for _, h in columns) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(k)) for k, _ in columns) + " |" for row in rows]
+def markdown_table(rows: list[dict], columns: list[tuple[str, ...]]) -> str:
+    """``columns`` are (key, header) or (key, header, format) tuples; a missing value prints as
+    ``-``; columns holding text are left-aligned, numbers right-aligned."""
+    def is_text(key: str) -> bool:
+        return any(isinstance(r.get(key), str) for r in rows)
+
+    lines = ["| " + " | ".join(c[1] for c in columns) + " |",
+             "|" + "|".join("---" if i == 0 or is_text(c[0]) else "---:" for i, c in enumerate(columns)) + "|"]
+    lines += ["| " + " | ".join(format_cell(row.get(c[0]), *c[2:]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capt.eval.table import format_cell
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
@@ -47,22 +49,20 @@ class Table:
 
     title: str
     rows: list[dict]
-    columns: list[tuple[str, str]]
+    columns: list[tuple[str, ...]]      # (key, header) or (key, header, format such as "{:.2f}")
     note: str = ""
     digits: int = 4
 
     def html(self) -> str:
-        def cell(v) -> str:
-            if v is None:
-                return "<td>-</td>"
-            if isinstance(v, float):
-                return f"<td>{v:.{self.digits}f}</td>"
-            if isinstance(v, int):
-                return f"<td>{v:,}</td>"
-            return f'<td class="text">{html.escape(str(v))}</td>'
+        def cell(v, fmt: str | None) -> str:
+            if isinstance(v, float) and fmt is None:
+                fmt = f"{{:.{self.digits}f}}"
+            text = html.escape(format_cell(v, fmt))
+            return f'<td class="text">{text}</td>' if isinstance(v, str) else f"<td>{text}</td>"
 
-        head = "".join(f"<th>{html.escape(h)}</th>" for _, h in self.columns)
-        body = "\n".join("<tr>" + "".join(cell(r.get(k)) for k, _ in self.columns) + "</tr>" for r in self.rows)
+        head = "".join(f"<th>{html.escape(c[1])}</th>" for c in self.columns)
+        body = "\n".join("<tr>" + "".join(cell(r.get(c[0]), c[2] if len(c) > 2 else None) for c in self.columns)
+                         + "</tr>" for r in self.rows)
         note = f"<p>{html.escape(self.note)}</p>" if self.note else ""
         return (f"<h2>{html.escape(self.title)}</h2>\n{note}\n<table>\n<thead><tr>{head}</tr></thead>\n"
                 f"<tbody>\n{body}\n</tbody>\n</table>")
