@@ -81,6 +81,7 @@ def main() -> None:
             caption_one = lambda im: captioner.caption(im, beam_size=cfg.beam_size, max_len=cfg.max_len)  # noqa: E731
         row["checkpoint_mb"] = round(row["checkpoint_mb"], 2)
         row["cpu_ms_per_image"] = round(cpu_ms_per_image(caption_one, images), 1)
+        chair, grounding = {}, {}
         for dataset in test_sets:
             scores_path = Path("metrics/eval") / f"{model}-{dataset}.json"
             try:
@@ -89,12 +90,12 @@ def main() -> None:
                 raise CaptError(f"{scores_path}: missing; run evaluate@{model}-{dataset}") from None
             row[f"bleu4_{dataset}"], row[f"cider_{dataset}"] = scores["bleu4"], scores["cider"]
             row[f"ceiling_bleu4_{dataset}"] = scores["ceiling_bleu4"]
-        row["seed_bleu4"] = cfg.seed_bleu4.get(model)
-        for dataset in test_sets:
-            scores = json.loads((Path("metrics/eval") / f"{model}-{dataset}.json").read_text())
             if "grounding" in scores:
-                row.setdefault("chair", {})[dataset] = {k: scores[k] for k in ("chair_i", "chair_s", "object_mentions")}
-                row.setdefault("grounding", {})[dataset] = scores["grounding"]
+                chair[dataset] = {k: scores[k] for k in ("chair_i", "chair_s", "object_mentions")}
+                grounding[dataset] = scores["grounding"]
+        row["seed_bleu4"] = cfg.seed_bleu4.get(model)
+        if grounding:
+            row["chair"], row["grounding"] = chair, grounding
         rows.append(row)
         log.info("%s: %s", model, row)
 
@@ -106,12 +107,11 @@ def main() -> None:
                *[(f"{k}_{d}", f"{h} {d}") for d in test_sets for k, h in (("bleu4", "BLEU-4"), ("cider", "CIDEr"))],
                ("seed_bleu4", "seed BLEU-4 (COCO)")]
     ceilings = ", ".join(f"{d} {rows[0][f'ceiling_bleu4_{d}']:.4f}" for d in test_sets) if rows else ""
-    text = (f"# Table 1: teacher and students\n\nBLEU-4 and CIDEr on each test split (beam {read_params('evaluate', 'beam_size')}); "
-            f"human ceiling BLEU-4: {ceilings}. CPU ms per image: one image at a time, beam {cfg.beam_size}, "
-            f"{cfg.timing_images} images. The seed's BLEU-4 is on COCO, beside ours for the variants it had.\n\n"
-            + markdown_table(rows, columns))
+    table1_note = (f"BLEU-4 and CIDEr on each test split (beam {read_params('evaluate', 'beam_size')}); "
+                   f"human ceiling BLEU-4: {ceilings}. CPU ms per image: one image at a time, beam {cfg.beam_size}, "
+                   f"{cfg.timing_images} images. The seed's BLEU-4 is on COCO, beside ours for the variants it had.")
+    text = f"# Table 1: teacher and students\n\n{table1_note}\n\n" + markdown_table(rows, columns)
     grounding, chair = grounding_rows(rows), chair_rows(rows)
-    table1_note = text.split("\n\n")[1]
     grounding_note = ("Each mention of an object category in a model's own test captions whose category is in the "
                       "image, scored on that word's map upsampled to the image's original size. Pointing game: the "
                       f"map's maximum within {read_params('evaluate', 'grounding_tolerance'):g} px of the category's "

@@ -33,20 +33,15 @@ def encode_split(encoder: Encoder, prepared_h5: Path, out_h5: Path, *, batch_siz
     out_h5 = Path(out_h5)
     tmp = out_h5.with_name(out_h5.name + ".tmp")
     try:
-        _encode(encoder, prepared_h5, tmp, batch_size, progress)
+        n = _encode(encoder, prepared_h5, tmp, batch_size, progress)
         os.replace(tmp, out_h5)
     except BaseException:
         tmp.unlink(missing_ok=True)         # a full disk or a kill: the previous good cache stays
         raise
-    return n_images(prepared_h5)
+    return n
 
 
-def n_images(prepared_h5: Path) -> int:
-    with h5py.File(prepared_h5, "r") as f:
-        return int(f["image_ids"].shape[0])
-
-
-def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, progress: bool) -> None:
+def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, progress: bool) -> int:
     P, D = encoder.cfg.encoded_size ** 2, encoder.feature_dim
     with h5py.File(prepared_h5, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
         images, n = src["images"], src["images"].shape[0]
@@ -57,3 +52,4 @@ def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, pro
                       disable=not progress):
             batch = torch.from_numpy(images[i:i + batch_size])
             feats[i:i + len(batch)] = encoder(batch).numpy().astype(np.float16)
+    return n
