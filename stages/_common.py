@@ -15,6 +15,8 @@ import yaml
 from capt.errors import CaptError
 
 PARAMS = Path("params.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+CODE = (ROOT / "capt", ROOT / "stages")      # what a training run's checkpoints are valid for
 T = TypeVar("T")
 
 
@@ -80,15 +82,20 @@ def write_training_outputs(name: str, result: dict, title: str) -> dict:
     return summary
 
 
-def run_fingerprint(params: Any, *files: Path) -> str:
-    """A hash of everything that defines a training run (its params and the bytes of the files it
-    starts from), so that a checkpoint of another run is never resumed."""
+def run_fingerprint(params: Any, *files: Path, code: tuple[Path, ...] = CODE) -> str:
+    """A hash of everything that defines a training run: its params, the bytes of the files it
+    starts from, and the code (every ``.py`` under ``code``). A checkpoint of another run is never
+    resumed; nor is one of this run under other code, which DVC reruns the stage for: resuming a
+    finished checkpoint would hand back the old model unchanged."""
     import hashlib
     import json
 
     h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     for f in files:
         h.update(Path(f).read_bytes())
+    for root in code:
+        for f in sorted(Path(root).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 
