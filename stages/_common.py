@@ -3,6 +3,7 @@ turning user mistakes (CaptError) into one clear line instead of a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -60,6 +61,19 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
             sys.exit(1)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def training_runtime(device: str):
+    """This process's rank and device (capt.train.distributed): one process, or one of the
+    group torchrun started (``python -m stages.launch N``); the group is left at the end."""
+    from capt.train.distributed import start_runtime, stop_runtime
+
+    runtime = start_runtime(device)
+    try:
+        yield runtime
+    finally:
+        stop_runtime()
 
 
 def write_training_outputs(name: str, result: dict, title: str) -> dict:

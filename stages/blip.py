@@ -22,7 +22,7 @@ from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary
 from capt.train.loop import TrainConfig, fit
-from stages._common import make_config, read_params, run_fingerprint, stage_main, write_training_outputs
+from stages._common import make_config, read_params, run_fingerprint, stage_main, training_runtime, write_training_outputs
 
 log = logging.getLogger("stages.blip")
 INIT, OUT = Path("models/blip_init"), Path("models/blip")
@@ -50,7 +50,11 @@ def main(ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     torch.manual_seed(cfg.seed)
     task = BlipTask(model, processor, vocab, val_set, read_references(prepared / "val.h5"), cfg, gen)
     fingerprint = run_fingerprint(section, INIT / "config.json", *sorted(INIT.glob("*.safetensors")))
-    result = fit(task, train_set, cfg, ckpt_root / "blip", fingerprint=fingerprint)
+    with training_runtime(cfg.device) as runtime:
+        result = fit(task, train_set, cfg, ckpt_root / "blip", fingerprint=fingerprint, runtime=runtime)
+    if not runtime.is_main:
+        return
+    model.cpu()
     model.load_state_dict(result["best_state"])
     save_blip(model, processor, OUT)
     save_generation(gen, OUT)

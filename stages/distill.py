@@ -30,7 +30,7 @@ from capt.models.encoder import EncoderConfig
 from capt.models.saved import count_parameters, load_captioner, load_encoder, save_captioner
 from capt.train.distill import DistillConfig, DistillTask, add_stem_features, student_subset
 from capt.train.loop import TrainConfig, fit
-from stages._common import make_config, read_params, run_fingerprint, stage_main, write_training_outputs
+from stages._common import make_config, read_params, run_fingerprint, stage_main, training_runtime, write_training_outputs
 
 log = logging.getLogger("stages.distill")
 
@@ -95,8 +95,11 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> N
     fingerprint = run_fingerprint({"students": section, "variant": variant_params}, Path("models/teacher.pt"),
                                   Path("models/encoders/students.pt"),
                                   prepared / "word_map.json", *([captions_h5] if kd.targets == "teacher" else []))
-    result = fit(task, train_set, cfg, ckpt_root / variant, fingerprint=fingerprint)
-
+    with training_runtime(cfg.device) as runtime:
+        result = fit(task, train_set, cfg, ckpt_root / variant, fingerprint=fingerprint, runtime=runtime)
+    if not runtime.is_main:
+        return
+    task.to(torch.device("cpu"))
     task.model.load_state_dict(result["best_state"])
     save_captioner(Path("models") / f"{variant}.pt", encoder, decoder, vocab, base.image_size)    # the projection stays behind
     write_training_outputs(variant, result, f"{variant} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")

@@ -19,6 +19,7 @@ from capt.errors import CaptError
 from capt.models.encoder import EncoderConfig
 from capt.models.saved import load_encoder
 from capt.train.checkpoint import save_checkpoint
+from capt.train.distributed import resolve_device
 from capt.train.features import encode_split
 from stages._common import make_config, read_params, stage_main
 
@@ -28,6 +29,7 @@ log = logging.getLogger("stages.features")
 @dataclass(frozen=True)
 class FeaturesConfig:
     batch_size: int = 32
+    device: str = "auto"      # auto (a GPU where there is one) | cpu | cuda
 
 
 @stage_main
@@ -39,14 +41,14 @@ def main(dataset: str,
     cfg = make_config(FeaturesConfig, read_params("features"), "features")
     if enc_cfg.fine_tune:
         raise CaptError("params.yaml: teacher.encoder.fine_tune is true; the feature cache needs a frozen encoder")
-    encoder = load_encoder(trunk, enc_cfg)
+    encoder = load_encoder(trunk, enc_cfg).to(resolve_device(cfg.device))
     out_dir = out_root / dataset
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val", "test"):
         n = encode_split(encoder, prepared_root / dataset / f"{split}.h5", out_dir / f"{split}.h5",
                          batch_size=cfg.batch_size)
         log.info("%s %s: %d images -> %s", dataset, split, n, out_dir / f"{split}.h5")
-    save_checkpoint(encoder.state_dict(), out_dir / "encoder.pt")
+    save_checkpoint(encoder.cpu().state_dict(), out_dir / "encoder.pt")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from capt.models.encoder import Encoder, EncoderConfig
 from capt.models.saved import save_encoder
 from capt.train.loop import fit
 from capt.train.pretrain import CellLabelled, EncoderPretrainer, PretrainConfig, PretrainTask, cell_labels
-from stages._common import make_config, read_params, run_fingerprint, stage_main
+from stages._common import make_config, read_params, run_fingerprint, stage_main, training_runtime
 
 log = logging.getLogger("stages.pretrain")
 ROLES = ("teacher", "students")
@@ -84,7 +84,11 @@ def main(role: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None
         task = PretrainTask(model, len(vocab), len(SPECIALS), sets["val"], train_cfg)
         fingerprint = run_fingerprint({"pretrain": read_params("pretrain", role), "encoder": read_params(role, "encoder")},
                                       prepared / "word_map.json")
-        result = fit(task, sets["train"], train_cfg, ckpt_dir, fingerprint=fingerprint)
+        with training_runtime(train_cfg.device) as runtime:
+            result = fit(task, sets["train"], train_cfg, ckpt_dir, fingerprint=fingerprint, runtime=runtime)
+        if not runtime.is_main:
+            return
+        model.cpu()
         model.load_state_dict(result["best_state"])
         best = result["history"][result["best"]["epoch"] - 1]
         summary.update(best_epoch=result["best"]["epoch"], val_loss=best["val_loss"],

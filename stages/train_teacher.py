@@ -25,7 +25,7 @@ from capt.models.saved import save_captioner
 from capt.train.captioner import CaptionerTask
 from capt.train.checkpoint import load_checkpoint
 from capt.train.loop import TrainConfig, fit
-from stages._common import make_config, read_params, run_fingerprint, stage_main, write_training_outputs
+from stages._common import make_config, read_params, run_fingerprint, stage_main, training_runtime, write_training_outputs
 
 log = logging.getLogger("stages.train_teacher")
 
@@ -34,10 +34,10 @@ log = logging.getLogger("stages.train_teacher")
 def main(name: str = typer.Option("teacher", help="model name: outputs go to models/<name>.pt"),
          ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     section = read_params("teacher")
-    dataset = section["dataset"]
     enc_cfg = make_config(EncoderConfig, section["encoder"], "teacher.encoder")
     dec_cfg = make_config(DecoderConfig, section["decoder"], "teacher.decoder")
     cfg = make_config(TrainConfig, section["train"], "teacher.train")
+    dataset = section["dataset"]
     prepared, features = Path("data/prepared") / dataset, Path("data/features") / dataset
 
     vocab = Vocabulary.load(prepared / "word_map.json")
@@ -53,8 +53,11 @@ def main(name: str = typer.Option("teacher", help="model name: outputs go to mod
     task = CaptionerTask(decoder, vocab, val_set, read_references(prepared / "val.h5"), cfg)
     # A checkpoint from other params or other data must not be resumed.
     fingerprint = run_fingerprint(section, prepared / "word_map.json", features / "encoder.pt")
-    result = fit(task, train_set, cfg, ckpt_root / name, fingerprint=fingerprint)
-
+    with training_runtime(cfg.device) as runtime:
+        result = fit(task, train_set, cfg, ckpt_root / name, fingerprint=fingerprint, runtime=runtime)
+    if not runtime.is_main:
+        return
+    decoder.cpu()
     decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in result["best_state"].items()})
     save_captioner(Path("models") / f"{name}.pt", encoder, decoder, vocab, val_set.image_size)
     write_training_outputs(name, result, f"{name} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")

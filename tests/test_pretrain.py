@@ -120,3 +120,32 @@ def test_pretrain_config_checks():
     with pytest.raises(CaptError, match="pretrain.epochs must be >= 0"):
         PretrainConfig(epochs=-1)
     assert PretrainConfig(epochs=0).train_config().epochs == 1
+
+
+def _pretrain_weights(tmp_path: Path, **train) -> tuple[dict, list[dict]]:
+    torch.manual_seed(0)
+    encoder = Encoder(EncoderConfig(name="resnet18", stages=2, encoded_size=2))
+    data = TinyImages()
+    cfg = PretrainConfig(epochs=2, batch_size=8, lr=0.003, **train).train_config()
+    task = PretrainTask(EncoderPretrainer(encoder, 2, len(VOCAB) - len(SPECIALS)), len(VOCAB), len(SPECIALS), data, cfg)
+    result = fit(task, data, cfg, tmp_path / "-".join(f"{k}{v}" for k, v in train.items()), progress=False)
+    return task.model.state_dict(), result["history"]
+
+
+def test_channels_last_and_bf16_train_the_same_trunk(tmp_path: Path):
+    """channels_last changes the memory order only; bf16 autocast computes in 8-bit mantissas
+    and still learns the same task."""
+    plain, plain_history = _pretrain_weights(tmp_path)
+    nhwc, nhwc_history = _pretrain_weights(tmp_path, channels_last=True)
+    assert nhwc["encoder.stem.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    # Other summation orders: the losses agree to rounding; Adam's normalised steps make a weight
+    # with a near-zero gradient move by up to lr per step either way, so weights agree to ~lr.
+    assert nhwc_history[0]["train_loss"] == pytest.approx(plain_history[0]["train_loss"], rel=1e-5)
+    assert nhwc_history[-1]["train_loss"] == pytest.approx(plain_history[-1]["train_loss"], rel=1e-3)
+    for k, v in plain.items():
+        assert torch.allclose(v.float(), nhwc[k].float(), atol=0.003 * 4), k
+    bf16, bf16_history = _pretrain_weights(tmp_path, precision="bf16")
+    assert all(v.dtype == plain[k].dtype for k, v in bf16.items())           # weights stay fp32
+    assert not torch.equal(bf16["encoder.stem.0.weight"], plain["encoder.stem.0.weight"])
+    assert bf16_history[-1]["train_loss"] < bf16_history[0]["train_loss"]
+    assert bf16_history[-1]["train_loss"] == pytest.approx(plain_history[-1]["train_loss"], rel=0.1)

@@ -44,15 +44,22 @@ class BlipTask:
         self.model, self.processor, self.vocab, self.cfg = model, processor, vocab, cfg
         self.val_set, self.val_references = val_set, val_references
         self.gen = gen
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.model.to(self.device)
 
     def param_groups(self, cfg: TrainConfig) -> list[dict]:
         return [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr": cfg.lr}]
 
     def _lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         B, C, L = batch["captions"].shape
-        image_embeds = self.model.vision_model(pixel_values=pixel_values(self.processor, batch["image"]))[0]
-        ids, mask, labels = lm_inputs(self.processor, caption_texts(self.vocab, batch["captions"].reshape(B * C, L),
+        pixels = pixel_values(self.processor, batch["image"].cpu()).to(self.device)
+        image_embeds = self.model.vision_model(pixel_values=pixels)[0]
+        ids, mask, labels = lm_inputs(self.processor, caption_texts(self.vocab, batch["captions"].reshape(B * C, L).cpu(),
                                                                     self.gen.prompt), self.gen.prompt)
+        ids, mask, labels = ids.to(self.device), mask.to(self.device), labels.to(self.device)
         out = self.model.text_decoder(input_ids=ids, attention_mask=mask,
                                       encoder_hidden_states=image_embeds.repeat_interleave(C, dim=0),
                                       labels=labels, reduction="mean")

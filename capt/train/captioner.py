@@ -16,7 +16,7 @@ from capt.eval.metrics import score_captions
 from capt.models.beam_search import beam_search
 from capt.models.decoder import AttentionDecoder, caption_loss
 from capt.models.encoder import Encoder
-from capt.train.loop import TrainConfig
+from capt.train.loop import TrainConfig, to_device
 
 
 def flatten_captions(features: torch.Tensor, captions: torch.Tensor,
@@ -32,7 +32,7 @@ def flatten_captions(features: torch.Tensor, captions: torch.Tensor,
 def top5_accuracy(logits: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor) -> tuple[int, int]:
     """(correct, total) over non-padding positions: the target among the 5 best words."""
     T = logits.shape[1]
-    mask = torch.arange(T)[None, :] < (lengths - 1)[:, None]
+    mask = torch.arange(T, device=logits.device)[None, :] < (lengths - 1)[:, None]
     top5 = logits[mask].topk(5, dim=1).indices
     return int((top5 == captions[:, 1:T + 1][mask].unsqueeze(1)).any(1).sum()), int(mask.sum())
 
@@ -48,6 +48,13 @@ class CaptionerTask:
         if encoder is not None and not encoder.frozen:
             modules["encoder"] = encoder
         self.model = nn.ModuleDict(modules)
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.decoder.to(self.device)
+        if self.encoder is not None:
+            self.encoder.to(self.device)
 
     def param_groups(self, cfg: TrainConfig) -> list[dict]:
         groups = [{"params": list(self.decoder.parameters()), "lr": cfg.lr}]
@@ -79,6 +86,7 @@ class CaptionerTask:
         loss_sum, n_batches, correct, total = 0.0, 0, 0, 0
         hypotheses: dict[int, str] = {}
         for batch in loader:
+            batch = to_device(batch, self.device)
             feats = self.features(batch)
             loss, c, t = self._teacher_forced(feats, batch)
             loss_sum, n_batches, correct, total = loss_sum + loss.item(), n_batches + 1, correct + c, total + t

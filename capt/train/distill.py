@@ -151,6 +151,12 @@ class DistillTask(CaptionerTask):
         if self.projection is not None:
             self.model["projection"] = self.projection
 
+    def to(self, device: torch.device) -> None:
+        super().to(device)
+        self.teacher.to(self.device)
+        if self.projection is not None:
+            self.projection.to(self.device)
+
     def param_groups(self, cfg):
         groups = super().param_groups(cfg)
         if self.projection is not None:
@@ -172,7 +178,7 @@ class DistillTask(CaptionerTask):
         task = caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c)
         correct, total = top5_accuracy(logits.detach(), caps, lens)
         stats = {"task": task.item(), "top5": correct / max(total, 1)}
-        kd_terms = torch.zeros((), dtype=task.dtype)
+        kd_terms = torch.zeros((), dtype=task.dtype, device=task.device)
         if self.kd.uses_encoder_kd:
             projected = student_features if self.projection is None else self.projection(student_features)
             enc = kd_encoder_loss(projected, batch["features"])

@@ -26,7 +26,8 @@ from capt.models.encoder import Encoder
 @torch.no_grad()
 def encode_split(encoder: Encoder, prepared_h5: Path, out_h5: Path, *, batch_size: int = 32,
                  progress: bool = True) -> int:
-    """Encode every image of a prepared split file into ``out_h5``; returns the image count."""
+    """Encode every image of a prepared split file into ``out_h5``, on the encoder's device;
+    returns the image count."""
     if not encoder.frozen:
         raise ValueError("only a frozen encoder's features can be cached")
     encoder.eval()
@@ -43,6 +44,7 @@ def encode_split(encoder: Encoder, prepared_h5: Path, out_h5: Path, *, batch_siz
 
 def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, progress: bool) -> int:
     P, D = encoder.cfg.encoded_size ** 2, encoder.feature_dim
+    device = encoder.mean.device
     with h5py.File(prepared_h5, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
         images, n = src["images"], src["images"].shape[0]
         feats = dst.create_dataset("features", (n, P, D), np.float16, chunks=(1, P, D))
@@ -50,6 +52,6 @@ def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, pro
         dst.attrs.update(encoder=encoder.cfg.name, encoded_size=encoder.cfg.encoded_size, feature_dim=D)
         for i in tqdm(range(0, n, batch_size), desc=f"encode {Path(prepared_h5).name}", unit="batch",
                       disable=not progress):
-            batch = torch.from_numpy(images[i:i + batch_size])
-            feats[i:i + len(batch)] = encoder(batch).numpy().astype(np.float16)
+            batch = torch.from_numpy(images[i:i + batch_size]).to(device, non_blocking=True)
+            feats[i:i + len(batch)] = encoder(batch).cpu().numpy().astype(np.float16)
     return n

@@ -5,13 +5,20 @@ validation numbers after each epoch, and owns the rest: Adam, gradient clipping,
 rate decay on a validation plateau, early stopping, checkpoints after every epoch (so a killed
 run resumes where it stopped), the best weights, and a per-epoch history.
 
-Determinism: the shuffling order of epoch e comes from a generator seeded with (seed, e), and
-the global torch RNG (dropout) is saved in each checkpoint, so a resumed run continues exactly
-as an uninterrupted one would on the CPU.
+Determinism: the shuffling order of epoch e comes from a generator seeded with (seed, e), the
+loader's worker seeds from (seed, e) too, and the torch RNG (dropout) of every process is saved in
+each checkpoint, so a resumed run continues exactly as an uninterrupted one would on the CPU.
+
+Under torchrun (``train.processes`` > 1) the task's model trains wrapped in
+DistributedDataParallel: each process takes its share of every global batch (capt.train.distributed),
+gradients are averaged across processes, rank 0 validates and tells the others the result, and
+rank 0 alone writes checkpoints. ``precision`` (bf16, or fp16 with a gradient scaler) runs the
+loss under autocast; ``channels_last`` stores the convolution weights and images channels-last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -20,11 +27,16 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from capt.errors import CaptError
 from capt.train.checkpoint import load_checkpoint, save_checkpoint
+from capt.train.distributed import (DEVICES, Runtime, ShardSampler, all_mean, barrier, broadcast_from_main,
+                                    current_runtime, derive_seed, gather_to_main)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +56,36 @@ class TrainConfig:
     max_decode_len: int = 20
     num_workers: int = 0
     preload: bool = False         # read the training items into memory once (small datasets)
+    pin_memory: bool = False      # page-locked batches for faster copies to a GPU (ignored on the CPU)
+    processes: int = 1            # > 1: DistributedDataParallel under torchrun (python -m stages.launch)
+    device: str = "auto"          # auto (a GPU where there is one) | cpu | cuda
+    precision: str = "fp32"       # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    channels_last: bool = False   # convolution weights and images in NHWC memory order
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "early_stop", "val_beam_size", "max_decode_len"):
+        for name in ("epochs", "batch_size", "early_stop", "val_beam_size", "max_decode_len", "processes"):
             if getattr(self, name) < 1:
                 raise CaptError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.lr_decay <= 1:
             raise CaptError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.batch_size % self.processes:
+            raise CaptError(f"train.batch_size {self.batch_size} (the global batch) must divide evenly over "
+                            f"train.processes {self.processes}")
+        if self.precision not in PRECISIONS:
+            raise CaptError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.device not in DEVICES:
+            raise CaptError(f"train.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
 
 class Task(Protocol):
     """What ``fit`` trains: a module, its parameter groups, a loss and a validation."""
 
     model: nn.Module
+
+    def to(self, device: torch.device) -> None:
+        """Move what the loss and the validation use (the model, a frozen teacher) to ``device``."""
+        ...
 
     def param_groups(self, cfg: TrainConfig) -> list[dict]: ...
 
@@ -69,23 +97,66 @@ class Task(Protocol):
         ...
 
 
-def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int) -> DataLoader:
-    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=RandomSampler(dataset, generator=g),
-                      num_workers=cfg.num_workers, persistent_workers=False)
+def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, runtime: Runtime) -> DataLoader:
+    """Epoch ``epoch``'s batches for this process: its share (batch_size / processes images) of
+    each global batch; the order and the workers' seeds follow from (seed, epoch) alone."""
+    sampler = ShardSampler(len(dataset), cfg.seed * 100_003 + epoch, runtime.rank, runtime.world_size)
+    workers = torch.Generator().manual_seed(derive_seed(cfg.seed, "workers", epoch, runtime.rank))
+    return DataLoader(dataset, batch_size=cfg.batch_size // runtime.world_size, sampler=sampler,
+                      num_workers=cfg.num_workers, generator=workers, persistent_workers=False,
+                      pin_memory=cfg.pin_memory and runtime.device.type == "cuda")
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """A batch on ``device``; images (4-D) channels-last when asked."""
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        if channels_last and v.dim() == 4:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+class _LossModule(nn.Module):
+    """The task's loss as a module's forward, so that DistributedDataParallel wraps it: DDP
+    synchronises the gradients of ``model``'s parameters, however the task uses them."""
+
+    def __init__(self, task: Task):
+        super().__init__()
+        self.model = task.model
+        self._loss = task.loss
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self._loss(batch)
 
 
 def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fingerprint: str = "",
-        progress: bool = True, stop_after_steps: int | None = None) -> dict[str, Any]:
+        progress: bool = True, stop_after_steps: int | None = None, runtime: Runtime | None = None) -> dict[str, Any]:
     """Train until ``cfg.epochs`` or early stopping; resume from ``ckpt_dir/last.pt`` if it holds
     a run with the same ``fingerprint`` (a hash of everything that defines the run).
 
-    Returns ``{"history": [per-epoch dicts], "best": {...}, "best_state": state dict}``.
-    ``stop_after_steps`` ends training abruptly after that many optimizer steps (tests).
+    Returns ``{"history": [per-epoch dicts], "best": {...}, "best_state": state dict}`` in every
+    process. ``stop_after_steps`` ends training abruptly after that many optimizer steps (tests).
+    ``runtime``: this process's rank and device (capt.train.distributed.start_runtime); by default
+    the initialised process group's, else one process on the CPU.
     """
+    rt = runtime or current_runtime()
+    if rt.world_size != cfg.processes:
+        raise CaptError(f"train.processes is {cfg.processes} but {rt.world_size} process(es) are running: "
+                        "start training stages with `python -m stages.launch N <stage>` (torchrun for N > 1)")
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / "last.pt"
-    torch.manual_seed(cfg.seed)
+    # Dropout differs between processes (each sees other examples); rank 0 keeps the seed itself.
+    torch.manual_seed(cfg.seed if rt.rank == 0 else derive_seed(cfg.seed, "rank", rt.rank))
+    task.to(rt.device)
+    if cfg.channels_last:
+        task.model.to(memory_format=torch.channels_last)
+    step_module: nn.Module = _LossModule(task)
+    if rt.distributed:
+        step_module = DistributedDataParallel(step_module, device_ids=[rt.device] if rt.device.type == "cuda" else None)
+    autocast_dtype = PRECISIONS[cfg.precision]
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.precision == "fp16")
     optimizer = torch.optim.Adam(task.param_groups(cfg))
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
                                                            patience=cfg.lr_patience)
@@ -99,7 +170,11 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
             task.model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"])
+            if "scaler" in ckpt:
+                scaler.load_state_dict(ckpt["scaler"])
+            torch.set_rng_state(ckpt.get("rng_per_rank", [ckpt["rng"]])[rt.rank])
+            if rt.device.type == "cuda" and "cuda_rng_per_rank" in ckpt:
+                torch.cuda.set_rng_state(ckpt["cuda_rng_per_rank"][rt.rank], rt.device)
             history, best, stale = ckpt["history"], ckpt["best"], ckpt["stale"]
             start_epoch = ckpt["epoch"] + 1
             log.info("resuming from %s after epoch %d", last, ckpt["epoch"])
@@ -114,17 +189,22 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
         task.model.train()
         totals: dict[str, float] = {}
         n_batches = 0
-        bar = tqdm(_epoch_loader(train_set, cfg, epoch), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                   disable=not progress, leave=False)
+        bar = tqdm(_epoch_loader(train_set, cfg, epoch, rt), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=not (progress and rt.is_main), leave=False)
         for step, batch in enumerate(bar):
-            loss, stats = task.loss(batch)
+            batch = to_device(batch, rt.device, cfg.channels_last)
+            with (torch.autocast(rt.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                  else contextlib.nullcontext()):
+                loss, stats = step_module(batch)
             if not torch.isfinite(loss):
                 raise CaptError(f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()                 # DDP averages the gradients over processes here
             if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v
             n_batches += 1
@@ -132,22 +212,34 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
             steps += 1
             if stop_after_steps is not None and steps >= stop_after_steps:
                 return {"history": history, "best": best, "stopped": True}
+        train_means = all_mean({k: v / max(n_batches, 1) for k, v in totals.items()}, rt)
         task.model.eval()
-        val = task.validate()
-        row = {"epoch": epoch, **{f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()},
+        val = broadcast_from_main(task.validate() if rt.is_main else None, rt)
+        row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_means.items()},
                **{f"val_{k}": v for k, v in val.items()}, "lr": optimizer.param_groups[0]["lr"]}
         history.append(row)
         scheduler.step(val[key])
-        if val[key] > best[key]:
+        improved = val[key] > best[key]
+        if improved:
             best, stale = {key: val[key], "epoch": epoch}, 0
-            save_checkpoint(task.model.state_dict(), best_path)
         else:
             stale += 1
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
-        save_checkpoint({"fingerprint": fingerprint, "epoch": epoch, "model": task.model.state_dict(),
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": torch.get_rng_state(), "history": history, "best": best, "stale": stale,
-                         "config": asdict(cfg)}, last)
+        rng = gather_to_main(torch.get_rng_state(), rt)
+        cuda_rng = gather_to_main(torch.cuda.get_rng_state(rt.device), rt) if rt.device.type == "cuda" else None
+        if rt.is_main:
+            if improved:
+                save_checkpoint(task.model.state_dict(), best_path)
+            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+            state = {"fingerprint": fingerprint, "epoch": epoch, "model": task.model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": rng[0], "history": history, "best": best,
+                     "stale": stale, "config": asdict(cfg)}
+            if rt.distributed:
+                state["rng_per_rank"] = rng
+            if cuda_rng is not None:
+                state["cuda_rng_per_rank"] = cuda_rng
+            save_checkpoint(state, last)
+        barrier(rt)                                       # every process sees the checkpoints of this epoch
     if not best_path.exists():
         raise CaptError(f"{best_path}: no epoch was trained (epochs={cfg.epochs})")
     return {"history": history, "best": best, "best_state": load_checkpoint(best_path)}

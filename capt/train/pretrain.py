@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from capt.errors import CaptError
 from capt.models.encoder import Encoder
-from capt.train.loop import TrainConfig
+from capt.train.loop import TrainConfig, to_device
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class PretrainConfig:
     init_seed: int = 0              # the random initialisation, when encoder.weights is null
     calibration_images: int = 512   # BatchNorm statistics of a random trunk kept as is (epochs 0)
     preload: bool = True            # hold the training images in memory (small datasets)
+    processes: int = 1              # > 1: DistributedDataParallel under torchrun (capt.train.loop)
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -55,7 +59,8 @@ class PretrainConfig:
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=max(self.epochs, 1), batch_size=self.batch_size, lr=self.lr,
                            early_stop=self.epochs + 1, lr_patience=self.epochs + 1, preload=self.preload,
-                           seed=self.seed)
+                           processes=self.processes, device=self.device, precision=self.precision,
+                           channels_last=self.channels_last, seed=self.seed)
 
 
 def cell_labels(masks: dict[str, np.ndarray], categories: list[str], grid: int, min_cover: float) -> np.ndarray:
@@ -78,9 +83,9 @@ def caption_words(captions: torch.Tensor, lengths: torch.Tensor, vocab_size: int
     words any of an image's captions uses (the special tokens <pad> <start> <end> <unk> come
     first in the vocabulary and are left out)."""
     B, C, L = captions.shape
-    live = torch.arange(L)[None, None, :] < lengths[:, :, None]              # (B, C, L)
+    live = torch.arange(L, device=captions.device)[None, None, :] < lengths[:, :, None]              # (B, C, L)
     words = captions.masked_fill(~live, 0).reshape(B, C * L)
-    hot = torch.zeros(B, vocab_size).scatter_(1, words, 1.0)
+    hot = torch.zeros(B, vocab_size, device=captions.device).scatter_(1, words, 1.0)
     return hot[:, n_special:]
 
 
@@ -145,6 +150,11 @@ class PretrainTask:
                  cfg: TrainConfig):
         self.model, self.vocab_size, self.n_special = model, vocab_size, n_special
         self.val_set, self.cfg = val_set, cfg
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.model.to(self.device)
 
     def param_groups(self, cfg: TrainConfig) -> list[dict]:
         return [{"params": list(self.model.parameters()), "lr": cfg.lr}]
@@ -164,6 +174,7 @@ class PretrainTask:
     def validate(self) -> dict[str, float]:
         total, n, right, objects, scores, labels = 0.0, 0, 0, 0, [], []
         for batch in DataLoader(self.val_set, batch_size=self.cfg.batch_size):
+            batch = to_device(batch, self.device)
             loss, cells, words, targets = self._losses(batch)
             total, n = total + loss.item() * len(targets), n + len(targets)
             obj = batch["cells"] > 0
@@ -171,7 +182,7 @@ class PretrainTask:
             objects += int(obj.sum())
             scores.append(words)
             labels.append(targets)
-        s, y = torch.cat(scores).numpy(), torch.cat(labels).numpy()
+        s, y = torch.cat(scores).float().cpu().numpy(), torch.cat(labels).cpu().numpy()
         aps = [a for a in (average_precision(s[:, w], y[:, w]) for w in range(y.shape[1])) if not np.isnan(a)]
         return {"loss": total / n, "neg_loss": -total / n, "cell_accuracy": right / max(objects, 1),
                 "word_map": float(np.mean(aps)) if aps else 0.0}

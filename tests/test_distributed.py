@@ -1,0 +1,113 @@
+"""DistributedDataParallel under torchrun (Gloo on the CPU): every process ends with the same
+weights, and they match one process trained on the same global batch."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import RandomSampler
+
+from capt.errors import CaptError
+from capt.models.decoder import AttentionDecoder, DecoderConfig
+from capt.train.captioner import CaptionerTask
+from capt.train.distributed import ShardSampler, derive_seed
+from capt.train.loop import TrainConfig, fit
+from tests.test_train import VOCAB, TinyFeatures
+
+ROOT = Path(__file__).parents[1]
+# 24 images, a global batch of 8: 3 steps an epoch, 4 images a process a step with 2 processes.
+DDP_CFG = TrainConfig(epochs=2, batch_size=8, lr=0.01, early_stop=10, max_decode_len=5, seed=3, device="cpu")
+
+
+def _task(cfg: TrainConfig) -> CaptionerTask:
+    torch.manual_seed(0)
+    # No dropout: one process and two draw their dropout masks differently.
+    dec = AttentionDecoder(DecoderConfig(embed_dim=8, attention_dim=8, decoder_dim=12, dropout=0.0), len(VOCAB), 6)
+    ds = TinyFeatures()
+    return CaptionerTask(dec, VOCAB, ds, ds.refs, cfg)
+
+
+def _train_one_rank(out: Path) -> None:
+    """The body of each torchrun process: join the group, fit, save this rank's weights."""
+    from capt.train.distributed import start_runtime, stop_runtime
+
+    runtime = start_runtime("cpu")
+    cfg = dataclasses.replace(DDP_CFG, processes=runtime.world_size)
+    task = _task(cfg)
+    result = fit(task, task.val_set, cfg, out / "ckpt", progress=False, runtime=runtime)
+    torch.save({"weights": task.model.state_dict(), "history": result["history"]}, out / f"rank{runtime.rank}.pt")
+    stop_runtime()
+
+
+def test_shards_of_a_global_batch_are_the_single_process_batch():
+    n, seed, world, b = 24, 7, 3, 2
+    single = list(ShardSampler(n, seed))
+    assert single == list(RandomSampler(range(n), generator=torch.Generator().manual_seed(seed)))
+    shards = [list(ShardSampler(n, seed, r, world)) for r in range(world)]
+    for k in range(n // (world * b)):        # step k of 3 processes = step k of one with 3x the batch
+        together = sorted(i for s in shards for i in s[k * b:(k + 1) * b])
+        assert together == sorted(single[k * world * b:(k + 1) * world * b])
+    uneven = [list(ShardSampler(10, seed, r, 4)) for r in range(4)]
+    assert {len(s) for s in uneven} == {3} and set().union(*uneven) == set(range(10))   # wraps, loses none
+
+
+def test_derived_seeds_differ_by_use_and_repeat():
+    assert derive_seed(0, "rank", 1) == derive_seed(0, "rank", 1)
+    assert len({derive_seed(0, "rank", 1), derive_seed(0, "rank", 2), derive_seed(1, "rank", 1),
+                derive_seed(0, "workers", 1)}) == 4
+
+
+def test_process_count_must_match_the_running_group(tmp_path):
+    cfg = dataclasses.replace(DDP_CFG, processes=2)
+    with pytest.raises(CaptError, match="train.processes is 2 but 1 process"):
+        fit(_task(cfg), TinyFeatures(), cfg, tmp_path, progress=False)
+    with pytest.raises(CaptError, match="must divide evenly"):
+        dataclasses.replace(DDP_CFG, batch_size=9, processes=2)
+
+
+def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "stages.launch", "2", "tests.test_distributed", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in r0["weights"]:
+        assert torch.equal(r0["weights"][k], r1["weights"][k]), f"ranks differ in {k}"
+    last = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and len(last["rng_per_rank"]) == 2      # rank 0 saved every rank's RNG
+
+    one = _task(DDP_CFG)
+    single = fit(one, one.val_set, DDP_CFG, tmp_path / "single", progress=False)
+    w1 = one.model.state_dict()
+    # The attention score's bias shifts every logit of a softmax alike: its true gradient is 0 and
+    # Adam turns the rounding noise into full steps, so it matches nothing, not even itself.
+    for k in (k for k in w1 if k != "decoder.attention.score.bias"):
+        assert torch.allclose(w1[k], r0["weights"][k], atol=1e-6, rtol=1e-5), f"{k}: DDP and one process differ"
+    assert not torch.equal(w1["decoder.fc.weight"], _task(DDP_CFG).model.state_dict()["decoder.fc.weight"])   # it learned
+    for a, b in zip(single["history"], r0["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)   # the mean over both processes
+        assert a["val_bleu4"] == pytest.approx(b["val_bleu4"], abs=1e-6)
+
+
+def _launch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.launch", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_launcher_runs_one_process_in_place_and_refuses_bad_counts():
+    run = _launch("1", "json.tool", "--compact", str(ROOT / "dvc.yaml"))
+    assert run.returncode == 1 and "Expecting value" in run.stderr        # json.tool ran on it, as itself
+    assert _launch("1", "platform").stdout.strip()                      # python -m platform, its output
+    for bad, message in (("0", "must be >= 1"), ("two", "must be an integer")):
+        run = _launch(bad, "platform")
+        assert run.returncode == 1 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert "usage" in _launch("2").stderr
+
+
+if __name__ == "__main__":          # one torchrun process of test_two_gloo_processes_agree_and_match_one_process
+    _train_one_rank(Path(sys.argv[1]))
