@@ -74,6 +74,10 @@ def repo_copy(tmp_path_factory) -> Path:
     params["blip"]["train"].update(batch_size=8)
     params["attention"].update(image_indices=[0, 3])
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # The micro profile lives in params.yaml alone: `dvc exp run -S` must apply its overrides there
+    # instead of recomposing params.yaml from conf/ (tests/test_profiles.py covers the composition).
+    config = dst / ".dvc" / "config"
+    config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=capt test", "-c", "user.email=test@capt.invalid", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dst, check=True, capture_output=True)

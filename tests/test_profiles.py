@@ -1,0 +1,94 @@
+"""The profiles of conf/ (DVC's Hydra composition): the committed params.yaml is the default
+composition, and the COCO profile composes into a DAG DVC accepts, without downloading anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc.utils.hydra import compose_and_dump
+
+from capt.models.decoder import DecoderConfig
+from capt.models.encoder import EncoderConfig
+from capt.train.distill import DistillConfig
+from capt.train.loop import TrainConfig
+from capt.train.pretrain import PretrainConfig
+from stages._common import make_config
+from stages.download import RemoteConfig
+
+ROOT = Path(__file__).parents[1]
+
+
+def compose(out: Path, *overrides: str) -> dict:
+    """What `dvc exp run -S <overrides>` writes to params.yaml when Hydra is enabled."""
+    compose_and_dump(out, str(ROOT / "conf"), None, "config", str(out.parent), list(overrides))
+    return yaml.safe_load(out.read_text())
+
+
+def test_hydra_is_on_and_params_yaml_is_the_default_composition(tmp_path):
+    assert "enabled = true" in (ROOT / ".dvc" / "config").read_text().split("[hydra]")[1]
+    compose(tmp_path / "params.yaml")
+    assert (tmp_path / "params.yaml").read_text() == (ROOT / "params.yaml").read_text(), \
+        "params.yaml is not conf/ composed: regenerate it with `dvc exp run -S profile=shapes`"
+    assert compose(tmp_path / "same.yaml", "profile=shapes") == yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _dvc(repo: Path, *args: str) -> str:
+    run = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+@pytest.fixture(scope="module")
+def coco_repo(tmp_path_factory) -> Path:
+    """A DVC repository with the project's dvc.yaml and the COCO profile composed into params.yaml."""
+    repo = tmp_path_factory.mktemp("coco")
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    _dvc(repo, "init", "--no-scm", "-q")
+    compose(repo / "params.yaml", "profile=coco")
+    return repo
+
+
+def test_coco_profile_is_the_real_study(coco_repo):
+    p = yaml.safe_load((coco_repo / "params.yaml").read_text())
+    assert {k: v["source"] for k, v in p["download"].items()} == {"coco": "coco", "flickr8k": "flickr8k"}
+    teacher = make_config(EncoderConfig, p["teacher"]["encoder"], "teacher.encoder")
+    student = make_config(EncoderConfig, p["students"]["encoder"], "students.encoder")
+    assert (teacher.name, teacher.weights, teacher.encoded_size, p["prepare"]["image_size"]) == \
+        ("resnet101", "IMAGENET1K_V1", 14, 256)
+    assert (student.name, student.weights, student.fine_tune) == ("resnet50", "IMAGENET1K_V1", True)
+    assert make_config(DecoderConfig, p["teacher"]["decoder"], "teacher.decoder").decoder_dim == 512
+    assert make_config(DecoderConfig, p["students"]["decoder"], "students.decoder").decoder_dim == 256
+    for section in ("teacher", "students"):                 # every key a stage reads is one it knows
+        make_config(TrainConfig, p[section]["train"], f"{section}.train")
+    for role in ("teacher", "students"):
+        assert make_config(PretrainConfig, p["pretrain"][role], f"pretrain.{role}").epochs == 0   # ImageNet as is
+    for name, variant in p["distill"].items():
+        make_config(DistillConfig, variant, f"distill.{name}")
+    for name, dl in p["download"].items():
+        make_config(RemoteConfig, {k: v for k, v in dl.items() if k != "source"}, f"download.{name}")
+    assert (p["blip"]["source"], p["blip"]["train"]["epochs"]) == ("pretrained", 0)
+    assert p["study"]["test_sets"] == ["coco", "flickr8k"] and p["attention"]["dataset"] == "coco"
+
+
+def test_coco_profile_dag_and_status_without_downloading(coco_repo):
+    stages = {line.split()[0] for line in _dvc(coco_repo, "stage", "list").splitlines() if line.strip()}
+    models = ["teacher", "student_base", "student_t5", "student_t10", "student_t20", "student_enc",
+              "student_dec", "student_seq"]
+    expected = {"download@coco", "download@flickr8k", "prepare@coco", "prepare@flickr8k", "pretrain@teacher",
+                "pretrain@students", "features", "train_teacher", "teacher_captions", "blip_weights", "blip",
+                "attention", "report", "evaluate_blip@coco", "evaluate_blip@flickr8k",
+                *(f"distill@{m}" for m in models[1:]),
+                *(f"evaluate@{m}-{d}" for m in models for d in ("coco", "flickr8k"))}
+    assert stages == expected
+    dot = _dvc(coco_repo, "dag", "--dot", "report")
+    for edge in ('"download@coco" -> "prepare@coco"', '"features" -> "train_teacher"',
+                 '"prepare@flickr8k" -> "evaluate@teacher-flickr8k"', '"train_teacher" -> "distill@student_t20"'):
+        assert edge in dot
+    status = json.loads(_dvc(coco_repo, "status", "--json"))
+    assert set(status) == expected                        # everything to run, nothing fetched to find out
+    assert not list((coco_repo).glob("data"))
