@@ -95,7 +95,7 @@ class ImageSubset(Dataset):
     captions, e.g. a teacher's beam-search captions for sequence-level distillation.
     With ``preload`` every item is read into memory once (one sequential read per array rather
     than several small reads per item and epoch): for subsets that fit in RAM, as the embedded
-    profile's students do (1,500 images of 64 px: 18 MB of pixels).
+    profile's students do (1,250 images of 64 px: 15 MB of pixels).
     """
 
     def __init__(self, base: CaptionDataset, indices: list[int], captions: np.ndarray | None = None,
