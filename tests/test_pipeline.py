@@ -181,6 +181,16 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     for stage in DATA_STAGES | MODEL_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in again
 
+    # Determinism on the CPU: the teacher trained again from scratch (its checkpoints gone) and
+    # evaluated again gives byte-identical weights, history and metrics.
+    outputs = ("models/teacher.pt", "metrics/train/teacher.json", "metrics/history/teacher.csv",
+               "metrics/eval/teacher-shapes.json")
+    before = {p: (repo_copy / p).read_bytes() for p in outputs}
+    shutil.rmtree(repo_copy / "checkpoints/teacher")
+    for stage in ("train_teacher", "evaluate@teacher-shapes"):
+        assert _ran(_run(["dvc", "repro", "-f", "-s", stage], repo_copy)) == {stage}
+    assert [p for p in outputs if (repo_copy / p).read_bytes() != before[p]] == []
+
     _set_param(repo_copy, "evaluate", "beam_size", 1)
     evaluations = {f"evaluate@{m}-{d}" for m in ("teacher", *STUDENTS) for d in TEST_SETS}   # not BLIP's
     ran = _ran(_run(["dvc", "repro"], repo_copy))     # the figures too, if some caption changed with the beam
