@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from capt.eval.maps import read_word_maps
@@ -256,3 +257,31 @@ def test_stage_user_error_is_one_line(repo_copy):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: data/raw/no-such-dataset/manifest.json: missing")
     assert "Traceback" not in proc.stderr
+
+
+def test_training_stage_under_torchrun_with_two_gloo_processes(repo_copy, tmp_path):
+    """dvc.yaml's command for `teacher.train.processes: 2`: the real train_teacher stage on two
+    processes, rank 0 alone writing the model, its history and its metrics."""
+    params_file = repo_copy / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["teacher"]["train"].update(processes=2, device="cpu")
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    name = "teacher_ddp"
+    written = [repo_copy / p for p in (f"models/{name}.pt", f"metrics/train/{name}.json",
+                                       f"metrics/history/{name}.csv", f"results/curves/{name}.png")]
+    try:
+        out = _run([sys.executable, "-m", "stages.launch", "2", "stages.train_teacher", "--name", name,
+                    "--ckpt-root", str(tmp_path)], repo_copy)
+        assert out.count(f"{name}: best val BLEU-4") == 1, out            # rank 0 alone reports and writes
+        history = (repo_copy / f"metrics/history/{name}.csv").read_text().splitlines()
+        assert len(history) == 1 + params["teacher"]["train"]["epochs"]
+        last = torch.load(tmp_path / name / "last.pt", weights_only=True)
+        assert len(last["rng_per_rank"]) == 2 and last["config"]["processes"] == 2
+        model = torch.load(repo_copy / f"models/{name}.pt", weights_only=True)
+        one = torch.load(repo_copy / "models/teacher.pt", weights_only=True)
+        assert model.keys() == one.keys()
+    finally:
+        params_file.write_text(original)
+        for p in written:
+            p.unlink(missing_ok=True)

@@ -81,6 +81,20 @@ def test_fit_learns_and_repeats_exactly(tmp_path):
     assert (tmp_path / "a" / "best.pt").exists() and ra["best"]["epoch"] >= 1
 
 
+def test_loader_workers_change_nothing(tmp_path):
+    """Two worker processes read the same order as the main process: seeds and order come from
+    (seed, epoch), not from the global RNG or the worker count."""
+    import dataclasses
+
+    ds = TinyFeatures()
+    inline, workers = _task(ds), _task(ds)
+    ra = fit(inline, ds, CFG, tmp_path / "inline", progress=False)
+    rb = fit(workers, ds, dataclasses.replace(CFG, num_workers=2), tmp_path / "workers", progress=False)
+    assert ra["history"] == rb["history"]
+    wa, wb = _weights(inline), _weights(workers)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     ds = TinyFeatures()
     full = _task(ds)
