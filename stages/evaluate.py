@@ -22,7 +22,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import typer
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -36,6 +35,7 @@ from capt.eval.maps import write_word_maps
 from capt.eval.metrics import ceiling_bleu4, score_captions, write_coco_results
 from capt.models.gradcam import lstm_word_gradcam
 from capt.models.saved import load_captioner
+from capt.train.distributed import resolve_device
 from stages._common import make_config, read_params, stage_main
 
 log = logging.getLogger("stages.evaluate")
@@ -49,6 +49,7 @@ class EvaluateConfig:
     meteor: str = "auto"        # auto (when Java is present) | on | off
     gradcam_layer: int = -1     # BLIP: the cross-attention layer whose maps Grad-CAM weighs
     grounding_tolerance: float = 15.0   # pointing game: pixels (at the original image size) around the mask
+    device: str = "auto"        # auto (a GPU where there is one) | cpu | cuda
 
     def __post_init__(self):
         # YAML 1.1 readers (PyYAML) read a bare on/off as a boolean; a YAML 1.2 writer (DVC's
@@ -62,7 +63,7 @@ class EvaluateConfig:
 def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
     """Hypotheses and per-word maps of a Show-Attend-Tell captioner (models/<model>.pt): its soft
     attention, and Grad-CAM on its encoder's last block for each word's logit."""
-    captioner = load_captioner(Path("models") / f"{model}.pt")
+    captioner = load_captioner(Path("models") / f"{model}.pt").to(resolve_device(cfg.device))
     vocab = captioner.vocab
     hypotheses, maps = {}, {"attention": {}, "gradcam": {}}
     for batch in tqdm(DataLoader(test_set, batch_size=cfg.batch_size), desc=f"{model}: caption + Grad-CAM",
@@ -83,8 +84,7 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     from capt.blip.model import caption_dataset, load_blip, read_generation   # transformers: ~3 s to import
 
     model, processor = load_blip(folder)
-    if torch.cuda.is_available():
-        model.to("cuda")
+    model.to(resolve_device(cfg.device))
     out = caption_dataset(model, processor, test_set, read_generation(folder), batch_size=cfg.batch_size,
                           gradcam_layer=cfg.gradcam_layer)
     maps = {i: (tokens, m.reshape(len(tokens), -1)) for i, (_, tokens, m) in out.items()}

@@ -62,6 +62,18 @@ def test_derived_seeds_differ_by_use_and_repeat():
                 derive_seed(0, "workers", 1)}) == 4
 
 
+def test_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_is_one_clear_error():
+    from capt.train.distributed import resolve_device
+
+    assert resolve_device("auto") == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CaptError, match="device is cuda but torch sees no GPU"):
+            resolve_device("cuda")
+    with pytest.raises(CaptError, match="device must be one of auto, cpu, cuda"):
+        resolve_device("tpu")
+
+
 def test_process_count_must_match_the_running_group(tmp_path):
     cfg = dataclasses.replace(DDP_CFG, processes=2)
     with pytest.raises(CaptError, match="train.processes is 2 but 1 process"):

@@ -25,9 +25,10 @@ from capt.models.encoder import Encoder
 
 
 def last_block_activations(encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> the trunk's last block's output (B, D, h, w), before pooling."""
+    """uint8 (B, 3, S, S) -> the trunk's last block's output (B, D, h, w), before pooling, on the
+    encoder's device."""
     with torch.no_grad():
-        return encoder.blocks(encoder.stem(encoder.normalize(images)))
+        return encoder.blocks(encoder.stem(encoder.normalize(images.to(encoder.mean.device))))
 
 
 def lstm_word_gradcam(encoder: Encoder, decoder: AttentionDecoder, images: torch.Tensor,
@@ -41,13 +42,15 @@ def lstm_word_gradcam(encoder: Encoder, decoder: AttentionDecoder, images: torch
     out = [np.zeros((len(words), G, G), np.float32) for words in captions]
     if not rows:
         return out
-    image_of_row = torch.tensor([i for i, _ in rows])
-    step_of_row = torch.tensor([t for _, t in rows])
+    dev = acts.device
+    image_of_row = torch.tensor([i for i, _ in rows], device=dev)
+    step_of_row = torch.tensor([t for _, t in rows], device=dev)
     L = max(len(w) for w in captions) + 2
     tokens = torch.zeros(len(captions), L, dtype=torch.long)
     for i, words in enumerate(captions):
         tokens[i, :len(words) + 2] = torch.tensor([start, *words, end])
-    lengths = torch.tensor([len(w) + 2 for w in captions])
+    tokens = tokens.to(dev)
+    lengths = torch.tensor([len(w) + 2 for w in captions], device=dev)
 
     a = acts[image_of_row].clone().requires_grad_(True)                    # (R, D, h, w): one copy per word
     features = encoder.pool(a).flatten(2).transpose(1, 2)                  # (R, P, D)
@@ -55,11 +58,11 @@ def lstm_word_gradcam(encoder: Encoder, decoder: AttentionDecoder, images: torch
         logits, _ = decoder(features, tokens[image_of_row], lengths[image_of_row])   # (R, T, V)
         # step t reads token t and predicts token t + 1, i.e. word t (0-based) of the caption
         word_ids = tokens[image_of_row, step_of_row + 1]
-        picked = logits[torch.arange(len(rows)), step_of_row, word_ids]   # (R,)
+        picked = logits[torch.arange(len(rows), device=dev), step_of_row, word_ids]   # (R,)
         (grad,) = torch.autograd.grad(picked.sum(), a)
     weights = grad.mean(dim=(2, 3), keepdim=True)                          # (R, D, 1, 1)
     cam = F.relu((weights * a.detach()).sum(dim=1, keepdim=True))          # (R, 1, h, w)
-    cam = F.adaptive_avg_pool2d(cam, G)[:, 0].numpy()                      # (R, G, G)
+    cam = F.adaptive_avg_pool2d(cam, G)[:, 0].cpu().numpy()                # (R, G, G)
     for r, (i, t) in enumerate(rows):
         out[i][t] = cam[r]
     return out
