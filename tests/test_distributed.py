@@ -4,6 +4,7 @@ weights, and they match one process trained on the same global batch."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,7 +86,7 @@ def test_process_count_must_match_the_running_group(tmp_path):
 def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
     run = subprocess.run([sys.executable, "-m", "stages.launch", "2", "tests.test_distributed", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for k in r0["weights"]:

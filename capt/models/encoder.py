@@ -98,8 +98,8 @@ class Encoder(nn.Module):
         return self
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, S, S) -> float, ImageNet mean/std."""
-        return (images.float() / 255.0 - self.mean) / self.std
+        """uint8 (B, 3, S, S), on any device -> float on the encoder's device, ImageNet mean/std."""
+        return (images.to(self.mean.device, non_blocking=True).float() / 255.0 - self.mean) / self.std
 
     @torch.no_grad()
     def calibrate_batchnorm(self, batches: Iterable[torch.Tensor]) -> None:

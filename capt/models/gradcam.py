@@ -28,7 +28,7 @@ def last_block_activations(encoder: Encoder, images: torch.Tensor) -> torch.Tens
     """uint8 (B, 3, S, S) -> the trunk's last block's output (B, D, h, w), before pooling, on the
     encoder's device."""
     with torch.no_grad():
-        return encoder.blocks(encoder.stem(encoder.normalize(images.to(encoder.mean.device))))
+        return encoder.blocks(encoder.stem(encoder.normalize(images)))
 
 
 def lstm_word_gradcam(encoder: Encoder, decoder: AttentionDecoder, images: torch.Tensor,

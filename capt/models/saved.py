@@ -40,14 +40,10 @@ class Captioner:
         self.decoder.to(device)
         return self
 
-    @property
-    def device(self) -> torch.device:
-        return self.encoder.mean.device
-
     @torch.no_grad()
     def caption(self, images: torch.Tensor, *, beam_size: int, max_len: int) -> list[Decoded]:
         """uint8 images (B, 3, S, S) -> one Decoded (tokens, per-word attention, score) each."""
-        return beam_search(self.decoder, self.encoder(images.to(self.device)), start=self.vocab.start, end=self.vocab.end,
+        return beam_search(self.decoder, self.encoder(images), start=self.vocab.start, end=self.vocab.end,
                            beam_size=beam_size, max_len=max_len)
 
     def caption_dataset(self, dataset: Dataset, *, beam_size: int, max_len: int, batch_size: int = 32,

@@ -44,7 +44,6 @@ def encode_split(encoder: Encoder, prepared_h5: Path, out_h5: Path, *, batch_siz
 
 def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, progress: bool) -> int:
     P, D = encoder.cfg.encoded_size ** 2, encoder.feature_dim
-    device = encoder.mean.device
     with h5py.File(prepared_h5, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
         images, n = src["images"], src["images"].shape[0]
         feats = dst.create_dataset("features", (n, P, D), np.float16, chunks=(1, P, D))
@@ -52,6 +51,6 @@ def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, pro
         dst.attrs.update(encoder=encoder.cfg.name, encoded_size=encoder.cfg.encoded_size, feature_dim=D)
         for i in tqdm(range(0, n, batch_size), desc=f"encode {Path(prepared_h5).name}", unit="batch",
                       disable=not progress):
-            batch = torch.from_numpy(images[i:i + batch_size]).to(device, non_blocking=True)
+            batch = torch.from_numpy(images[i:i + batch_size])          # the encoder moves it to its device
             feats[i:i + len(batch)] = encoder(batch).cpu().numpy().astype(np.float16)
     return n
