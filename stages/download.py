@@ -1,7 +1,7 @@
 """Stage download@<dataset>: fetch a real dataset's archives, or generate a shapes world.
 
 Params: ``download.<dataset>``, with ``source`` one of ``shapes`` (the rest of the section is a
-ShapesConfig), ``coco`` or ``flickr8k`` (optional ``base_url``: a mirror holding the same files).
+ShapesConfig), ``coco`` or ``flickr8k`` (optional ``urls`` and ``base_url``: see RemoteConfig).
 Writes ``data/raw/<dataset>/`` with the archives and ``manifest.json``.
 """
 
@@ -21,7 +21,14 @@ log = logging.getLogger("stages.download")
 
 @dataclass(frozen=True)
 class RemoteConfig:
-    base_url: str | None = None   # a mirror holding the same file names
+    # Where each file may come from, tried in this order until one gives bytes that verify
+    # (size/md5 where known): ``urls``, then ``base_url``, then the built-in sources
+    # (capt.data.sources). ``urls`` maps a file name of the dataset to a URL or a list of URLs,
+    # e.g. {caption_datasets.zip: https://my-copy/caption_datasets.zip}: for a file whose
+    # public address died, or a faster copy; a file name the dataset does not have is an error
+    # listing the ones it has. ``base_url`` is a mirror holding the same file names.
+    urls: dict[str, str | list[str]] | None = None
+    base_url: str | None = None
 
 
 @stage_main
@@ -39,7 +46,7 @@ def main(dataset: str, out_root: Path = typer.Option(Path("data/raw"), help="whe
         from capt.data.sources import download_dataset
 
         cfg = make_config(RemoteConfig, section, f"download.{dataset}")
-        download_dataset(source, out_dir, base_url=cfg.base_url)
+        download_dataset(source, out_dir, base_url=cfg.base_url, urls=cfg.urls)
     else:
         raise CaptError(f"params.yaml: download.{dataset}.source must be shapes, coco or flickr8k, got {source!r}")
 

@@ -25,7 +25,7 @@ from PIL import Image
 
 from capt.data import sources
 from capt.data.download import RemoteFile, check_zip_members, download_file, is_safe_member
-from capt.data.sources import REMOTE_DATASETS, RemoteDataset, download_dataset
+from capt.data.sources import REMOTE_DATASETS, DatasetFile, RemoteDataset, download_dataset
 from capt.errors import CaptError
 
 FAST = {"progress": False, "backoff_s": 0.001, "timeout_s": 5.0}
@@ -518,7 +518,7 @@ def test_download_dataset_from_a_mirror(server, archives, tmp_path, monkeypatch,
     real = REMOTE_DATASETS[name]
     # Same names, URLs and manifest as the real registry; tiny bodies with their own md5s.
     tiny_files = tuple(
-        RemoteFile(name=f.name, url=f.url, size=len(archives[f.name]), md5=_md5(archives[f.name]))
+        DatasetFile(name=f.name, urls=f.urls, size=len(archives[f.name]), md5=_md5(archives[f.name]))
         for f in real.files
     )
     monkeypatch.setattr(sources, "REMOTE_DATASETS",
@@ -556,7 +556,10 @@ def test_real_registry_is_consistent(name):
     dataset = REMOTE_DATASETS[name]
     names = {f.name for f in dataset.files}
     for f in dataset.files:
-        assert urlsplit(f.url).path.rsplit("/", 1)[-1] == f.name
+        assert f.urls and len(set(f.urls)) == len(f.urls)
+        for url in f.urls:
+            assert urlsplit(url).scheme in ("http", "https")
+            assert urlsplit(url).path.rsplit("/", 1)[-1] == f.name
         assert f.md5 is None or re.fullmatch(r"[0-9a-f]{32}", f.md5)
         assert f.size is None or f.size > 0
     manifest = dataset.manifest
@@ -564,3 +567,288 @@ def test_real_registry_is_consistent(name):
     refs = [manifest["splits"], *manifest["captions"]["files"], *manifest["instances"]]
     assert set(manifest["images"]) <= names
     assert {ref["file"] for ref in refs} <= names
+
+
+def test_karpathy_splits_are_shared_and_the_dead_stanford_url_is_not_first():
+    splits = {name: next(f for f in d.files if f.name == "caption_datasets.zip")
+              for name, d in REMOTE_DATASETS.items()}
+    assert splits["coco"] == splits["flickr8k"]  # one entry: same sources for both datasets
+    stanford = "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
+    assert stanford in splits["coco"].urls  # kept: it may come back
+    assert splits["coco"].urls[0] != stanford  # but answers 404 since 2023
+    assert splits["coco"].md5 is None and splits["coco"].size is None  # unconfirmed
+
+
+# --------------------------------------------------------------------------- sources in turn
+
+
+def _fake_registry(monkeypatch, server, archives, folders=None, images_first=False):
+    """The real datasets' file names and manifests, with tiny bodies and local URLs.
+
+    Each file's URLs are ``folders[name]`` (a folder on the local server, or a whole URL), by
+    default the single folder "main", which serves every archive. An md5 is set where the real
+    registry has one, so each file is checked the way the real one is.
+    """
+    folders = folders or {}
+    registry = {}
+    for name, real in REMOTE_DATASETS.items():
+        files = [
+            DatasetFile(
+                name=f.name,
+                urls=tuple(d if "://" in d else server.url(f"{d}/{f.name}")
+                           for d in folders.get(f.name, ["main"])),
+                md5=_md5(archives[f.name]) if f.md5 is not None else None,
+            )
+            for f in real.files
+        ]
+        if images_first:  # the order a careless registry could have
+            files.sort(key=lambda f: f.name not in real.manifest["images"])
+        registry[name] = RemoteDataset(files=tuple(files), manifest=real.manifest)
+    monkeypatch.setattr(sources, "REMOTE_DATASETS", registry)
+    for name, body in archives.items():
+        server.add(f"main/{name}", body)
+
+
+def _paths(server: FakeServer) -> list[str]:
+    with server.lock:
+        return [path for path, _ in server.requests]
+
+
+def _dead_first_source(server, how):
+    """Make "dead/caption_datasets.zip" fail in the way ``how`` says; returns its URL."""
+    if how in (404, 403):
+        server.status["/dead/caption_datasets.zip"] = how
+    elif how == "not a zip":
+        server.add("dead/caption_datasets.zip", b"<html>this page has moved</html>")
+    elif how == "another zip":  # a sound zip, but without the split the manifest reads
+        server.add("dead/caption_datasets.zip", _zip({"dataset_flickr30k.json": b"{}"}))
+    elif how == "unreachable":
+        return f"http://127.0.0.1:{_closed_port()}/caption_datasets.zip"
+    return server.url("dead/caption_datasets.zip")
+
+
+@pytest.mark.parametrize("how", [404, 403, "not a zip", "another zip", "unreachable"])
+def test_a_failing_first_source_falls_through_to_the_next(server, archives, tmp_path,
+                                                          monkeypatch, how):
+    dead = _dead_first_source(server, how)
+    _fake_registry(monkeypatch, server, archives, {"caption_datasets.zip": [dead, "copy"]})
+    server.add("copy/caption_datasets.zip", archives["caption_datasets.zip"])
+    dest = tmp_path / "raw" / "coco"
+
+    manifest = download_dataset("coco", dest, **FAST)
+
+    assert (dest / "caption_datasets.zip").read_bytes() == archives["caption_datasets.zip"]
+    assert server.seen("copy/caption_datasets.zip") == [None]
+    assert manifest.exists()
+    assert not (dest / "caption_datasets.zip.part").exists()
+
+
+def test_a_partial_from_a_failed_source_is_not_resumed_from_another(server, archives, tmp_path,
+                                                                    monkeypatch):
+    # caption_datasets.zip has no md5: bytes of two different copies spliced together could pass
+    # the zip check, so the next source starts from zero.
+    _fake_registry(monkeypatch, server, archives, {"caption_datasets.zip": ["dead", "copy"]})
+    server.add("dead/caption_datasets.zip", _zip({"dataset_coco.json": b"x" * 5000}))
+    server.drop_once.add("/dead/caption_datasets.zip")
+    server.add("copy/caption_datasets.zip", archives["caption_datasets.zip"])
+
+    download_dataset("coco", tmp_path / "coco", retries=1, progress=False, backoff_s=0.001)
+
+    assert server.seen("copy/caption_datasets.zip") == [None]  # no Range: not resumed
+    assert (tmp_path / "coco" / "caption_datasets.zip").read_bytes() == archives["caption_datasets.zip"]
+
+
+def test_every_source_failing_is_one_line_naming_each_url_and_where_to_put_it(
+        server, archives, tmp_path, monkeypatch):
+    unreachable = f"http://127.0.0.1:{_closed_port()}/caption_datasets.zip"
+    _fake_registry(monkeypatch, server, archives,
+                   {"caption_datasets.zip": ["dead", unreachable, "gone"]})
+    server.status["/dead/caption_datasets.zip"] = 404
+    server.add("gone/caption_datasets.zip", b"<html>moved</html>")
+    raw = tmp_path / "raw"
+
+    with pytest.raises(CaptError) as info:
+        download_dataset("coco", raw / "coco", **FAST)
+
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{server.url('dead/caption_datasets.zip')} (HTTP 404" in message
+    assert f"{unreachable} (cannot reach 127.0.0.1" in message
+    assert f"{server.url('gone/caption_datasets.zip')} (not a valid zip" in message
+    # Both datasets that need the file: a copy in either folder is used.
+    assert str(raw / "coco" / "caption_datasets.zip") in message
+    assert str(raw / "flickr8k" / "caption_datasets.zip") in message
+    # It failed before any image zip was fetched, and left nothing that looks complete.
+    assert not {p.rsplit("/", 1)[-1] for p in _paths(server)} & {"train2014.zip", "val2014.zip"}
+    assert not (raw / "coco" / "manifest.json").exists()
+    assert _leftovers(raw / "coco", "caption_datasets.zip") == []
+
+
+@pytest.mark.parametrize("name", ["coco", "flickr8k"])
+def test_small_files_are_fetched_before_the_image_zips(server, archives, tmp_path, monkeypatch,
+                                                       name):
+    _fake_registry(monkeypatch, server, archives, images_first=True)
+    images = set(REMOTE_DATASETS[name].manifest["images"])
+
+    download_dataset(name, tmp_path / name, **FAST)
+
+    fetched = [p.rsplit("/", 1)[-1] for p in _paths(server)]
+    assert sorted(fetched) == sorted(f.name for f in REMOTE_DATASETS[name].files)
+    first_image = min(i for i, f in enumerate(fetched) if f in images)
+    assert all(f not in images for f in fetched[:first_image])
+    assert set(fetched[first_image:]) == images
+
+
+def test_param_urls_are_tried_before_the_built_in_ones(server, archives, tmp_path, monkeypatch):
+    _fake_registry(monkeypatch, server, archives)
+    server.add("mine/caption_datasets.zip", archives["caption_datasets.zip"])
+    server.add("mine/annotations_trainval2014.zip", archives["annotations_trainval2014.zip"])
+    urls = {
+        # a list, tried in order: the first is dead (404), the second serves
+        "caption_datasets.zip": [server.url("gone/caption_datasets.zip"),
+                                 server.url("mine/caption_datasets.zip")],
+        "annotations_trainval2014.zip": server.url("mine/annotations_trainval2014.zip"),
+    }
+
+    download_dataset("coco", tmp_path / "coco", urls=urls, **FAST)
+
+    splits = [p for p in _paths(server) if p.endswith("caption_datasets.zip")]
+    assert splits == ["/gone/caption_datasets.zip", "/mine/caption_datasets.zip"]
+    assert server.seen("mine/annotations_trainval2014.zip") == [None]
+    assert server.seen("main/annotations_trainval2014.zip") == []
+    assert server.seen("main/train2014.zip") == [None]  # files without urls: the built-in
+
+
+def test_urls_then_base_url_then_the_built_in_sources(server, archives, tmp_path, monkeypatch):
+    _fake_registry(monkeypatch, server, archives)
+    for name, body in archives.items():
+        if name != "caption_datasets.zip":  # a mirror that lacks one file
+            server.add(f"mirror/{name}", body)
+    server.add("mine/train2014.zip", archives["train2014.zip"])
+
+    download_dataset("coco", tmp_path / "coco", base_url=server.url("mirror/"),
+                     urls={"train2014.zip": server.url("mine/train2014.zip")}, **FAST)
+
+    assert server.seen("mine/train2014.zip") == [None]
+    assert server.seen("mirror/train2014.zip") == []
+    assert server.seen("mirror/val2014.zip") == [None]
+    assert server.seen("main/val2014.zip") == []
+    assert server.seen("mirror/caption_datasets.zip") == [None]  # 404 there ...
+    assert server.seen("main/caption_datasets.zip") == [None]  # ... so the built-in source
+    assert (tmp_path / "coco" / "caption_datasets.zip").read_bytes() == archives["caption_datasets.zip"]
+
+
+@pytest.mark.parametrize("urls", [
+    {"dataset_coco.json": "http://127.0.0.1:9/dataset_coco.json"},  # a member, not a file
+    {"Flickr8k_text.zip": "http://127.0.0.1:9/Flickr8k_text.zip"},  # another dataset's file
+])
+def test_a_file_name_in_urls_the_dataset_lacks_is_refused(server, archives, tmp_path,
+                                                          monkeypatch, urls):
+    _fake_registry(monkeypatch, server, archives)
+
+    with pytest.raises(CaptError) as info:
+        download_dataset("coco", tmp_path / "coco", urls=urls, **FAST)
+
+    message = str(info.value)
+    assert repr(next(iter(urls))) in message
+    for known in ("annotations_trainval2014.zip", "caption_datasets.zip", "train2014.zip",
+                  "val2014.zip"):
+        assert known in message
+    assert _paths(server) == []
+    assert not (tmp_path / "coco").exists()
+
+
+@pytest.mark.parametrize("value", [5, [None], {"url": "x"}])
+def test_a_urls_value_that_is_not_urls_is_refused(server, archives, tmp_path, monkeypatch, value):
+    _fake_registry(monkeypatch, server, archives)
+
+    with pytest.raises(CaptError, match="must be a URL or a list of URLs"):
+        download_dataset("coco", tmp_path / "coco", urls={"caption_datasets.zip": value}, **FAST)
+
+    assert _paths(server) == []
+
+
+def test_the_second_dataset_reuses_the_siblings_verified_splits(server, archives, tmp_path,
+                                                                monkeypatch, caplog):
+    _fake_registry(monkeypatch, server, archives)
+    raw = tmp_path / "raw"
+    download_dataset("coco", raw / "coco", **FAST)
+    assert server.seen("main/caption_datasets.zip") == [None]
+
+    with caplog.at_level("INFO", logger="capt.data.sources"):
+        download_dataset("flickr8k", raw / "flickr8k", **FAST)
+
+    assert server.seen("main/caption_datasets.zip") == [None]  # still the one request
+    reused = raw / "flickr8k" / "caption_datasets.zip"
+    assert reused.read_bytes() == archives["caption_datasets.zip"]
+    assert any("reused" in r.message and str(raw / "coco" / "caption_datasets.zip") in r.message
+               for r in caplog.records)
+    assert server.seen("main/Flickr8k_text.zip") == [None]  # the dataset's own files: fetched
+
+
+def test_a_sibling_copy_that_does_not_verify_is_not_reused(server, archives, tmp_path,
+                                                           monkeypatch):
+    _fake_registry(monkeypatch, server, archives)
+    raw = tmp_path / "raw"
+    (raw / "coco").mkdir(parents=True)
+    coco_only = _zip({"dataset_coco.json": b"{}"})  # lacks dataset_flickr8k.json
+    (raw / "coco" / "caption_datasets.zip").write_bytes(coco_only)
+
+    download_dataset("flickr8k", raw / "flickr8k", **FAST)
+
+    assert server.seen("main/caption_datasets.zip") == [None]
+    assert (raw / "flickr8k" / "caption_datasets.zip").read_bytes() == archives["caption_datasets.zip"]
+    assert (raw / "coco" / "caption_datasets.zip").read_bytes() == coco_only  # left alone
+
+
+def test_a_verified_file_at_the_destination_needs_no_source(server, archives, tmp_path,
+                                                            monkeypatch):
+    _fake_registry(monkeypatch, server, archives, {"caption_datasets.zip": ["dead"]})
+    server.status["/dead/caption_datasets.zip"] = 404
+    dest = tmp_path / "coco"
+    dest.mkdir()
+    (dest / "caption_datasets.zip").write_bytes(archives["caption_datasets.zip"])  # put by hand
+
+    download_dataset("coco", dest, **FAST)
+
+    assert server.seen("dead/caption_datasets.zip") == []
+    assert (dest / "manifest.json").exists()
+
+
+def test_a_file_at_the_destination_without_the_needed_member_is_reported(server, archives,
+                                                                         tmp_path, monkeypatch):
+    _fake_registry(monkeypatch, server, archives)
+    dest = tmp_path / "coco"
+    dest.mkdir()
+    flickr_only = _zip({"dataset_flickr8k.json": b"{}"})
+    (dest / "caption_datasets.zip").write_bytes(flickr_only)
+
+    with pytest.raises(CaptError, match=r"caption_datasets\.zip: lacks dataset_coco\.json"):
+        download_dataset("coco", dest, **FAST)
+
+    assert (dest / "caption_datasets.zip").read_bytes() == flickr_only  # a user's file stays
+    assert server.seen("main/caption_datasets.zip") == []
+
+
+def test_the_stage_passes_urls_from_params(server, archives, tmp_path, monkeypatch, capsys):
+    from stages import download as stage
+
+    _fake_registry(monkeypatch, server, archives, {"caption_datasets.zip": ["dead"]})
+    server.status["/dead/caption_datasets.zip"] = 404
+    server.add("mine/caption_datasets.zip", archives["caption_datasets.zip"])
+    monkeypatch.chdir(tmp_path)
+    mine = server.url("mine/caption_datasets.zip")
+    Path("params.yaml").write_text(
+        "download:\n"
+        f"  flickr8k: {{source: flickr8k, urls: {{caption_datasets.zip: [{mine}]}}}}\n"
+        f"  typo: {{source: flickr8k, urls: {{caption_dataset.zip: {mine}}}}}\n")
+
+    stage.main("flickr8k", out_root=Path("data/raw"))
+
+    assert Path("data/raw/flickr8k/caption_datasets.zip").read_bytes() == archives["caption_datasets.zip"]
+    assert server.seen("dead/caption_datasets.zip") == []
+
+    with pytest.raises(SystemExit):
+        stage.main("typo", out_root=Path("data/raw"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "'caption_dataset.zip'" in err and "caption_datasets.zip" in err

@@ -51,6 +51,19 @@ class RemoteFile:
     md5: str | None = None  # expected md5 hex digest, when known
 
 
+class DownloadFailed(CaptError):
+    """This URL could not give the file (refused, unreachable, broken, or wrong bytes).
+
+    ``reason`` says why in a few words, so a caller trying several sources can name each one's
+    failure in a single line; the message itself still says everything on its own.
+    """
+
+    def __init__(self, message: str, *, url: str, reason: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+
+
 # --------------------------------------------------------------------------- zip safety
 
 
@@ -101,7 +114,7 @@ def _md5_of(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _verification_problem(path: Path, remote: RemoteFile) -> str | None:
+def verification_problem(path: Path, remote: RemoteFile) -> str | None:
     """Why the bytes at ``path`` are not ``remote`` (None when they verify).
 
     Cheapest checks first: a wrong size makes hashing gigabytes pointless.
@@ -180,9 +193,10 @@ def _classify_http_error(exc: urllib.error.HTTPError, url: str, dest: Path) -> E
     """Turn an HTTP error status into a retryable error or a final CaptError."""
     if exc.code >= 500 or exc.code in _RETRYABLE_4XX:
         return _TransientError(f"HTTP {exc.code} {exc.reason}")
-    return CaptError(
+    return DownloadFailed(
         f"{url}: HTTP {exc.code} {exc.reason}; check the URL, or download it yourself "
-        f"and put it at {dest}, then rerun"
+        f"and put it at {dest}, then rerun",
+        url=url, reason=f"HTTP {exc.code} {exc.reason}",
     )
 
 
@@ -312,8 +326,10 @@ def download_file(
     transfers up to ``retries`` failed attempts in all (waiting ``backoff_s * 2**k``), and is
     renamed into place only after its size, md5 and (for zips) member names verify.
 
-    Raises CaptError at once when the host cannot be reached or answers 403/404, and after the
-    last retry otherwise; a failed verification removes the partial download.
+    Raises DownloadFailed (a CaptError) at once when the host cannot be reached or answers
+    403/404, after the last retry otherwise, and when the bytes do not verify (the partial
+    download is then removed). A bad file already at the destination is a plain CaptError: it
+    is the user's to fix, and no other URL would help.
     """
     _check_plain_name(remote.name)
     dest_dir = Path(dest_dir)
@@ -327,17 +343,18 @@ def download_file(
     _transfer(remote, part, dest, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
               chunk_bytes=chunk_bytes, progress=progress)
 
-    problem = _verification_problem(part, remote)
+    problem = verification_problem(part, remote)
     if problem is not None:
         part.unlink(missing_ok=True)
-        raise CaptError(f"{dest} (from {remote.url}): {problem}; removed the partial download")
+        raise DownloadFailed(f"{dest} (from {remote.url}): {problem}; removed the partial download",
+                             url=remote.url, reason=problem)
     os.replace(part, dest)
     log.info("%s: downloaded and verified", dest)
     return dest
 
 
 def _existing_is_good(dest: Path, remote: RemoteFile) -> bool:
-    problem = _verification_problem(dest, remote)
+    problem = verification_problem(dest, remote)
     if problem is None:
         log.info("%s: already present", dest)
         return True
@@ -376,15 +393,19 @@ def _transfer(
                 return
             except _Unreachable as exc:
                 if not state.received_any:
-                    raise CaptError(_offline_message(remote.url, dest, exc.reason)) from None
+                    raise DownloadFailed(
+                        _offline_message(remote.url, dest, exc.reason), url=remote.url,
+                        reason=f"cannot reach {urlsplit(remote.url).hostname} ({exc.reason})",
+                    ) from None
                 last_error = f"cannot reach the host ({exc.reason})"
             except _TransientError as exc:
                 last_error = str(exc)
             failures += 1
             if failures >= max_failures:
-                raise CaptError(
+                raise DownloadFailed(
                     f"{remote.url}: download failed after {failures} attempts; "
-                    f"last error: {last_error}; the partial file {part} is kept for resuming"
+                    f"last error: {last_error}; the partial file {part} is kept for resuming",
+                    url=remote.url, reason=f"failed after {failures} attempts ({last_error})",
                 )
             wait_s = backoff_s * 2 ** (failures - 1)
             log.warning("%s: transfer broke (%s); retry %d/%d in %.1f s",

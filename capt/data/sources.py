@@ -3,84 +3,125 @@
 Each dataset is a few archives plus a ``manifest.json`` naming which archive holds the
 images, the Karpathy split JSON, the captions and the instances (see ``capt.data.manifest``).
 
-Sizes and md5 sums are filled in only where a public source confirms them; the comment next
-to each says where it came from. A wrong checksum would reject every good download, so an
-unconfirmed value stays None (the download is then checked for size/zip sanity only).
+Every file has an ordered list of URLs: a dead one (Karpathy's Stanford page answers 404 since
+2023) only sends the download on to the next. Whichever URL a file comes from, it is checked
+against the same size and md5. Sizes and md5 sums are filled in only where a public source
+confirms them; the comment next to each says where it came from. A wrong checksum would reject
+every good download, so an unconfirmed value stays None (the download is then checked for
+size/zip sanity and for the members the manifest needs only).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import posixpath
-from dataclasses import dataclass, replace
+import shutil
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from capt.data.download import RemoteFile, download_file
+from capt.data.download import DownloadFailed, RemoteFile, download_file, verification_problem
 from capt.errors import CaptError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """One file a dataset needs: the URLs that serve it, best first, and when known what it
+    must look like (checked on every copy, whichever URL gave it)."""
+
+    name: str  # plain file name written inside the dataset's folder
+    urls: tuple[str, ...]  # tried in this order until one gives a file that verifies
+    size: int | None = None  # expected bytes, when known
+    md5: str | None = None  # expected md5 hex digest, when known
+
+    def at(self, url: str) -> RemoteFile:
+        """This file as served by ``url`` (what ``download_file`` fetches and checks)."""
+        return RemoteFile(name=self.name, url=url, size=self.size, md5=self.md5)
 
 
 @dataclass(frozen=True)
 class RemoteDataset:
     """The files of one dataset and the manifest that says what each holds."""
 
-    files: tuple[RemoteFile, ...]
+    files: tuple[DatasetFile, ...]
     manifest: dict[str, Any]  # written as manifest.json beside the files
 
 
 # Karpathy's split files (dataset_coco.json, dataset_flickr8k.json, dataset_flickr30k.json).
 # Only one public source gives an md5 for it (mlverse/torchvision R/dataset-flickr.R:
 # 4fa8c08369d22fe16e41dc124bd1adc2), not confirmed by a second, and a wrong checksum would
-# refuse every real download; so size and md5 stay None and the zip-member check still runs.
-KARPATHY_SPLITS = RemoteFile(
+# refuse every real download; so size and md5 stay None, and what is checked is that the zip is
+# sound and holds the member the manifest reads (dataset_coco.json / dataset_flickr8k.json).
+#
+# Candidates the public record offers that are left out:
+# - kaggle.com/datasets/shtvkumar/karpathy-splits (named in yxuansu/MAGIC's data README): the
+#   three JSONs, but Kaggle serves files only to a logged-in user or its API with a token.
+# - github.com/Delphboy/karpathy-splits: the JSONs one by one, not this zip.
+# - LAVIS/BLIP's coco_karpathy_{train,val,test}.json (storage.googleapis.com): another format
+#   (one list per split, captions only), not Karpathy's dataset_coco.json.
+# - a cloudstor.aarnet.edu.au share link in one public download script: a personal share,
+#   named by a token rather than the file, with nothing in the record saying it still serves.
+KARPATHY_SPLITS = DatasetFile(
     name="caption_datasets.zip",
-    url="http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip",
+    urls=(
+        # A copy of the same zip on the Hugging Face hub (dataset gpantaz/karpathy_split),
+        # downloaded by the public vl_mamba code (its COCOLoader and VisualGenomeLoader), which
+        # reads dataset_coco.json straight out of it.
+        "https://huggingface.co/datasets/gpantaz/karpathy_split/resolve/main/caption_datasets.zip",
+        # The original (Karpathy's deepimagesent page): 404 since 2023 (issues
+        # ruotianluo/ImageCaptioning.pytorch#184 and #186, yahoo/object_relation_transformer#21),
+        # kept last in case it comes back.
+        "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip",
+    ),
 )
 
 COCO_FILES = (
-    # md5: salesforce/LAVIS COCO builders (and pystiche-papers' download script); size: the
-    # Content-Length that wget/keras print in public notebooks (e.g. the keras.io image
-    # captioning example's output "13510574080/13510573713").
-    RemoteFile(
-        name="train2014.zip",
-        url="http://images.cocodataset.org/zips/train2014.zip",
-        size=13_510_573_713,
-        md5="0da8c0bd3d6becc4dcb32757491aca88",
-    ),
-    # md5: salesforce/LAVIS COCO builders; size: wget "Length: 6645013297" in public notebooks.
-    RemoteFile(
-        name="val2014.zip",
-        url="http://images.cocodataset.org/zips/val2014.zip",
-        size=6_645_013_297,
-        md5="a3d79f5ed8d289b7a7554ce06a5782b3",
-    ),
     # md5: PaddleNLP COCOCaptions (MD5_ANNO) and mlverse/torchvision coco dataset (it is also
     # the S3 ETag of the object); size: wget "Length: 252872794" / keras progress output.
-    RemoteFile(
+    DatasetFile(
         name="annotations_trainval2014.zip",
-        url="http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
+        urls=("http://images.cocodataset.org/annotations/annotations_trainval2014.zip",),
         size=252_872_794,
         md5="0a379cfc70b0e71301e0f377548639bd",
     ),
     KARPATHY_SPLITS,
+    # md5: salesforce/LAVIS COCO builders (and pystiche-papers' download script); size: the
+    # Content-Length that wget/keras print in public notebooks (e.g. the keras.io image
+    # captioning example's output "13510574080/13510573713").
+    DatasetFile(
+        name="train2014.zip",
+        urls=("http://images.cocodataset.org/zips/train2014.zip",),
+        size=13_510_573_713,
+        md5="0da8c0bd3d6becc4dcb32757491aca88",
+    ),
+    # md5: salesforce/LAVIS COCO builders; size: wget "Length: 6645013297" in public notebooks.
+    DatasetFile(
+        name="val2014.zip",
+        urls=("http://images.cocodataset.org/zips/val2014.zip",),
+        size=6_645_013_297,
+        md5="a3d79f5ed8d289b7a7554ce06a5782b3",
+    ),
 )
 
 FLICKR8K_FILES = (
     # md5s: mlverse/torchvision R/dataset-flickr.R and an independent CMake fetch script
     # (EXPECTED_MD5) agree; sizes not confirmed by any public source, so None.
-    RemoteFile(
-        name="Flickr8k_Dataset.zip",
-        url="https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip",
-        md5="f18a1e2920de5bd84dae7cf08ec78978",
-    ),
-    RemoteFile(
+    DatasetFile(
         name="Flickr8k_text.zip",
-        url="https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip",
+        urls=("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip",),
         md5="bf6c1abcb8e4a833b7f922104de18627",
     ),
     KARPATHY_SPLITS,
+    DatasetFile(
+        name="Flickr8k_Dataset.zip",
+        urls=("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip",),
+        md5="f18a1e2920de5bd84dae7cf08ec78978",
+    ),
 )
 
 
@@ -124,33 +165,207 @@ REMOTE_DATASETS: dict[str, RemoteDataset] = {
 }
 
 
-def rebase_url(url: str, base_url: str) -> str:
-    """``url`` with its scheme, host and directory replaced by ``base_url`` (a mirror)."""
-    basename = posixpath.basename(urlsplit(url).path)
-    return f"{base_url.rstrip('/')}/{basename}"
-
-
 def download_dataset(
-    name: str, dest_dir: Path, *, base_url: str | None = None, **download_kwargs: Any
+    name: str,
+    dest_dir: Path,
+    *,
+    base_url: str | None = None,
+    urls: Mapping[str, str | list[str]] | None = None,
+    **download_kwargs: Any,
 ) -> Path:
     """Download every file of REMOTE_DATASETS[name] into dest_dir, then write
     dest_dir/manifest.json (json, indent=2, sort_keys=True). Returns the manifest path.
 
-    base_url, when given, replaces the scheme+host+directory of every URL, keeping the file's
-    basename (tests point it at a local server; a researcher may point it at a mirror).
+    Each file's URLs are tried in turn until one gives bytes that verify: ``urls[file name]``
+    (a URL or a list), then ``base_url`` (a mirror holding the same file names: its directory
+    plus the file name), then the built-in sources. The small files come before the image
+    zips. A file already in dest_dir that verifies is kept; a verified copy in a sibling
+    folder (another dataset's, e.g. caption_datasets.zip in data/raw/flickr8k/ for
+    data/raw/coco/) is linked or copied instead of downloaded. When no source gives a file:
+    one-line CaptError naming every URL tried, why each failed, and where to put it by hand.
     ``download_kwargs`` go to ``download_file`` (retries, timeout_s, progress, ...).
-    Unknown name -> CaptError listing the known names.
+    Unknown dataset name, or a file name in ``urls`` the dataset does not have -> CaptError
+    listing the known ones.
     """
     dataset = REMOTE_DATASETS.get(name)
     if dataset is None:
         known = ", ".join(sorted(REMOTE_DATASETS))
         raise CaptError(f"unknown dataset {name!r}: known datasets are {known}")
+    given = _given_urls(name, dataset, urls)
     dest_dir = Path(dest_dir)
-    for remote in dataset.files:
-        if base_url is not None:
-            remote = replace(remote, url=rebase_url(remote.url, base_url))
-        download_file(remote, dest_dir, **download_kwargs)
+    for file in _fetch_order(dataset):
+        sources = _sources(file, given.get(file.name, ()), base_url)
+        _fetch(file, sources, _members_needed(dataset.manifest, file.name), dest_dir,
+               download_kwargs)
     return _write_manifest(dataset.manifest, dest_dir / "manifest.json")
+
+
+def _given_urls(
+    name: str, dataset: RemoteDataset, urls: Mapping[str, Any] | None
+) -> dict[str, tuple[str, ...]]:
+    """The ``urls`` param as {file name: (url, ...)}, refusing names the dataset lacks: a typo
+    there would otherwise be ignored and the dead default fetched."""
+    if not urls:
+        return {}
+    known = ", ".join(f.name for f in dataset.files)
+    if not isinstance(urls, Mapping):
+        raise CaptError(f"urls for {name} must map file names ({known}) to URLs, got {urls!r}")
+    given = {}
+    for file_name, value in urls.items():
+        if file_name not in {f.name for f in dataset.files}:
+            raise CaptError(f"urls names {file_name!r}, which is not a file of {name}; "
+                            f"its files are {known}")
+        listed = [value] if isinstance(value, str) else value
+        if not isinstance(listed, (list, tuple)) or not all(isinstance(u, str) and u for u in listed):
+            raise CaptError(f"urls: {file_name} of {name} must be a URL or a list of URLs, "
+                            f"got {value!r}")
+        given[file_name] = tuple(listed)
+    return given
+
+
+def _sources(file: DatasetFile, given: tuple[str, ...], base_url: str | None) -> list[str]:
+    """Every URL to try for ``file``, in order, each once: the user's before the built-in."""
+    mirror = [f"{base_url.rstrip('/')}/{file.name}"] if base_url is not None else []
+    return list(dict.fromkeys([*given, *mirror, *file.urls]))
+
+
+def _fetch_order(dataset: RemoteDataset) -> list[DatasetFile]:
+    # The image zips are the big ones (19 GB for COCO). Everything else first: a file no source
+    # can give then stops the stage in seconds, not after hours of images.
+    images = set(dataset.manifest["images"])
+    return sorted(dataset.files, key=lambda f: f.name in images)
+
+
+def _members_needed(manifest: dict[str, Any], file_name: str) -> tuple[str, ...]:
+    """The members of ``file_name`` the manifest reads (e.g. dataset_coco.json)."""
+    refs = [manifest["splits"], *manifest["captions"]["files"], *manifest["instances"]]
+    return tuple(sorted({r["member"] for r in refs if r["file"] == file_name and r["member"]}))
+
+
+def _fetch(
+    file: DatasetFile, sources: list[str], members: tuple[str, ...], dest_dir: Path,
+    download_kwargs: dict[str, Any],
+) -> Path:
+    """Put a verified ``file`` at dest_dir/file.name: keep it, reuse a sibling's, or download."""
+    dest = dest_dir / file.name
+    if dest.exists():
+        _check_present(dest, file, members)
+        log.info("%s: already present", dest)
+        return dest
+    if _reuse_sibling_copy(dest, file, members):
+        return dest
+    failures = []
+    for url in sources:
+        try:
+            path = download_file(file.at(url), dest_dir, **download_kwargs)
+        except DownloadFailed as exc:
+            failures.append(f"{url} ({exc.reason})")
+            _forget_partial_unless_checkable(dest, file)
+            log.warning("%s: %s failed (%s)", file.name, url, exc.reason)
+            continue
+        missing = _missing_members(path, members)
+        if not missing:
+            return path
+        # Verified as a zip, but not the zip the manifest reads: another source may have it.
+        path.unlink()
+        failures.append(f"{url} (lacks {', '.join(missing)})")
+        log.warning("%s: %s served a zip without %s", file.name, url, ", ".join(missing))
+    raise CaptError(_no_source_message(file.name, failures, dest_dir))
+
+
+def _problem(path: Path, file: DatasetFile, members: tuple[str, ...]) -> str | None:
+    """Why the file at ``path`` is not ``file`` (None when it verifies)."""
+    problem = verification_problem(path, file.at(file.urls[0]))
+    if problem is None and (missing := _missing_members(path, members)):
+        problem = f"lacks {', '.join(missing)}"
+    return problem
+
+
+def _missing_members(path: Path, members: tuple[str, ...]) -> list[str]:
+    if not members:
+        return []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return list(members)
+    return [m for m in members if m not in names]
+
+
+def _check_present(dest: Path, file: DatasetFile, members: tuple[str, ...]) -> None:
+    problem = _problem(dest, file, members)
+    if problem is not None:
+        # Only a verified file is ever put at dest, so a bad one was placed by hand (or damaged
+        # on disk): never delete what a user placed; say what is wrong and stop.
+        raise CaptError(f"{dest}: {problem}; this file was not written by a verified download: "
+                        "delete it to download it again, or replace it with a good copy")
+
+
+def _reuse_sibling_copy(dest: Path, file: DatasetFile, members: tuple[str, ...]) -> bool:
+    """Link (or copy) a verified copy of ``file`` from another dataset's folder to ``dest``.
+
+    caption_datasets.zip serves both coco and flickr8k: the second dataset takes the first's.
+    """
+    for sibling in _sibling_copies(dest):
+        problem = _problem(sibling, file, members)
+        if problem is not None:
+            log.info("%s: not reusing %s (%s)", dest, sibling, problem)
+            continue
+        _link_or_copy(sibling, dest)
+        # A partial download of our own is superseded by the whole file.
+        dest.with_name(f"{dest.name}.part").unlink(missing_ok=True)
+        log.info("%s: reused the verified copy %s; nothing downloaded", dest, sibling)
+        return True
+    return False
+
+
+def _sibling_copies(dest: Path) -> list[Path]:
+    """Files named like ``dest`` in the folders beside dest's folder (data/raw/*/<name>)."""
+    folder = dest.parent
+    if not folder.parent.is_dir():
+        return []
+    here = folder.resolve()
+    return [d / dest.name for d in sorted(folder.parent.iterdir())
+            if d.is_dir() and d.resolve() != here and (d / dest.name).is_file()]
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.reuse")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)  # same disk: the bytes are stored once
+    except OSError:
+        shutil.copyfile(src, tmp)  # another disk, or no hard links there
+    os.replace(tmp, dest)  # dest appears whole or not at all
+
+
+def _forget_partial_unless_checkable(dest: Path, file: DatasetFile) -> None:
+    # A failed source may leave a partial download, kept for resuming. The next source resumes
+    # from it only where an md5 would catch bytes spliced from two different copies of the file.
+    part = dest.with_name(f"{dest.name}.part")
+    if file.md5 is None and part.exists():
+        part.unlink()
+        log.info("%s: dropped the partial download of the failed source", part)
+
+
+def _no_source_message(file_name: str, failures: list[str], dest_dir: Path) -> str:
+    tried = "; ".join(" ".join(f.split()) for f in failures)  # one line, whatever a reason held
+    places = " or ".join(str(p) for p in _hand_placements(file_name, dest_dir))
+    return (f"{file_name}: no source could give it: {tried}; download it by hand and put it at "
+            f"{places}, then rerun")
+
+
+def _hand_placements(file_name: str, dest_dir: Path) -> list[Path]:
+    """Where a user may put ``file_name`` by hand: this dataset's folder, then the folder of each
+    other dataset that needs it (a copy there is reused). Those are named as the registry names
+    them (data/raw/coco, data/raw/flickr8k), the folder names the params give them."""
+    places = [dest_dir / file_name]
+    for other, dataset in sorted(REMOTE_DATASETS.items()):
+        place = dest_dir.parent / other / file_name
+        if any(f.name == file_name for f in dataset.files) and place not in places:
+            places.append(place)
+    return places
 
 
 def _write_manifest(manifest: dict[str, Any], path: Path) -> Path:
