@@ -76,23 +76,26 @@ def training_runtime(device: str):
         stop_runtime()
 
 
-def write_training_outputs(name: str, result: dict, title: str) -> dict:
+def write_training_outputs(name: str, result: dict, title: str, columns: tuple[str, ...] = ()) -> dict:
     """A trained model's history and summary where dvc.yaml declares them:
-    ``metrics/history/<name>.csv`` (plots), ``results/curves/<name>.png`` and
-    ``metrics/train/<name>.json`` (metrics). Returns the summary."""
+    ``metrics/history/<name>.csv`` (plots; ``columns`` head it even with no epoch rows),
+    ``results/curves/<name>.png`` and ``metrics/train/<name>.json`` (metrics). A run of 0 epochs
+    has ``best = {"epoch": None, "bleu4": None}``: no epoch was chosen, none is made up.
+    Returns the summary."""
     import json
 
     from capt.viz.curves import plot_history, write_history_csv
 
-    write_history_csv(result["history"], Path("metrics/history") / f"{name}.csv")
+    write_history_csv(result["history"], Path("metrics/history") / f"{name}.csv", columns)
     plot_history(result["history"], Path("results/curves") / f"{name}.png", title)
     summary = {"best_epoch": result["best"]["epoch"], "val_bleu4": result["best"]["bleu4"],
                "epochs_run": len(result["history"])}
     out = Path("metrics/train") / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    logging.getLogger("stages").info("%s: best val BLEU-4 %.4f at epoch %d", name, summary["val_bleu4"],
-                                     summary["best_epoch"])
+    if summary["epochs_run"]:
+        logging.getLogger("stages").info("%s: best val BLEU-4 %.4f at epoch %d", name, summary["val_bleu4"],
+                                         summary["best_epoch"])
     return summary
 
 

@@ -4,7 +4,8 @@ Params: ``blip`` (dataset, generation, train). Starts from ``models/blip_init/``
 blip_weights), trains with the shared loop on the prepared split files, and writes the best epoch
 to ``models/blip/`` (a transformers folder, with its caption settings), ``metrics/train/blip.json``,
 ``metrics/history/blip.csv``, ``results/curves/blip.png`` and resumable ``checkpoints/blip/``.
-``evaluate@blip-<dataset>`` then scores it like every other model.
+``evaluate@blip-<dataset>`` then scores it like every other model. With 0 epochs every one of
+those outputs is written too, saying that no epoch ran (a DVC stage must write all it declares).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from stages._common import make_config, read_params, run_fingerprint, stage_main
 
 log = logging.getLogger("stages.blip")
 INIT, OUT = Path("models/blip_init"), Path("models/blip")
+# The columns of a fine-tuning run's history (capt.train.loop.fit's row for BlipTask: its training
+# loss, its validation's loss, BLEU-4 and CIDEr, the learning rate). A zero-shot run writes the same
+# header without rows, so `dvc plots diff` compares the two.
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_bleu4", "val_cider", "lr")
 
 
 @stage_main
@@ -37,9 +42,7 @@ def main(ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     if OUT.exists():
         shutil.rmtree(OUT)
     if section["train"].get("epochs") == 0:      # zero-shot, as the seed study used BLIP
-        save_blip(model, processor, OUT)
-        save_generation(gen, OUT)
-        log.info("zero-shot: %s -> %s unchanged", INIT, OUT)
+        write_zero_shot(model, processor, gen, ckpt_root / "blip")
         return
     cfg = make_config(TrainConfig, section["train"], "blip.train")
     vocab = Vocabulary.load(prepared / "word_map.json")
@@ -49,7 +52,8 @@ def main(ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     val_set = CaptionDataset(prepared / "val.h5")
     torch.manual_seed(cfg.seed)
     task = BlipTask(model, processor, vocab, val_set, read_references(prepared / "val.h5"), cfg, gen)
-    fingerprint = run_fingerprint(section, INIT / "config.json", *sorted(INIT.glob("*.safetensors")))
+    fingerprint = run_fingerprint(section, INIT / "config.json", *sorted(INIT.glob("*.safetensors")),
+                                  *sorted(INIT.glob("*.bin")))
     with training_runtime(cfg.device) as runtime:
         result = fit(task, train_set, cfg, ckpt_root / "blip", fingerprint=fingerprint, runtime=runtime)
     if not runtime.is_main:
@@ -58,7 +62,25 @@ def main(ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     model.load_state_dict(result["best_state"])
     save_blip(model, processor, OUT)
     save_generation(gen, OUT)
-    write_training_outputs("blip", result, f"BLIP ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    write_training_outputs("blip", result, _title(model), HISTORY_COLUMNS)
+
+
+def write_zero_shot(model, processor, gen: GenerationConfig, ckpt_dir: Path) -> None:
+    """The starting weights unchanged, with the caption settings, and every other output of a
+    fine-tuning run saying that no epoch ran: a history without rows, curves titled "0 epochs
+    (zero-shot)", a summary with ``epochs_run`` 0 and no best epoch nor validation BLEU-4 (none
+    was chosen; evaluate_blip scores the zero-shot model on the test split), and a checkpoint
+    folder with nothing to resume. No prepared data is read."""
+    save_blip(model, processor, OUT)
+    save_generation(gen, OUT)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_training_outputs("blip", {"history": [], "best": {"epoch": None, "bleu4": None}},
+                           f"{_title(model)}: 0 epochs (zero-shot)", HISTORY_COLUMNS)
+    log.info("zero-shot: %s -> %s unchanged", INIT, OUT)
+
+
+def _title(model) -> str:
+    return f"BLIP ({sum(p.numel() for p in model.parameters()):,} parameters)"
 
 
 if __name__ == "__main__":

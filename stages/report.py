@@ -70,7 +70,8 @@ def main() -> None:
         if path.is_dir():                      # BLIP
             blip, processor = load_blip(path)
             gen = read_generation(path)
-            row = {"model": model, "loss": "LM (fine-tuned)" if Path("metrics/train/blip.json").exists() else "zero-shot",
+            trained = json.loads(Path("metrics/train/blip.json").read_text())["epochs_run"] > 0
+            row = {"model": model, "loss": "LM (fine-tuned)" if trained else "zero-shot",
                    "encoder": f"ViT/{blip.config.vision_config.patch_size} (BLIP)", "fine_tuned": True,
                    "hidden": blip.config.text_config.hidden_size,
                    "parameters": sum(p.numel() for p in blip.parameters()), "checkpoint_mb": folder_mb(path)}

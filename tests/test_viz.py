@@ -43,6 +43,20 @@ def test_history_csv_and_plot(tmp_path):
         assert im.size[0] > 800
 
 
+def test_history_of_zero_epochs_keeps_the_header_and_says_so(tmp_path):
+    columns = ("epoch", "train_loss", "val_loss", "val_bleu4")
+    write_history_csv([], tmp_path / "h.csv", columns)
+    assert (tmp_path / "h.csv").read_text().splitlines() == ["epoch,train_loss,val_loss,val_bleu4"]
+    history = [{"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "val_bleu4": 0.1}]
+    write_history_csv(history, tmp_path / "one.csv", ("epoch", "train_loss"))     # rows add their own columns
+    assert (tmp_path / "one.csv").read_text().splitlines() == ["epoch,train_loss,val_loss,val_bleu4", "1,2,2.5,0.1"]
+    plot_history([], tmp_path / "zero.png", "BLIP: 0 epochs (zero-shot)")
+    plot_history(history, tmp_path / "one.png", "BLIP")
+    with Image.open(tmp_path / "zero.png") as zero, Image.open(tmp_path / "one.png") as one:
+        assert zero.text["Title"] == "BLIP: 0 epochs (zero-shot)" and one.text["Title"] == "BLIP"
+        assert zero.size == one.size
+
+
 def test_comparison_figure_has_a_row_per_model_whatever_their_grids(tmp_path):
     from capt.viz.attention import plot_comparison
 

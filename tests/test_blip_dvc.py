@@ -1,0 +1,68 @@
+"""Zero-shot BLIP (``blip.train.epochs: 0``, the COCO profile's setting) as DVC runs it: every output
+dvc.yaml declares for stage ``blip`` is written, and the evaluation downstream runs on it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from stages.blip import HISTORY_COLUMNS
+from tests.test_pipeline import OUTPUT_DIRS, REPO, _ran, _run
+
+pytestmark = pytest.mark.e2e
+STAGES = {"download@shapes", "prepare@shapes", "blip_weights", "blip", "evaluate_blip@shapes"}
+N_TEST = 4
+
+
+@pytest.fixture
+def zero_shot_repo(tmp_path) -> Path:
+    """The repository's files (tracked or new, not ignored) in a fresh git repo, with a tiny shapes
+    world, a tiny small BLIP and ``blip.train.epochs: 0``."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        if (REPO / rel).is_file() and not rel.startswith(OUTPUT_DIRS):
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, tmp_path / rel)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["download"]["shapes"].update(n_train=8, n_val=4, n_test=N_TEST, image_size=32)
+    params["prepare"].update(image_size=32, min_word_freq=1)
+    params["blip"]["small"].update(image_size=32, vision_hidden=16, text_hidden=16, vision_layers=1, text_layers=1)
+    params["blip"]["train"]["epochs"] = 0
+    params["evaluate"].update(meteor="off")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # params.yaml alone holds this profile: DVC must not recompose it from conf/ (as tests/test_pipeline.py)
+    config = tmp_path / ".dvc" / "config"
+    config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=capt test", "-c", "user.email=test@capt.invalid", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    return tmp_path
+
+
+def test_dvc_repro_of_zero_shot_blip_writes_every_declared_output(zero_shot_repo):
+    repo = zero_shot_repo
+    out = _run(["dvc", "repro", "evaluate_blip@shapes"], repo)
+    assert _ran(out) == STAGES, out
+
+    assert (repo / "models/blip/config.json").exists() and (repo / "models/blip/capt_generation.json").exists()
+    assert (repo / "metrics/history/blip.csv").read_text().splitlines() == [",".join(HISTORY_COLUMNS)]
+    assert json.loads((repo / "metrics/train/blip.json").read_text()) == {
+        "epochs_run": 0, "best_epoch": None, "val_bleu4": None}
+    with Image.open(repo / "results/curves/blip.png") as im:
+        assert "0 epochs (zero-shot)" in im.text["Title"]
+    assert (repo / "checkpoints/blip").is_dir() and not any((repo / "checkpoints/blip").iterdir())
+    scores = json.loads((repo / "metrics/eval/blip-shapes.json").read_text())
+    assert scores["images"] == N_TEST and 0 <= scores["bleu4"] <= 1
+    assert len(json.loads((repo / "results/captions/blip-shapes.json").read_text())) == N_TEST
+
+    # DVC recorded every output (the empty checkpoint folder and the null metrics included)
+    again = _run(["dvc", "repro", "evaluate_blip@shapes"], repo)
+    assert _ran(again) == set(), again
+    assert "Stage 'blip' didn't change, skipping" in again
