@@ -56,7 +56,7 @@ def test_save_load_round_trip_offline(blip, images, tmp_path):
 
 
 def test_missing_model_names_the_command_that_fetches_it(tmp_path):
-    with pytest.raises(CaptError, match=r"no BLIP model here; fetch it with .*huggingface-cli download "
+    with pytest.raises(CaptError, match=r"no BLIP model here; fetch it with .*hf download "
                                         r"Salesforce/blip-image-captioning-base"):
         load_blip(tmp_path / "nothing")
 
@@ -149,6 +149,10 @@ def test_fine_tuning_on_the_shared_loop_learns(tmp_path):
     losses = [row["train_loss"] for row in result["history"]]
     assert losses == sorted(losses, reverse=True) and losses[-1] < 0.85 * losses[0], losses
     assert {"val_loss", "val_bleu4", "val_cider"} <= set(result["history"][0])
+    # a zero-shot run of the blip stage writes the history header of this one, without rows
+    from stages.blip import HISTORY_COLUMNS
+
+    assert list(result["history"][0]) == list(HISTORY_COLUMNS)
 
 
 def test_generation_computes_in_bf16_or_fp16_on_a_gpu_and_fp32_on_a_cpu(monkeypatch):
@@ -163,7 +167,35 @@ def test_generation_computes_in_bf16_or_fp16_on_a_gpu_and_fp32_on_a_cpu(monkeypa
 
 def test_blip_stage_with_zero_epochs_is_zero_shot(blip, tmp_path):
     """blip.train.epochs: 0 (the seed's zero-shot BLIP): the starting weights, unchanged, with the
-    caption settings, and no training at all (no prepared data is read)."""
+    caption settings, no training at all (no prepared data is read), and every other output that
+    dvc.yaml declares for the stage, saying that no epoch ran (tests/test_blip_dvc.py runs it in DVC)."""
+    import json
+
+    from PIL import Image
+
+    from capt.blip.model import read_generation
+    from stages.blip import HISTORY_COLUMNS
+
+    model, processor = blip
+    save_blip(model, processor, tmp_path / "models/blip_init")
+    params = {"blip": {"dataset": "nowhere", "generation": {"prompt": "a picture of", "num_beams": 2,
+                                                            "max_length": 12, "min_length": 3},
+                       "train": {"epochs": 0}}}
+    proc = _run_stage("stages.blip", tmp_path, params)
+    assert proc.returncode == 0, proc.stderr
+    loaded, loaded_processor = load_blip(tmp_path / "models/blip")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert read_generation(tmp_path / "models/blip") == GenerationConfig("a picture of", 2, 12, 3)
+    assert (tmp_path / "metrics/history/blip.csv").read_text().splitlines() == [",".join(HISTORY_COLUMNS)]
+    assert json.loads((tmp_path / "metrics/train/blip.json").read_text()) == {
+        "epochs_run": 0, "best_epoch": None, "val_bleu4": None}
+    with Image.open(tmp_path / "results/curves/blip.png") as im:
+        assert "0 epochs (zero-shot)" in im.text["Title"] and im.size[0] > 800
+    assert (tmp_path / "checkpoints/blip").is_dir() and not any((tmp_path / "checkpoints/blip").iterdir())
+
+
+def _run_stage(module: str, cwd, params: dict, **env):
+    """``python -m <module>`` in ``cwd`` with ``params`` as its params.yaml, as DVC runs it."""
     import os
     import subprocess
     import sys
@@ -171,19 +203,76 @@ def test_blip_stage_with_zero_epochs_is_zero_shot(blip, tmp_path):
 
     import yaml
 
-    from capt.blip.model import read_generation
-
-    model, processor = blip
-    save_blip(model, processor, tmp_path / "models/blip_init")
-    params = {"blip": {"dataset": "nowhere", "generation": {"prompt": "a picture of", "num_beams": 2,
-                                                            "max_length": 12, "min_length": 3},
-                       "train": {"epochs": 0}}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "stages.blip"], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(repo)})
+    return subprocess.run([sys.executable, "-m", module], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(repo), **env})
+
+
+# ----------------------------------------------------------------------------- blip_weights: the pretrained model
+
+from tests.hub_cache import UNLOADED, seed_blip_hub_cache  # noqa: E402
+
+PRETRAINED_PARAMS = {"blip": {"source": "pretrained", "pretrained": "Salesforce/blip-image-captioning-base"}}
+# What transformers loads of Salesforce's repo: no generation_config.json there, one weights format.
+LOADED = ["config.json", "model.safetensors", "preprocessor_config.json", "special_tokens_map.json",
+          "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("hub")
+    seed_blip_hub_cache(cache, "a picture of man riding on the".split(), {"skateboard": ("skate", "##board")})
+    return cache
+
+
+def test_seeded_hub_cache_has_the_real_layout_and_files(hub_cache):
+    repo = hub_cache / "models--Salesforce--blip-image-captioning-base"
+    commit = (repo / "refs/main").read_text()
+    snapshot = repo / "snapshots" / commit
+    assert len(commit) == 40 and int(commit, 16) >= 0
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*LOADED, *UNLOADED])
+    assert all(p.is_symlink() and p.resolve().parent == (repo / "blobs").resolve() for p in snapshot.iterdir())
+
+
+def test_blip_weights_copies_only_the_loaded_files_from_an_offline_hub_cache(hub_cache, tmp_path):
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    proc = _run_stage("stages.blip_weights", tmp_path, PRETRAINED_PARAMS, HF_HUB_CACHE=str(hub_cache),
+                      HF_HUB_OFFLINE="1")
     assert proc.returncode == 0, proc.stderr
-    loaded, loaded_processor = load_blip(tmp_path / "models/blip")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
-    assert read_generation(tmp_path / "models/blip") == GenerationConfig("a picture of", 2, 12, 3)
-    assert not (tmp_path / "checkpoints").exists()
+    out = tmp_path / "models/blip_init"
+    assert sorted(p.name for p in out.iterdir()) == LOADED                 # no tf_model.h5, no pytorch_model.bin
+    assert not any(p.is_symlink() for p in out.iterdir())                  # plain files, not links into the cache
+    model, processor = load_blip(out)
+    assert processor.tokenizer.tokenize("a man riding a skateboard") == ["a", "man", "riding", "a", "skate", "##board"]
+    assert processor.tokenizer.bos_token == "[DEC]"
+    assert (model.config.vision_config.image_size, model.config.vision_config.patch_size) == (384, 16)
+    image = processor.image_processor
+    assert (image.size["height"], image.size["width"]) == (384, 384)
+    assert tuple(image.image_mean) == tuple(OPENAI_CLIP_MEAN) and tuple(image.image_std) == tuple(OPENAI_CLIP_STD)
+    pixels = pixel_values(processor, torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    assert pixels.shape == (1, 3, 384, 384)
+
+
+def test_blip_weights_offline_with_an_empty_hub_cache_fails_in_one_line(tmp_path):
+    (tmp_path / "hub").mkdir()
+    proc = _run_stage("stages.blip_weights", tmp_path, PRETRAINED_PARAMS, HF_HUB_CACHE=str(tmp_path / "hub"),
+                      HF_HUB_OFFLINE="1")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: cannot fetch Salesforce/blip-image-captioning-base (OfflineModeIsEnabled)")
+    assert f"the Hugging Face cache {tmp_path / 'hub'} does not hold it" in lines[0]
+    assert "`hf download Salesforce/blip-image-captioning-base config.json " in lines[0]
+    assert not (tmp_path / "models/blip_init").exists()
+
+
+def test_blip_weights_fetches_one_weights_format_safetensors_first():
+    from stages.blip_weights import needed_files
+
+    repo = ["config.json", "preprocessor_config.json", "vocab.txt", "tokenizer_config.json", "README.md",
+            "tf_model.h5", "pytorch_model.bin", "model.safetensors", "flax_model.msgpack"]
+    assert needed_files(repo) == ["config.json", "preprocessor_config.json", "tokenizer_config.json", "vocab.txt",
+                                  "model.safetensors"]
+    assert needed_files([f for f in repo if f != "model.safetensors"])[-1] == "pytorch_model.bin"

@@ -103,7 +103,7 @@ def load_blip(folder: Path) -> tuple[BlipForConditionalGeneration, BlipProcessor
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise CaptError(f"{folder}: no BLIP model here; fetch it with `dvc repro blip_weights` "
-                        f"(or `huggingface-cli download {PRETRAINED} --local-dir {folder}`)")
+                        f"(or `hf download {PRETRAINED} --local-dir {folder}`)")
     try:
         model = BlipForConditionalGeneration.from_pretrained(folder, local_files_only=True,
                                                              attn_implementation="eager")
