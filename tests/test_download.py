@@ -852,3 +852,36 @@ def test_the_stage_passes_urls_from_params(server, archives, tmp_path, monkeypat
         stage.main("typo", out_root=Path("data/raw"))
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "'caption_dataset.zip'" in err and "caption_datasets.zip" in err
+
+
+def test_checksums_replace_the_built_in_values_and_still_verify(server, archives, tmp_path, monkeypatch):
+    _fake_registry(monkeypatch, server, archives)
+    repacked = _zip({"annotations/captions_train2014.json": b"{}", "annotations/captions_val2014.json": b"{}",
+                     "annotations/instances_train2014.json": b"{}", "annotations/instances_val2014.json": b"{}",
+                     "annotations/README": b"re-packed"})
+    server.add("copy/annotations_trainval2014.zip", repacked)
+    urls = {"annotations_trainval2014.zip": server.url("copy/annotations_trainval2014.zip")}
+
+    # other bytes than the registry's md5: the copy is refused, and the built-in source serves
+    download_dataset("coco", tmp_path / "refused", urls=urls, **FAST)
+    assert (tmp_path / "refused/annotations_trainval2014.zip").read_bytes() == archives["annotations_trainval2014.zip"]
+
+    # with its own checksums the copy is the file; a wrong one is refused as before
+    good = {"annotations_trainval2014.zip": {"md5": _md5(repacked), "size": len(repacked)}}
+    download_dataset("coco", tmp_path / "given", urls=urls, checksums=good, **FAST)
+    assert (tmp_path / "given/annotations_trainval2014.zip").read_bytes() == repacked
+    wrong = {"annotations_trainval2014.zip": {"md5": "0" * 32}}
+    monkeypatch.setattr(sources, "REMOTE_DATASETS", {
+        k: RemoteDataset(tuple(f for f in v.files if f.name == "annotations_trainval2014.zip"), v.manifest)
+        for k, v in sources.REMOTE_DATASETS.items()})
+    with pytest.raises(CaptError, match="md5 mismatch"):
+        download_dataset("coco", tmp_path / "wrong", urls=urls, checksums=wrong, **FAST)
+
+
+@pytest.mark.parametrize("checksums", [{"nope.zip": {"md5": "0"}}, {"train2014.zip": {"sha1": "0"}},
+                                       {"train2014.zip": {"size": "big"}}, {"train2014.zip": "abc"}])
+def test_malformed_checksums_are_refused_before_any_request(server, archives, tmp_path, monkeypatch, checksums):
+    _fake_registry(monkeypatch, server, archives)
+    with pytest.raises(CaptError, match="checksums"):
+        download_dataset("coco", tmp_path / "coco", checksums=checksums, **FAST)
+    assert _paths(server) == []

@@ -19,7 +19,7 @@ import os
 import shutil
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,7 @@ def download_dataset(
     *,
     base_url: str | None = None,
     urls: Mapping[str, str | list[str]] | None = None,
+    checksums: Mapping[str, Mapping[str, Any]] | None = None,
     **download_kwargs: Any,
 ) -> Path:
     """Download every file of REMOTE_DATASETS[name] into dest_dir, then write
@@ -183,17 +184,22 @@ def download_dataset(
     folder (another dataset's, e.g. caption_datasets.zip in data/raw/flickr8k/ for
     data/raw/coco/) is linked or copied instead of downloaded. When no source gives a file:
     one-line CaptError naming every URL tried, why each failed, and where to put it by hand.
+    ``checksums[file name]`` (``{size: ..., md5: ...}``) replaces what the built-in entry says a
+    file must be, for copies that are not the public bytes (a re-packed zip, the rehearsal's
+    miniature mirror): every copy is still verified, against these values.
     ``download_kwargs`` go to ``download_file`` (retries, timeout_s, progress, ...).
-    Unknown dataset name, or a file name in ``urls`` the dataset does not have -> CaptError
-    listing the known ones.
+    Unknown dataset name, or a file name in ``urls`` or ``checksums`` the dataset does not have
+    -> CaptError listing the known ones.
     """
     dataset = REMOTE_DATASETS.get(name)
     if dataset is None:
         known = ", ".join(sorted(REMOTE_DATASETS))
         raise CaptError(f"unknown dataset {name!r}: known datasets are {known}")
     given = _given_urls(name, dataset, urls)
+    expected = _given_checksums(name, dataset, checksums)
     dest_dir = Path(dest_dir)
     for file in _fetch_order(dataset):
+        file = replace(file, **expected.get(file.name, {}))
         sources = _sources(file, given.get(file.name, ()), base_url)
         _fetch(file, sources, _members_needed(dataset.manifest, file.name), dest_dir,
                download_kwargs)
@@ -220,6 +226,25 @@ def _given_urls(
             raise CaptError(f"urls: {file_name} of {name} must be a URL or a list of URLs, "
                             f"got {value!r}")
         given[file_name] = tuple(listed)
+    return given
+
+
+def _given_checksums(
+    name: str, dataset: RemoteDataset, checksums: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """The ``checksums`` param as {file name: {"size": int, "md5": str}}, checked key by key."""
+    known = {f.name for f in dataset.files}
+    given = {}
+    for file_name, value in (checksums or {}).items():
+        if file_name not in known:
+            raise CaptError(f"checksums names {file_name!r}, which is not a file of {name}; "
+                            f"its files are {', '.join(sorted(known))}")
+        if not isinstance(value, Mapping) or not set(value) <= {"size", "md5"} or not value:
+            raise CaptError(f"checksums: {file_name} of {name} must be {{size: <bytes>, md5: <hex>}}, got {value!r}")
+        if not isinstance(value.get("size", 0), int) or not isinstance(value.get("md5", ""), str):
+            raise CaptError(f"checksums: {file_name} of {name}: size must be an integer and md5 a hex string, "
+                            f"got {value!r}")
+        given[file_name] = dict(value)
     return given
 
 
