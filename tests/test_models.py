@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +159,16 @@ def test_shallower_trunk_keeps_resolution_and_width():
     assert Encoder(EncoderConfig(name="resnet50", encoded_size=2, stages=3)).feature_dim == 1024
     with pytest.raises(CaptError, match="encoder.stages must be 1..4"):
         EncoderConfig(stages=5)
+
+
+def test_features_beyond_fp16_range_are_refused_naming_the_file():
+    import numpy as np
+
+    from capt.errors import CaptError
+    from capt.train.features import to_fp16
+
+    fine = torch.tensor([[[1.5, -65504.0]]])
+    assert to_fp16(fine, Path("x.h5")).dtype == np.float16
+    for bad in (torch.tensor([[[7e4]]]), torch.tensor([[[float("nan")]]]), torch.tensor([[[-float("inf")]]])):
+        with pytest.raises(CaptError, match=r"data/prepared/coco/train.h5: the encoder's features reach"):
+            to_fp16(bad, Path("data/prepared/coco/train.h5"))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from capt.errors import CaptError
 from capt.models.encoder import Encoder
 
 
@@ -52,5 +53,18 @@ def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, pro
         for i in tqdm(range(0, n, batch_size), desc=f"encode {Path(prepared_h5).name}", unit="batch",
                       disable=not progress):
             batch = torch.from_numpy(images[i:i + batch_size])          # the encoder moves it to its device
-            feats[i:i + len(batch)] = encoder(batch).cpu().numpy().astype(np.float16)
+            feats[i:i + len(batch)] = to_fp16(encoder(batch).float().cpu(), prepared_h5)
     return n
+
+
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def to_fp16(features: torch.Tensor, source: Path) -> np.ndarray:
+    """(B, P, D) float features as fp16, refusing values fp16 cannot hold: an overflow would
+    store inf, and the first training step would then report a NaN loss far from its cause."""
+    peak = features.abs().max().item() if features.numel() else 0.0
+    if not peak <= FP16_MAX:                                       # also catches NaN
+        raise CaptError(f"{source}: the encoder's features reach {peak:.3g}, beyond fp16's range "
+                        f"({FP16_MAX:.0f}); are the trunk's weights (and BatchNorm statistics) trained?")
+    return features.numpy().astype(np.float16)
