@@ -187,3 +187,31 @@ def test_sigkilled_training_process_resumes_to_the_same_weights(tmp_path):
     assert start(tmp_path / "cut", tmp_path / "cut.pt", 0.0).wait(timeout=120) == 0
     full, resumed = (torch.load(tmp_path / f, weights_only=True) for f in ("full.pt", "cut.pt"))
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_reduced_precision_on_a_cpu_only_where_it_has_bf16_instructions(monkeypatch, caplog):
+    from capt.train import loop
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop.autocast_dtype_for("bf16", cpu) is None and loop.autocast_dtype_for("fp16", cpu) is None
+    assert "training in fp32" in caplog.text
+    assert loop.autocast_dtype_for("bf16", gpu) is torch.bfloat16 and loop.autocast_dtype_for("fp16", gpu) is torch.float16
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.autocast_dtype_for("bf16", cpu) is torch.bfloat16
+    assert loop.autocast_dtype_for("fp32", cpu) is None
+
+
+def test_bf16_training_runs_the_loss_under_autocast_where_the_cpu_has_it(tmp_path, monkeypatch):
+    from capt.train import loop
+
+    ds = TinyFeatures()
+    seen = []
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)   # bf16 autocast itself works on any CPU
+    task = _task(ds, TrainConfig(**{**CFG.__dict__, "epochs": 1, "precision": "bf16"}))
+    loss_fn = task.loss
+    monkeypatch.setattr(task, "loss", lambda batch: (seen.append(torch.get_autocast_dtype("cpu")
+                                                                 if torch.is_autocast_enabled("cpu") else None),
+                                                     loss_fn(batch))[1])
+    fit(task, ds, task.cfg, tmp_path / "ckpt", progress=False)
+    assert seen and set(seen) == {torch.bfloat16}

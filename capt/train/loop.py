@@ -38,6 +38,27 @@ from capt.train.distributed import (DEVICES, Runtime, ShardSampler, all_mean, ba
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 / AMX), as oneDNN sees it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype the loss runs under autocast (None: fp32). ``precision`` is a GPU setting: a CPU
+    without bf16 instructions only emulates reduced precision (a ResNet-50 step in bf16 took 15x
+    as long as in fp32 on a 2-core x86 CPU: benchmarks/bench_precision.py), so there the run stays fp32 and
+    the log says so."""
+    dtype = PRECISIONS[precision]
+    if dtype is not None and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("precision %s: this CPU has no bf16/fp16 instructions (only emulation, ~15x slower): "
+                    "training in fp32", precision)
+        return None
+    return dtype
+
 log = logging.getLogger(__name__)
 
 
@@ -155,8 +176,8 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
     step_module: nn.Module = _LossModule(task)
     if rt.distributed:
         step_module = DistributedDataParallel(step_module, device_ids=[rt.device] if rt.device.type == "cuda" else None)
-    autocast_dtype = PRECISIONS[cfg.precision]
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.precision == "fp16")
+    autocast_dtype = autocast_dtype_for(cfg.precision, rt.device)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=autocast_dtype == torch.float16)
     optimizer = torch.optim.Adam(task.param_groups(cfg))
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
                                                            patience=cfg.lr_patience)
