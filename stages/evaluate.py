@@ -30,7 +30,7 @@ from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset
 from capt.data.manifest import load_manifest
 from capt.errors import CaptError
-from capt.eval.grounding import dataset_lexicon, load_instances, score_grounding
+from capt.eval.grounding import dataset_lexicon, load_instances, score_techniques
 from capt.eval.maps import write_word_maps
 from capt.eval.metrics import ceiling_bleu4, score_captions, write_coco_results
 from capt.models.gradcam import lstm_word_gradcam
@@ -98,11 +98,11 @@ def _grounding(dataset: str, maps: dict[str, dict], cfg: EvaluateConfig) -> dict
     if not manifest.instances:
         log.info("%s has no instance masks: no grounding or CHAIR scores", dataset)
         return {}
-    instances = load_instances(manifest)
+    # Only the scored (test) images' instances: COCO's train file holds none of Karpathy's test images.
+    instances = load_instances(manifest, image_ids={i for technique_maps in maps.values() for i in technique_maps})
     lexicon = dataset_lexicon(instances.categories)
     out: dict = {"grounding": {}}
-    for technique, technique_maps in maps.items():
-        s = score_grounding(technique_maps, instances, lexicon, cfg.grounding_tolerance)
+    for technique, s in score_techniques(maps, instances, lexicon, cfg.grounding_tolerance).items():
         out.update({k: s.pop(k) for k in ("chair_i", "chair_s", "object_mentions")})   # the same words each time
         out["grounding"][technique] = s
         log.info("%s grounding on %s (%d words): pointing game %.3f (centre %.3f, uniform %.3f), "

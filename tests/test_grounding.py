@@ -129,3 +129,103 @@ def test_bad_instances_file_names_the_file_and_the_key():
         Instances(io.BytesIO(b'{"images": [], "categories": []}'), "instances.json")
     with pytest.raises(CaptError, match="instances.json: not valid JSON"):
         Instances(io.BytesIO(b"{"), "instances.json")
+
+
+# Evaluation's grounding on a COCO-like dataset: instances split into a train and a val file inside
+# the annotations zip, the test images all in val (as Karpathy's COCO test images are).
+CATEGORIES = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(("circle", "square", "triangle"))]
+
+
+def instances_json(boxes: dict[int, list[tuple[str, list[float]]]], first_ann: int) -> dict:
+    cid = {c["name"]: c["id"] for c in CATEGORIES}
+    images = [{"id": i, "height": 100, "width": 100, "file_name": f"{i}.jpg"} for i in boxes]
+    anns = [{"id": first_ann + k, "image_id": i, "category_id": cid[name], "iscrowd": 0, "bbox": [x, y, w, h],
+             "area": w * h, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
+            for k, (i, name, (x, y, w, h)) in enumerate((i, n, b) for i, objs in boxes.items() for n, b in objs)]
+    return {"info": {}, "images": images, "licenses": [], "annotations": anns, "categories": CATEGORIES}
+
+
+TRAIN_BOXES = {10: [("circle", [0, 0, 50, 50])], 11: [("square", [10, 10, 30, 30])]}
+VAL_BOXES = {1: [("circle", [0, 0, 30, 30]), ("square", [70, 70, 30, 30])],
+             2: [("triangle", [35, 35, 30, 30]), ("triangle", [0, 60, 20, 20])],
+             3: [("square", [40, 0, 20, 20])]}          # in val, not a test image
+
+
+def coco_like_dataset(root, train_is_malformed: bool):
+    """data/raw/<name> with manifest.json and annotations.zip holding instances_{train,val}.json;
+    a malformed train file is valid only as far as the end of its images list."""
+    import zipfile
+
+    train = json.dumps(instances_json(TRAIN_BOXES, 100))
+    if train_is_malformed:
+        train = train[:train.index('"licenses"')] + '"annotations": [{"id": oops, not json'
+    root.mkdir(parents=True)
+    with zipfile.ZipFile(root / "annotations.zip", "w") as zf:
+        zf.writestr("annotations/instances_train.json", train)
+        zf.writestr("annotations/instances_val.json", json.dumps(instances_json(VAL_BOXES, 1)))
+    (root / "manifest.json").write_text(json.dumps({
+        "name": root.name, "images": ["images.zip"], "splits": {"file": "split.json", "member": None},
+        "captions": {"format": "coco", "files": []},
+        "instances": [{"file": "annotations.zip", "member": f"annotations/instances_{s}.json"} for s in ("train", "val")]}))
+
+
+def test_maps(techniques=("attention", "gradcam")) -> dict[str, dict]:
+    """Each technique's maps of the test images 1 and 2 (same words, different maps)."""
+    rng = np.random.default_rng(0)
+    captions = {1: "a circle and a square and a circle and a triangle".split(), 2: "two triangles".split()}
+    return {t: {i: (w, rng.random((len(w), 16)).astype(np.float32)) for i, w in captions.items()}
+            for t in techniques}
+
+
+test_maps.__test__ = False       # a helper, not a test
+
+
+def test_evaluation_reads_only_the_instances_file_of_its_test_images(tmp_path, monkeypatch):
+    from capt.data.manifest import load_manifest
+    from capt.eval.grounding import load_instances
+    from stages.evaluate import EvaluateConfig, _grounding
+
+    coco_like_dataset(tmp_path / "data/raw/coco", train_is_malformed=True)
+    coco_like_dataset(tmp_path / "data/raw/coco_whole", train_is_malformed=False)
+    monkeypatch.chdir(tmp_path)
+    maps = test_maps()
+    # everything loaded, as before: the same scores, technique by technique
+    everything = load_instances(load_manifest(tmp_path / "data/raw/coco_whole"))
+    assert sorted(everything.coco.imgs) == [1, 2, 3, 10, 11]
+    lexicon = lexicon_for(everything.categories, use_coco_synonyms=False)
+    expected = {t: score_grounding(m, everything, lexicon, tolerance=15) for t, m in maps.items()}
+
+    out = _grounding("coco", maps, EvaluateConfig())              # the train file's annotations: never parsed
+    assert out == _grounding("coco_whole", maps, EvaluateConfig())
+    for t, s in expected.items():
+        assert out["grounding"][t] == {k: v for k, v in s.items() if k not in ("chair_i", "chair_s", "object_mentions")}
+        assert (out["chair_i"], out["chair_s"], out["object_mentions"]) == (s["chair_i"], s["chair_s"],
+                                                                             s["object_mentions"])
+    assert out["grounding"]["attention"]["grounded_words"] == 4 and out["object_mentions"] == 5   # a triangle absent
+    # only the test images' records reach pycocotools
+    only_test = load_instances(load_manifest(tmp_path / "data/raw/coco"), image_ids=[1, 2])
+    assert sorted(only_test.coco.imgs) == [1, 2] and len(only_test.coco.anns) == 4
+    assert only_test.categories == ["circle", "square", "triangle"]
+
+
+def test_a_test_image_in_a_malformed_file_is_one_clear_error(tmp_path):
+    from capt.data.manifest import load_manifest
+    from capt.eval.grounding import load_instances
+
+    coco_like_dataset(tmp_path / "coco", train_is_malformed=True)
+    with pytest.raises(CaptError, match="instances_train.json: not valid JSON"):
+        load_instances(load_manifest(tmp_path / "coco"), image_ids=[1, 10])
+
+
+def test_each_mask_is_dilated_once_per_image_whatever_the_words_and_techniques(tmp_path, monkeypatch):
+    import capt.eval.grounding as grounding
+    from stages.evaluate import EvaluateConfig, _grounding
+
+    coco_like_dataset(tmp_path / "data/raw/coco", train_is_malformed=False)
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    dilate_once = grounding.dilate
+    monkeypatch.setattr(grounding, "dilate", lambda mask, radius: calls.append(mask.sum()) or dilate_once(mask, radius))
+    _grounding("coco", test_maps(("attention", "gradcam", "third")), EvaluateConfig())
+    # image 1: circle (twice) and square; image 2: triangle (its two instances, one mask)
+    assert len(calls) == 3

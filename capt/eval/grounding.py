@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
+import ijson
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -193,17 +194,23 @@ def lexicon_for(categories: Iterable[str], use_coco_synonyms: bool) -> Lexicon:
     return Lexicon({c: [] for c in categories})
 
 
+def read_instances_json(f: IO[bytes], source: str) -> dict:
+    """A COCO instances file, parsed whole and checked for its three lists."""
+    try:
+        data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CaptError(f"{source}: not valid JSON ({e})") from None
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise CaptError(f"{source}: an instances file needs a list under {key!r}")
+    return data
+
+
 class Instances:
     """Instance masks per image and category, at each image's original size (pycocotools)."""
 
     def __init__(self, f: IO[bytes] | dict, source: str):
-        try:
-            data = f if isinstance(f, dict) else json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CaptError(f"{source}: not valid JSON ({e})") from None
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data, dict) or not isinstance(data.get(key), list):
-                raise CaptError(f"{source}: an instances file needs a list under {key!r}")
+        data = f if isinstance(f, dict) else read_instances_json(f, source)
         self.source = source
         self.coco = COCO()
         self.coco.dataset = data
@@ -288,6 +295,78 @@ class GroundingScores:
         }
 
 
+class ImageMasks:
+    """One image's category masks and, made on first use, their dilations by the pointing game's
+    tolerance: every word and every technique scored on the image shares them (a dilation at
+    COCO's size is a convolution over ~300k pixels, the dearest step of the scoring)."""
+
+    def __init__(self, instances: Instances, image_id: int, tolerance: float):
+        self.height, self.width = instances.size(image_id)
+        self.masks = instances.masks(image_id)
+        self.tolerance = tolerance
+        self._near: dict[str, np.ndarray] = {}
+
+    def near(self, category: str) -> np.ndarray:
+        """The category's mask dilated by the tolerance: the pixels where a pointing hit lands."""
+        if category not in self._near:
+            self._near[category] = dilate(self.masks[category], self.tolerance)
+        return self._near[category]
+
+
+def _as_grids(maps: np.ndarray) -> np.ndarray:
+    """(n, G*G) or (n, G, G) -> (n, G, G)."""
+    maps = np.asarray(maps)
+    if maps.ndim == 2:
+        G = math.isqrt(maps.shape[1])
+        maps = maps.reshape(len(maps), G, G)
+    return maps
+
+
+def _score_caption(s: GroundingScores, words: list[str], maps: np.ndarray, image: ImageMasks,
+                   lexicon: Lexicon) -> None:
+    """Add one caption's mentions to ``s``: CHAIR for all of them, the pointing game and mass in
+    mask (with their baselines) for those whose category is in the image."""
+    maps = _as_grids(maps)
+    H, W, masks = image.height, image.width, image.masks
+    mentions = lexicon.find(list(words))
+    s.captions += 1
+    s.mentions += len(mentions)
+    absent = [c for _, _, c in mentions if c not in masks]
+    s.hallucinated += len(absent)
+    s.captions_hallucinating += bool(absent)
+    cy, cx = (H - 1) // 2, (W - 1) // 2
+    for _, end, category in mentions:
+        if category not in masks:
+            continue
+        mask, near = masks[category], image.near(category)
+        up = upsample_map(maps[end - 1], H, W)
+        s.scored += 1
+        s.hits += pointing_hit(up, near)
+        s.mass += mass_in_mask(up, mask)
+        s.centre_hits += bool(near[cy, cx])
+        s.centre_mass += float(mask[cy, cx])
+        s.uniform_hits += float(near.mean())
+        s.uniform_mass += float(mask.mean())
+
+
+def score_techniques(maps: dict[str, dict[int, tuple[list[str], np.ndarray]]], instances: Instances,
+                     lexicon: Lexicon, tolerance: float = 15.0) -> dict[str, dict[str, float | int]]:
+    """``maps``: technique -> its ``captions`` as :func:`score_grounding` takes them.
+
+    Image by image, so that an image's masks and dilations are made once for all its words and
+    all techniques, and only one image's are held at a time. Each technique's sums run over its
+    images in the order given, so its scores equal those of :func:`score_grounding` alone.
+    """
+    scores = {technique: GroundingScores() for technique in maps}
+    for image_id in dict.fromkeys(i for captions in maps.values() for i in captions):
+        image = ImageMasks(instances, image_id, tolerance)
+        for technique, captions in maps.items():
+            if image_id in captions:
+                words, word_maps = captions[image_id]
+                _score_caption(scores[technique], words, word_maps, image, lexicon)
+    return {technique: s.summary() for technique, s in scores.items()}
+
+
 def score_grounding(captions: dict[int, tuple[list[str], np.ndarray]], instances: Instances, lexicon: Lexicon,
                     tolerance: float = 15.0) -> dict[str, float | int]:
     """``captions``: image id -> (words, maps (len(words), G, G) or (len(words), G*G)).
@@ -295,50 +374,60 @@ def score_grounding(captions: dict[int, tuple[list[str], np.ndarray]], instances
     Returns the pointing game, mass in mask (each with its two baselines), the number of mentions
     scored, and CHAIR-i / CHAIR-s over every caption.
     """
-    s = GroundingScores()
-    for image_id, (words, maps) in captions.items():
-        maps = np.asarray(maps)
-        if maps.ndim == 2:
-            G = math.isqrt(maps.shape[1])
-            maps = maps.reshape(len(maps), G, G)
-        H, W = instances.size(image_id)
-        masks = instances.masks(image_id)
-        mentions = lexicon.find(list(words))
-        s.captions += 1
-        s.mentions += len(mentions)
-        absent = [c for _, _, c in mentions if c not in masks]
-        s.hallucinated += len(absent)
-        s.captions_hallucinating += bool(absent)
-        near: dict[str, np.ndarray] = {}
-        cy, cx = (H - 1) // 2, (W - 1) // 2
-        for _, end, category in mentions:
-            if category not in masks:
-                continue
-            mask = masks[category]
-            if category not in near:
-                near[category] = dilate(mask, tolerance)
-            up = upsample_map(maps[end - 1], H, W)
-            s.scored += 1
-            s.hits += pointing_hit(up, near[category])
-            s.mass += mass_in_mask(up, mask)
-            s.centre_hits += bool(near[category][cy, cx])
-            s.centre_mass += float(mask[cy, cx])
-            s.uniform_hits += float(near[category].mean())
-            s.uniform_mass += float(mask.mean())
-    return s.summary()
+    return score_techniques({"": captions}, instances, lexicon, tolerance)[""]
 
 
-def load_instances(manifest: Manifest) -> Instances:
-    """Every instances file a downloaded dataset lists (COCO splits them into train and val,
-    each inside the annotations zip), merged."""
+def lists_any_image(f: IO[bytes], image_ids: set[int], source: str) -> bool:
+    """Does an instances file's ``images`` list hold one of ``image_ids``?
+
+    Read as it streams, and no further than the first such image or the list's end: COCO writes
+    ``images`` before ``annotations``, so learning that ``instances_train2014.json`` (450 MB)
+    holds none of Karpathy's test images costs its images list, never its annotations.
+    """
+    try:
+        for prefix, event, value in ijson.parse(f):
+            if prefix == "images.item.id" and value in image_ids:
+                return True
+            if prefix == "images" and event == "end_array":
+                return False
+    except ijson.JSONError as e:
+        raise CaptError(f"{source}: malformed JSON ({str(e).splitlines()[0]})") from None
+    raise CaptError(f"{source}: an instances file needs a list under 'images'")
+
+
+def only_images(data: dict, image_ids: set[int]) -> dict:
+    """An instances file's images and annotations cut down to ``image_ids`` (order kept)."""
+    return {"images": [i for i in data["images"] if i.get("id") in image_ids],
+            "annotations": [a for a in data["annotations"] if a.get("image_id") in image_ids],
+            "categories": data["categories"]}
+
+
+def load_instances(manifest: Manifest, image_ids: Iterable[int] | None = None) -> Instances:
+    """The instances files a downloaded dataset lists (COCO splits them into train and val, each
+    inside the annotations zip), merged; the categories are those of the first file read.
+
+    With ``image_ids`` (an evaluation's test images), only the files whose images list holds one
+    of them are parsed (:func:`lists_any_image`: Karpathy's COCO test images all come from val2014,
+    so the train file's annotations are never read), and only those images' records are kept, so
+    pycocotools indexes the test set alone.
+    """
     if not manifest.instances:
         raise CaptError(f"{manifest.root}/manifest.json: dataset {manifest.name!r} lists no instances file; "
                         "grounding and CHAIR need one")
+    wanted = None if image_ids is None else {int(i) for i in image_ids}
     merged: dict = {"images": [], "annotations": [], "categories": []}
+    read = []
     for ref in manifest.instances:
+        if wanted is not None:
+            with manifest.open(ref) as f:
+                if not lists_any_image(f, wanted, manifest.where(ref)):
+                    continue
         with manifest.open(ref) as f:
-            part = Instances(f, manifest.where(ref)).coco.dataset
+            part = read_instances_json(f, manifest.where(ref))
+        if wanted is not None:
+            part = only_images(part, wanted)
         merged["images"] += part["images"]
         merged["annotations"] += part["annotations"]
         merged["categories"] = merged["categories"] or part["categories"]
-    return Instances(merged, ", ".join(manifest.where(r) for r in manifest.instances))
+        read.append(manifest.where(ref))
+    return Instances(merged, ", ".join(read) or ", ".join(manifest.where(r) for r in manifest.instances))
