@@ -2,12 +2,22 @@
 
     python benchmarks/bench_prepare.py                     # 2,000 and 20,000 generated images
     python benchmarks/bench_prepare.py --sizes 500 2000    # quicker
+    python benchmarks/bench_prepare.py --images 2000 --image-size 256 --workers 2
+                                                           # capt in 1 vs 2 decoding processes
+    python benchmarks/bench_prepare.py --images 2000 --image-size 256 --source-size 640 --workers 2
+                                                           # COCO-like: 640 px JPEGs resized to 256
 
 Each measurement runs in a fresh child process so its peak RSS (VmHWM) is its own. The
 naive baseline loads the annotation JSON whole and decodes every image of a split into one
 array before writing it, as a first attempt would; capt streams the JSON, joins captions
 through SQLite and writes a block of images at a time. The claim to check: capt's peak RSS
 stays flat (within 20%) from 2,000 to 20,000 images, the baseline's grows with N.
+
+With ``--workers N`` it compares capt with itself instead: one process against N decoding
+processes (``prepare.workers``), checks that both wrote byte-identical files, and prints the
+speed-up. Peak RSS is then the main process's and the largest decoding process's.
+``--source-size`` draws the JPEGs larger than they are prepared (COCO's are ~640 x 480), so
+decoding and resizing weigh what they weigh on COCO rather than a fraction of it.
 """
 
 from __future__ import annotations
@@ -65,53 +75,89 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB on most
 
 
-def child(mode: str, raw_dir: Path, out_dir: Path, image_size: int) -> None:
+def child(mode: str, raw_dir: Path, out_dir: Path, image_size: int, workers: int) -> None:
     from capt.data.prepare import PrepareConfig, prepare_dataset
 
     t0 = time.perf_counter()
     if mode == "capt":
-        summary = prepare_dataset(raw_dir, out_dir, PrepareConfig(image_size=image_size), progress=False)
+        cfg = PrepareConfig(image_size=image_size, workers=workers)
+        summary = prepare_dataset(raw_dir, out_dir, cfg, progress=False)
         n = sum(s["images"] for s in summary["splits"].values())
     else:
         n = naive_prepare(raw_dir, out_dir, image_size)
     seconds = time.perf_counter() - t0
     rss_mb = peak_rss_mb()
-    print(json.dumps({"images": n, "seconds": seconds, "peak_rss_mb": rss_mb}))
+    # The decoding processes are reaped by now: ru_maxrss of children is the largest one's peak (KiB).
+    worker_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else 0.0
+    print(json.dumps({"images": n, "seconds": seconds, "peak_rss_mb": rss_mb, "worker_rss_mb": worker_rss_mb}))
 
 
-def measure(mode: str, raw_dir: Path, out_dir: Path, image_size: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, str(raw_dir), str(out_dir), str(image_size)],
-                         check=True, capture_output=True, text=True).stdout
+def measure(mode: str, raw_dir: Path, out_dir: Path, image_size: int, workers: int = 0) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, str(raw_dir), str(out_dir), str(image_size),
+                          str(workers)], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def same_outputs(a: Path, b: Path) -> bool:
+    """prepare's files byte for byte (h5py writes the same bytes for the same writes)."""
+    names = ("train.h5", "val.h5", "test.h5", "word_map.json", "summary.json")
+    return all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def print_workers_table(rows: list[dict], source_size: int, image_size: int, workers: int) -> None:
+    print(f"prepare (capt), {source_size}px JPEGs from a zip -> {image_size}px HDF5: "
+          f"1 process vs {workers} decoding processes")
+    print(f"{'images':>8} | {'1 proc img/s':>12} {'RSS MB':>6} | {f'{workers} proc img/s':>12} {'RSS MB':>6} "
+          f"{'worker MB':>9} | {'speed-up':>8} | identical")
+    for row in rows:
+        one, many = row["one"], row["many"]
+        s1, sn = one["images"] / one["seconds"], many["images"] / many["seconds"]
+        print(f"{row['n']:>8} | {s1:>12.0f} {one['peak_rss_mb']:>6.0f} | {sn:>12.0f} {many['peak_rss_mb']:>6.0f} "
+              f"{many['worker_rss_mb']:>9.0f} | {sn / s1:>7.2f}x | {'yes' if row['identical'] else 'NO'}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    ap.add_argument("--sizes", "--images", type=int, nargs="+", default=[2000, 20000],
+                    help="how many images to generate and prepare, one run per count")
     ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--source-size", type=int, default=None,
+                    help="size the JPEGs are drawn at (default: --image-size, no resize)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="N > 1: compare capt in 1 process with N decoding processes (no naive baseline)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/capt-bench-prepare"))
-    ap.add_argument("--child", nargs=4, metavar=("MODE", "RAW", "OUT", "S"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=5, metavar=("MODE", "RAW", "OUT", "S", "W"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        mode, raw, out, s = args.child
-        return child(mode, Path(raw), Path(out), int(s))
+        mode, raw, out, s, w = args.child
+        return child(mode, Path(raw), Path(out), int(s), int(w))
 
     from capt.data.shapes import ShapesConfig, generate_shapes
 
     rows = []
     for n in args.sizes:
-        raw = args.workdir / f"raw-{n}-{args.image_size}px"
+        source = args.source_size or args.image_size
+        raw = args.workdir / f"raw-{n}-{source}px"
         if not (raw / "manifest.json").exists():
             t0 = time.perf_counter()
             n_held = max(1, n // 20)
             generate_shapes(ShapesConfig(n_train=n - 2 * n_held, n_val=n_held, n_test=n_held,
-                                         image_size=args.image_size), raw, progress=False)
+                                         image_size=source), raw, progress=False)
             print(f"generated {n} images in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         row = {"n": n}
+        if args.workers > 1:
+            outs = {w: args.workdir / f"out-capt-{n}-{source}to{args.image_size}px-w{w}" for w in (1, args.workers)}
+            row["one"] = measure("capt", raw, outs[1], args.image_size, 1)
+            row["many"] = measure("capt", raw, outs[args.workers], args.image_size, args.workers)
+            row["identical"] = same_outputs(outs[1], outs[args.workers])
+            rows.append(row)
+            continue
         for mode in ("capt", "naive"):
             r = measure(mode, raw, args.workdir / f"out-{mode}-{n}-{args.image_size}px", args.image_size)
             row[mode] = r
         rows.append(row)
+    if args.workers > 1:
+        return print_workers_table(rows, args.source_size or args.image_size, args.image_size, args.workers)
 
     print(f"prepare, {args.image_size}px JPEGs from a zip -> HDF5, one process")
     print(f"{'images':>8} | {'capt img/s':>10} {'capt RSS MB':>11} | {'naive img/s':>11} {'naive RSS MB':>12} "

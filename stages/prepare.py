@@ -2,6 +2,8 @@
 
 Params: ``prepare`` (a PrepareConfig). Reads ``data/raw/<dataset>/``, writes
 ``data/prepared/<dataset>/`` (train/val/test.h5, word_map.json, summary.json).
+``prepare.workers`` (decoding processes) may be left out (0: decode in this process); the
+outputs are byte-identical whatever it is.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ log = logging.getLogger("stages.prepare")
 def main(dataset: str,
          raw_root: Path = typer.Option(Path("data/raw"), help="downloaded dataset folders"),
          out_root: Path = typer.Option(Path("data/prepared"), help="where prepared folders go")) -> None:
-    cfg = make_config(PrepareConfig, read_params("prepare"), "prepare")
+    cfg = make_config(PrepareConfig, read_params("prepare"), "prepare")   # a missing key keeps its default
+    if cfg.workers > 1:
+        log.info("decoding images in %d processes", cfg.workers)
     summary = prepare_dataset(raw_root / dataset, out_root / dataset, cfg)
     log.info("%s: vocabulary %d, %s, %d image(s) skipped", dataset, summary["vocab_size"],
              ", ".join(f"{s} {v['images']}" for s, v in summary["splits"].items()), summary["images_skipped"])

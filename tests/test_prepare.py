@@ -17,6 +17,7 @@ from capt.data.cache import read_references
 from capt.data.manifest import load_manifest
 from capt.data.prepare import PrepareConfig, prepare_dataset, sample_captions
 from capt.data.readers import CaptionStore, ZipImageStore, decode_image, read_flickr8k_tokens, read_splits
+from capt.data.shapes import ShapesConfig, generate_shapes
 from capt.data.vocab import SPECIALS, Vocabulary, build_vocabulary
 from capt.errors import CaptError
 from capt.text import normalize_caption
@@ -287,3 +288,69 @@ def test_a_failed_hdf5_write_keeps_the_previous_split_file(tmp_path, monkeypatch
         prepare_dataset(build_coco(tmp_path / "coco2"), out, dataclasses.replace(CFG, max_len=7), progress=False)
     assert (out / "train.h5").read_bytes() == before
     assert not list(out.glob("*.tmp"))
+
+
+# --- decoding processes: the outputs do not depend on how many ---
+
+OUTPUTS = ("train.h5", "val.h5", "test.h5", "word_map.json", "summary.json")
+
+
+def _assert_same_outputs(a, b):
+    """Every output of prepare identical: datasets and attrs first (a readable failure), then bytes
+    (h5py writes deterministically: no timestamps, same layout for the same writes)."""
+    for split in ("train", "val", "test"):
+        with h5py.File(a / f"{split}.h5") as fa, h5py.File(b / f"{split}.h5") as fb:
+            assert dict(fa.attrs) == dict(fb.attrs)
+            assert sorted(fa) == sorted(fb)
+            for key in fa:
+                np.testing.assert_array_equal(fa[key][:], fb[key][:], err_msg=f"{split}.h5:{key}")
+    for name in OUTPUTS:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_workers_setting_is_checked_and_kept_out_of_the_summary(tmp_path):
+    for bad in (-1, 1.5, True):
+        with pytest.raises(CaptError, match="prepare.workers must be an integer >= 0"):
+            PrepareConfig(workers=bad)
+    assert "workers" not in PrepareConfig(workers=4).written()
+
+
+@pytest.fixture(scope="module")
+def shapes_world(tmp_path_factory):
+    # Enough images for several chunks and a full window of tasks in flight, and a partial last chunk.
+    raw = tmp_path_factory.mktemp("shapes") / "raw"
+    generate_shapes(ShapesConfig(n_train=150, n_val=21, n_test=9, image_size=48), raw, progress=False)
+    return raw
+
+
+def test_workers_give_identical_outputs_on_a_shapes_world(tmp_path, shapes_world):
+    cfg = dataclasses.replace(CFG, image_size=32)
+    prepare_dataset(shapes_world, tmp_path / "w0", cfg, progress=False)
+    for workers in (2, 3):
+        out = tmp_path / f"w{workers}"
+        summary = prepare_dataset(shapes_world, out, dataclasses.replace(cfg, workers=workers), progress=False)
+        assert summary["splits"]["train"]["images"] == 150 and "workers" not in summary["config"]
+        _assert_same_outputs(tmp_path / "w0", out)
+
+
+@pytest.mark.parametrize("bad", ["corrupt", "missing"])
+def test_workers_skip_and_list_bad_images_as_one_process_does(tmp_path, bad):
+    root = build_coco(tmp_path / "coco", **{bad: 42})
+    one = prepare_dataset(root, tmp_path / "w0", CFG, progress=False)
+    for workers in (2, 3):
+        many = prepare_dataset(root, tmp_path / f"w{workers}", dataclasses.replace(CFG, workers=workers),
+                               progress=False)
+        assert many["skipped"] == one["skipped"] and many["images_skipped"] == 1
+        _assert_same_outputs(tmp_path / "w0", tmp_path / f"w{workers}")
+
+
+def test_workers_fail_on_a_bad_image_naming_it(tmp_path):
+    root = build_coco(tmp_path / "coco", corrupt=42)
+    out = tmp_path / "out"
+    cfg = dataclasses.replace(CFG, on_bad_image="fail")
+    with pytest.raises(CaptError) as one:
+        prepare_dataset(root, tmp_path / "one", cfg, progress=False)
+    with pytest.raises(CaptError, match=r"val2014.zip:val2014/COCO_val2014_000000000042.jpg: corrupt image") as many:
+        prepare_dataset(root, out, dataclasses.replace(cfg, workers=2), progress=False)
+    assert str(many.value) == str(one.value)
+    assert not (out / "val.h5").exists() and not (out / "val.h5.tmp").exists()

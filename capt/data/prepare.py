@@ -2,17 +2,25 @@
 
 Streams, so peak memory does not grow with the number of images: the annotation JSON is parsed
 as it is read, captions are joined to their images through a temporary SQLite table, and the
-images are decoded one at a time straight out of their zips and written to HDF5 a block at a
-time.
+images are decoded straight out of their zips and written to HDF5 a block at a time.
+
+Decoding (JPEG decode + resize) is most of the work at COCO's 256 px, so it can run in
+``workers`` processes; the main process still writes every file in the split's order, so the
+outputs are byte-identical whatever the count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import multiprocessing
 import zipfile
 import zlib
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +37,15 @@ from capt.text import normalize_caption
 log = logging.getLogger(__name__)
 
 BAD_IMAGE_POLICIES = ("skip", "fail")
+# Settings that change how fast prepare runs, never what it writes: kept out of summary.json's
+# config so the outputs stay byte-identical whatever they are.
+RUNTIME_ONLY = ("workers",)
+# Images per task sent to a decoding process: enough to amortise the round trip, few enough
+# that the results in flight (2 tasks per process) stay ~6 MB per process at 256 px.
+DECODE_CHUNK = 16
+TASKS_IN_FLIGHT_PER_WORKER = 2
+# What a corrupt image or a damaged zip member raises while it is read and decoded.
+_BAD_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,7 @@ class PrepareConfig:
     captions_per_image: int = 5    # encoded captions per image (sampled, deterministically)
     on_bad_image: str = "skip"     # a corrupt or missing image: "skip" (and list it) or "fail"
     seed: int = 0                  # caption sampling
+    workers: int = 0               # decoding processes: 0 or 1 in this process; outputs identical either way
 
     def __post_init__(self):
         for name in ("image_size", "min_word_freq", "max_len", "captions_per_image"):
@@ -48,6 +66,12 @@ class PrepareConfig:
             raise CaptError(f"prepare.image_size must be >= 16, got {self.image_size}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             raise CaptError(f"prepare.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
+            raise CaptError(f"prepare.workers must be an integer >= 0, got {self.workers!r}")
+
+    def written(self) -> dict:
+        """The settings that define the outputs, as summary.json lists them."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_ONLY}
 
 
 def sample_captions(token_lists: list[list[str]], n: int, max_len: int,
@@ -69,23 +93,108 @@ def sample_captions(token_lists: list[list[str]], n: int, max_len: int,
     return picked, truncated
 
 
+def load_image(store: ZipImageStore, filename: str, size: int) -> tuple[np.ndarray | None, str | None]:
+    """``(image, None)``, or ``(None, why)`` for a missing or corrupt image: the same answer in
+    this process or in a decoding process, so skipping and failing read the same either way."""
+    if filename not in store:
+        return None, "missing from every image zip"
+    try:
+        return decode_image(store.read_bytes(filename), size), None
+    except _BAD_IMAGE_ERRORS as e:
+        return None, f"corrupt image ({type(e).__name__}: {e})"
+
+
+# --- decoding processes: each opens the zips itself (ZipFile handles do not cross processes) ---
+_worker_store: ZipImageStore | None = None
+_worker_error: BaseException | None = None
+
+
+def _open_worker_store(zip_paths: list[Path]) -> None:
+    global _worker_store, _worker_error
+    try:
+        _worker_store = ZipImageStore(zip_paths)
+    except Exception as e:
+        # Raised here, Pool would restart the process forever; raised from the first task, it
+        # reaches the main process and stops prepare.
+        _worker_error = e
+
+
+def _load_images_in_worker(filenames: list[str], size: int) -> list[tuple[np.ndarray | None, str | None]]:
+    if _worker_error is not None:
+        raise _worker_error
+    assert _worker_store is not None, "decoding process started without its zips"
+    return [load_image(_worker_store, f, size) for f in filenames]
+
+
+@contextlib.contextmanager
+def decoding_pool(zip_paths: list[Path], workers: int) -> Iterator[Pool | None]:
+    """``workers`` decoding processes, or None for 0/1 (decode in this process).
+
+    Spawned, not forked: the parent holds an open HDF5 file and SQLite connection, neither of
+    which may be used from a forked copy. Leaving the block terminates the processes, also on
+    an error or a failing bad image.
+    """
+    if workers <= 1:
+        yield None
+        return
+    pool = multiprocessing.get_context("spawn").Pool(workers, _open_worker_store, (list(zip_paths),))
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _chunks(records: Iterable[ImageRecord], n: int) -> Iterator[list[ImageRecord]]:
+    chunk: list[ImageRecord] = []
+    for r in records:
+        chunk.append(r)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _loaded_in_pool(records: Iterable[ImageRecord], pool: Pool, workers: int,
+                    size: int) -> Iterator[tuple[ImageRecord, np.ndarray | None, str | None]]:
+    """Each record with its image (or why not), in the records' order.
+
+    A window of at most ``TASKS_IN_FLIGHT_PER_WORKER * workers`` tasks is in flight: the
+    processes stay busy while the main process writes, and memory stays bounded (Pool.imap
+    would queue the whole split's tasks and let finished images pile up).
+    """
+    in_flight: deque[tuple[list[ImageRecord], AsyncResult]] = deque()
+    window = TASKS_IN_FLIGHT_PER_WORKER * workers
+    for chunk in _chunks(records, DECODE_CHUNK):
+        in_flight.append((chunk, pool.apply_async(_load_images_in_worker, ([r.filename for r in chunk], size))))
+        if len(in_flight) >= window:
+            done, result = in_flight.popleft()
+            yield from ((r, image, reason) for r, (image, reason) in zip(done, result.get()))
+    while in_flight:
+        done, result = in_flight.popleft()
+        yield from ((r, image, reason) for r, (image, reason) in zip(done, result.get()))
+
+
+def load_images(records: Iterable[ImageRecord], store: ZipImageStore, pool: Pool | None, workers: int,
+                size: int) -> Iterator[tuple[ImageRecord, np.ndarray | None, str | None]]:
+    """Each record with its image (or why not), in order: in ``pool`` if there is one."""
+    if pool is None:
+        return ((r, *load_image(store, r.filename, size)) for r in records)
+    return _loaded_in_pool(records, pool, workers, size)
+
+
 def _write_split(path: Path, records: list[ImageRecord], captions: CaptionStore, caption_format: str,
                  store: ZipImageStore, vocab: Vocabulary, cfg: PrepareConfig, attrs: dict,
-                 progress: bool) -> tuple[dict, list[dict]]:
+                 progress: bool, pool: Pool | None = None) -> tuple[dict, list[dict]]:
     C, L = cfg.captions_per_image, cfg.max_len + 2
     writer = SplitWriter(path, image_size=cfg.image_size, captions_per_image=C, max_len=cfg.max_len, attrs=attrs)
     skipped: list[dict] = []
     counts = {"captions_truncated": 0, "captions_too_long": 0, "unk_tokens": 0, "tokens": 0}
     try:
-        for r in tqdm(records, desc=f"prepare {attrs['split']}", unit="img", disable=not progress):
-            reason = None
-            if r.filename not in store:
-                reason = "missing from every image zip"
-            else:
-                try:
-                    image = decode_image(store.read_bytes(r.filename), cfg.image_size)
-                except (UnidentifiedImageError, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-                    reason = f"corrupt image ({type(e).__name__}: {e})"
+        loaded = load_images(records, store, pool, cfg.workers, cfg.image_size)
+        for r, image, reason in tqdm(loaded, desc=f"prepare {attrs['split']}", unit="img", total=len(records),
+                                     disable=not progress):
             if reason is not None:
                 where = store.where(r.filename) if r.filename in store else r.filename
                 if cfg.on_bad_image == "fail":
@@ -121,8 +230,8 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, progress: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fmt = manifest.captions_format
-    with CaptionStore(out_dir / "captions.tmp.sqlite") as captions, \
-            ZipImageStore([manifest.path(z) for z in manifest.images]) as store:
+    zip_paths = [manifest.path(z) for z in manifest.images]
+    with CaptionStore(out_dir / "captions.tmp.sqlite") as captions, ZipImageStore(zip_paths) as store:
         by_split, uncaptioned = read_splits(manifest, captions)
         log.info("%s: %s", manifest.name, ", ".join(f"{len(by_split[s])} {s}" for s in SPLITS))
         if not by_split["train"]:
@@ -134,17 +243,18 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, progress: 
                  len(vocab), len(counts), cfg.min_word_freq)
 
         splits, skipped = {}, list(uncaptioned)
-        for split in SPLITS:
-            attrs = {"dataset": manifest.name, "split": split}
-            stats, bad = _write_split(out_dir / f"{split}.h5", by_split[split], captions, fmt, store, vocab, cfg,
-                                      attrs, progress)
-            splits[split], skipped = stats, skipped + bad
-            if bad:
-                log.warning("%s: skipped %d bad image(s), listed in summary.json", split, len(bad))
+        with decoding_pool(zip_paths, cfg.workers) as pool:
+            for split in SPLITS:
+                attrs = {"dataset": manifest.name, "split": split}
+                stats, bad = _write_split(out_dir / f"{split}.h5", by_split[split], captions, fmt, store, vocab,
+                                          cfg, attrs, progress, pool)
+                splits[split], skipped = stats, skipped + bad
+                if bad:
+                    log.warning("%s: skipped %d bad image(s), listed in summary.json", split, len(bad))
     vocab.save(out_dir / "word_map.json")
     summary = {
         "dataset": manifest.name,
-        "config": asdict(cfg),
+        "config": cfg.written(),
         "vocab_size": len(vocab),
         "train_distinct_words": len(counts),
         "splits": splits,
