@@ -18,6 +18,7 @@ grounding of those maps (pointing game and mass in mask, with the centre and uni
 from __future__ import annotations
 
 import json
+import math
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
             words = [vocab.words[t] for t in d.tokens]
             hypotheses[image_id] = captioner.words(d)
             maps["attention"][image_id] = (words, d.alphas.numpy())
-            maps["gradcam"][image_id] = (words, cam.reshape(len(words), -1))
+            maps["gradcam"][image_id] = (words, cam.reshape(len(words), math.prod(cam.shape[1:])))   # 0 words: (0, P)
     return hypotheses, maps
 
 
@@ -87,7 +88,7 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     model.to(resolve_device(cfg.device))
     out = caption_dataset(model, processor, test_set, read_generation(folder), batch_size=cfg.batch_size,
                           gradcam_layer=cfg.gradcam_layer)
-    maps = {i: (tokens, m.reshape(len(tokens), -1)) for i, (_, tokens, m) in out.items()}
+    maps = {i: (tokens, m.reshape(len(tokens), math.prod(m.shape[1:]))) for i, (_, tokens, m) in out.items()}
     return {i: caption for i, (caption, _, _) in out.items()}, {"gradcam": maps}
 
 

@@ -121,3 +121,37 @@ def test_console_script_entry_point(lstm, photos):
     proc = subprocess.run([sys.executable, "-m", "capt.cli", "caption", "nothing.jpg", "--model", str(lstm)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: nothing.jpg: no such image"
+
+
+def test_evaluation_keeps_an_empty_caption_with_its_empty_maps(lstm, tmp_path, monkeypatch):
+    """An untrained model may end a caption at once (<end> first): the rehearsal's first contact
+    with COCO. Its hypothesis is "", and its word maps (0, P) are written and read back."""
+    import h5py
+
+    from capt.eval.maps import read_word_maps, write_word_maps
+    from capt.models.beam_search import Decoded
+    from capt.models.saved import Captioner
+    from stages import evaluate
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    with h5py.File(tmp_path / "test.h5", "w") as f:      # a prepared split's layout (capt.data.cache)
+        f["images"], f["image_ids"] = images, np.array([7, 8, 9])
+        f["captions"], f["caption_lengths"] = np.zeros((3, 1, 7), np.int32), np.full((3, 1), 2, np.int32)
+        f.attrs.update(image_size=32, captions_per_image=1, max_len=5, split="test")
+    monkeypatch.setattr(evaluate, "load_captioner", lambda path: load_captioner(lstm))
+    real_caption = Captioner.caption
+
+    def first_one_empty(self, batch, **kw):
+        decoded = real_caption(self, batch, **kw)
+        decoded[0] = Decoded(tokens=[], alphas=torch.zeros(0, decoded[0].alphas.shape[1]), score=0.0)
+        return decoded
+
+    monkeypatch.setattr(Captioner, "caption", first_one_empty)
+    cfg = evaluate.EvaluateConfig(beam_size=2, max_len=5, device="cpu")
+    hypotheses, maps = evaluate._lstm("m", evaluate.CaptionDataset(tmp_path / "test.h5"), cfg)
+    assert hypotheses[7] == "" and hypotheses[8] != ""
+    for technique, technique_maps in maps.items():
+        words, m = technique_maps[7]
+        assert words == [] and m.shape[0] == 0 and m.shape[1] == technique_maps[8][1].shape[1]
+        write_word_maps(tmp_path / f"{technique}.h5", technique_maps, technique)
+        assert read_word_maps(tmp_path / f"{technique}.h5")[1][7][0] == []
