@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -54,13 +55,38 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        start = time.perf_counter()
         try:
             fn(*args, **kwargs)
         except CaptError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
+        record_stage_cost(time.perf_counter() - start)
 
     return wrapper
+
+
+STAGE_COSTS = "CAPT_STAGE_COSTS"    # env: a JSON-lines file each finished stage appends its cost to
+
+
+def record_stage_cost(seconds: float) -> None:
+    """Where ``$CAPT_STAGE_COSTS`` names a file (the rehearsal sets it), append this stage's
+    command, wall seconds and peak resident memory (this process, and its largest child: the
+    loader workers) to it: what benchmarks/project_coco.py scales to the real datasets."""
+    import json
+    import os
+    import resource
+
+    path = os.environ.get(STAGE_COSTS)
+    if not path:
+        return
+    module = Path(sys.argv[0]).with_suffix("")
+    record = {"command": " ".join([f"{module.parent.name}.{module.name}", *sys.argv[1:]]),
+              "seconds": round(seconds, 2),
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),   # KiB on Linux
+              "peak_rss_child_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 @contextlib.contextmanager

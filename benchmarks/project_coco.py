@@ -1,0 +1,107 @@
+"""What the COCO profile needs, projected from the rehearsal's measurements.
+
+`make rehearsal` runs the `coco` profile end to end on a miniature mirror and writes
+`rehearsal.json`: for each DVC stage, the bytes of its outputs (from dvc.lock), its wall seconds
+and peak resident memory (recorded by every stage, stages/_common.py), and the images of each
+split of each dataset. This script scales each stage's disk by the images it processes:
+
+    prepare@<d>       every image of <d>            (uint8 S x S x 3 per image: exact)
+    features          the train + val images of the teacher's dataset (fp16 cells per image)
+    teacher_captions  the train images (x students.train_fraction)
+    evaluate*@...-<d> the test images of <d>        (captions and per-word maps)
+    download@<d>      the real archives' published sizes where known
+    anything else     unchanged (model weights and checkpoints have the real architectures' sizes;
+                      the rehearsal's BLIP is a miniature, the real base model's weights are ~1 GB)
+
+Memory is reported as measured: every stage streams its data (prepare, the feature cache, the
+HDF5 loaders with preload off), so it does not grow with the dataset, except where the table
+says. Seconds are the rehearsal's, on its CPU: they are not a projection of GPU time.
+
+    python benchmarks/project_coco.py rehearsal.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from capt.data.sources import REMOTE_DATASETS  # noqa: E402
+
+# Karpathy's splits (restval in train) and Flickr8k's.
+REAL_IMAGES = {"coco": {"train": 113_287, "val": 5_000, "test": 5_000},
+               "flickr8k": {"train": 6_000, "val": 1_000, "test": 1_000}}
+
+
+def images_of(stage: str, datasets: dict[str, dict[str, int]], teacher_dataset: str) -> tuple[str, str | None]:
+    """(which images a stage's outputs scale with, dataset) or ("fixed", None)."""
+    name, _, item = stage.partition("@")
+    if name == "prepare":
+        return "all", item
+    if name == "features":
+        return "train+val", teacher_dataset
+    if name == "teacher_captions":
+        return "train", teacher_dataset
+    if name in ("evaluate", "evaluate_blip"):
+        dataset = item.rsplit("-", 1)[-1] if name == "evaluate" else item
+        return "test", dataset
+    return "fixed", None
+
+
+def count(images: dict[str, int], which: str) -> int:
+    if which == "all":
+        return sum(images.values())
+    return sum(images[s] for s in which.split("+"))
+
+
+def project(report: dict) -> list[dict]:
+    rows = []
+    teacher = report.get("teacher_dataset", "coco")
+    for stage, m in sorted(report["stages"].items()):
+        which, dataset = images_of(stage, report["images"], teacher)
+        row = {"stage": stage, "bytes": m["out_bytes"], "seconds": m.get("seconds"),
+               "peak_rss_mb": max(m.get("peak_rss_mb") or 0, m.get("peak_rss_child_mb") or 0) or None}
+        if stage.startswith("download@"):
+            sizes = [f.size for f in REMOTE_DATASETS[stage.split("@")[1]].files]
+            row["projected"] = sum(s for s in sizes if s) if all(sizes) else None
+            row["scales_with"] = "published archive sizes" if all(sizes) else "archive sizes not all published"
+        elif which == "fixed":
+            row["projected"], row["scales_with"] = m["out_bytes"], "fixed (weights)"
+        else:
+            n_mirror, n_real = count(report["images"][dataset], which), count(REAL_IMAGES[dataset], which)
+            row["per_image"] = m["out_bytes"] / n_mirror
+            row["projected"] = row["per_image"] * n_real
+            row["scales_with"] = f"{which} images of {dataset}: {n_mirror} -> {n_real:,}"
+        rows.append(row)
+    return rows
+
+
+def human(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("report", type=Path)
+    args = ap.parse_args()
+    rows = project(json.loads(args.report.read_text()))
+    print("| stage | rehearsal output | per image | COCO-scale disk | scales with | peak RSS (measured) | seconds (rehearsal CPU) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| `{r['stage']}` | {human(r['bytes'])} | {human(r.get('per_image'))} | {human(r['projected'])} | "
+              f"{r['scales_with']} | {r['peak_rss_mb'] or '?'} MB | {r['seconds'] if r['seconds'] is not None else '?'} |")
+    total = sum(r["projected"] or 0 for r in rows)
+    print(f"\nCOCO-scale disk in the workspace, all stages: {human(total)} "
+          f"(DVC's cache doubles it unless cache.type is hardlink/symlink); "
+          f"largest peak RSS: {max(r['peak_rss_mb'] or 0 for r in rows):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

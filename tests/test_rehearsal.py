@@ -1,0 +1,216 @@
+"""The rehearsal of the real study: the `coco` profile, end to end through DVC, against a
+miniature COCO 2014 / Karpathy / Flickr8k mirror served on 127.0.0.1, with seeded torch-hub and
+Hugging Face caches and no internet. Only counts (the mirror's size) and epochs are shrunk;
+everything else is conf/profile/coco.yaml as it is: ResNet-101/50 from ImageNet weight files,
+14x14 cells of 256 px images, loader workers without preloading, bf16, channels_last, zero-shot
+pretrained BLIP, METEOR where Java is, both test sets.
+
+Run it alone with `make rehearsal` (pytest -m rehearsal).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc.utils.hydra import compose_and_dump
+
+from capt.data.sources import REMOTE_DATASETS
+from stages._common import STAGE_COSTS
+from tests.hub_cache import seed_blip_hub_cache
+from tests.mirror import MirrorSizes, build_mirror, caption_words, seed_torch_hub
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.rehearsal
+
+SIZES = MirrorSizes(coco_train=12, coco_restval=4, coco_val=4, coco_test=4,
+                    flickr_train=4, flickr_val=2, flickr_test=4)
+# What the rehearsal shrinks, and nothing else: epochs, and the images a report times.
+OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=2"]
+OUTPUT_DIRS = ("data/", "metrics/", "models/", "results/", "checkpoints/")
+# BLIP's WordPiece vocabulary splits these words, as bert-base-uncased splits many COCO words.
+PIECES = {"skateboard": ("skate", "##board"), "puppies": ("pupp", "##ies"), "kittens": ("kitten", "##s")}
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    """The mirror's base URL, served from a thread of this process."""
+    root = tmp_path_factory.mktemp("mirror")
+    build_mirror(root, SIZES)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def offline_env(mirror, tmp_path_factory) -> dict[str, str]:
+    """The environment of a machine without internet whose caches hold the weight files."""
+    caches = tmp_path_factory.mktemp("caches")
+    seed_torch_hub(caches / "torch")
+    words = [w for w in caption_words(mirror[0]) if w not in PIECES]
+    seed_blip_hub_cache(caches / "hf" / "hub", words + ["a", "picture", "of"], PIECES)
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+               TORCH_HOME=str(caches / "torch"), HF_HOME=str(caches / "hf"), HF_HUB_CACHE=str(caches / "hf" / "hub"),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env={**env, "PYTHONPATH": str(cwd)}, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-20000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def coco_repo(mirror, offline_env, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the repository with the COCO profile composed (mirror URLs, shrunk epochs), after
+    one `dvc repro` of the whole DAG."""
+    dst = tmp_path_factory.mktemp("coco")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        if (REPO / rel).is_file() and not rel.startswith(OUTPUT_DIRS):
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    compose_and_dump(dst / "params.yaml", str(dst / "conf"), None, "config", str(dst), ["profile=coco", *OVERRIDES])
+    # The mirror: its address, and what its files are (their bytes are not the public ones, so
+    # the public md5s would refuse them; every file is still verified, against these).
+    root, base_url = mirror
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    for dataset in ("coco", "flickr8k"):
+        names = [f.name for f in REMOTE_DATASETS[dataset].files]
+        params["download"][dataset].update(base_url=base_url, checksums={
+            n: {"size": (root / n).stat().st_size, "md5": hashlib.md5((root / n).read_bytes()).hexdigest()}
+            for n in names})
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # params.yaml is now the composition; `dvc repro` must not recompose it from conf/.
+    config = dst / ".dvc" / "config"
+    config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=capt test", "-c", "user.email=test@capt.invalid", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dst, check=True, capture_output=True)
+    costs = dst / "stage_costs.jsonl"
+    out = _run(["dvc", "repro"], dst, {**offline_env, STAGE_COSTS: str(costs)})
+    if os.environ.get("CAPT_REHEARSAL_REPORT"):          # make rehearsal: the measurements, for the projection
+        Path(os.environ["CAPT_REHEARSAL_REPORT"]).write_text(json.dumps(stage_measurements(dst, costs), indent=2) + "\n")
+    return dst, out
+
+
+def stage_measurements(repo: Path, costs: Path) -> dict:
+    """Per DVC stage: the bytes of its outputs (dvc.lock), its seconds and peak memory (each stage
+    appends them to ``costs``); and the images of each split of each dataset."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    recorded = {}
+    for line in costs.read_text().splitlines():
+        record = json.loads(line)
+        recorded[record.pop("command")] = record
+    stages = {}
+    for name, stage in lock.items():
+        command = re.sub(r"^python -m (stages\.launch \d+ )?", "", stage["cmd"])
+        stages[name] = {"out_bytes": sum(o.get("size", 0) for o in stage.get("outs", [])),
+                        **recorded.get(command, {})}
+    images = {d: {s: v["images"] for s, v in json.loads((repo / f"data/prepared/{d}/summary.json").read_text())["splits"].items()}
+              for d in ("coco", "flickr8k")}
+    return {"stages": stages, "images": images, "teacher_dataset": _params(repo)["teacher"]["dataset"]}
+
+
+def _params(repo: Path) -> dict:
+    return yaml.safe_load((repo / "params.yaml").read_text())
+
+
+def test_the_profile_is_coco_with_only_epochs_shrunk(coco_repo):
+    repo, _ = coco_repo
+    p = _params(repo)
+    coco = yaml.safe_load((REPO / "conf" / "profile" / "coco.yaml").read_text())
+    assert p["teacher"]["encoder"] == {**p["teacher"]["encoder"], **coco["teacher"]["encoder"]}
+    assert p["students"]["encoder"] == {**p["students"]["encoder"], **coco["students"]["encoder"]}
+    for role in ("teacher", "students"):
+        train = {k: v for k, v in coco[role]["train"].items() if k != "epochs"}
+        assert p[role]["train"] == {**p[role]["train"], **train} and p[role]["train"]["epochs"] == 1
+    assert p["blip"]["source"] == "pretrained" and p["blip"]["train"]["epochs"] == 0
+    assert p["study"]["test_sets"] == ["coco", "flickr8k"] and p["prepare"]["image_size"] == 256
+
+
+def test_every_stage_ran_and_the_repo_is_clean(coco_repo, offline_env):
+    repo, out = coco_repo
+    stages = {line.split()[0] for line in _run(["dvc", "stage", "list"], repo, offline_env).splitlines() if line.strip()}
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == stages
+    assert json.loads(_run(["dvc", "status", "--json"], repo, offline_env)) == {}
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    declared = [o["path"] for stage in lock.values() for o in stage.get("outs", [])]
+    missing = [path for path in declared if not (repo / path).exists()]
+    assert not missing and len(declared) > 50
+
+
+def test_the_data_is_the_mirror_read_as_coco_and_flickr8k(coco_repo):
+    repo, _ = coco_repo
+    import h5py
+
+    coco = json.loads((repo / "data/prepared/coco/summary.json").read_text())
+    with h5py.File(repo / "data/prepared/coco/train.h5") as f:   # Karpathy's restval trains
+        assert f["images"].shape == (SIZES.coco_train + SIZES.coco_restval, 3, 256, 256)
+    with h5py.File(repo / "data/prepared/flickr8k/test.h5") as f:
+        assert f["images"].shape[0] == SIZES.flickr_test
+    assert coco, "prepare wrote an empty summary"
+
+
+def test_every_model_is_evaluated_on_both_test_sets_with_grounding_only_on_coco(coco_repo):
+    repo, _ = coco_repo
+    p = _params(repo)
+    for model in [*p["study"]["models"], "blip"]:
+        on_coco = json.loads((repo / f"metrics/eval/{model}-coco.json").read_text())
+        on_flickr = json.loads((repo / f"metrics/eval/{model}-flickr8k.json").read_text())
+        assert on_coco["images"] == SIZES.coco_test and on_flickr["images"] == SIZES.flickr_test
+        for scores in (on_coco, on_flickr):
+            assert 0 <= scores["bleu4"] <= 1 and "cider" in scores
+        assert "chair_i" in on_coco and on_coco["grounding"], model
+        assert "chair_i" not in on_flickr and "grounding" not in on_flickr, model
+
+
+def test_the_report_holds_every_model(coco_repo):
+    repo, _ = coco_repo
+    p = _params(repo)
+    summary = json.loads((repo / "metrics/summary.json").read_text())["models"]
+    assert list(summary) == [*p["study"]["models"], "blip"]
+    table = (repo / "results/table1.md").read_text()
+    html = (repo / "results/report/index.html").read_text()
+    for model in summary:
+        assert model in table and model in html
+
+
+def test_every_stage_recorded_its_cost(coco_repo, tmp_path):
+    repo, _ = coco_repo
+    report = stage_measurements(repo, repo / "stage_costs.jsonl")
+    assert report["images"]["coco"] == {"train": SIZES.coco_train + SIZES.coco_restval, "val": SIZES.coco_val,
+                                        "test": SIZES.coco_test}
+    for name, m in report["stages"].items():
+        assert m["seconds"] > 0 and m["peak_rss_mb"] > 50, name
+    assert report["stages"]["prepare@coco"]["out_bytes"] > 3 * 256 * 256 * sum(report["images"]["coco"].values())
+    path = tmp_path / "rehearsal.json"
+    path.write_text(json.dumps(report))
+    table = subprocess.run([sys.executable, str(REPO / "benchmarks/project_coco.py"), str(path)], capture_output=True,
+                           text=True, check=True).stdout
+    # prepare's uint8 256 px images, projected to Karpathy's 123,287 COCO images: at least 24 GB
+    prepare = next(line for line in table.splitlines() if line.startswith("| `prepare@coco`"))
+    disk = prepare.split("|")[4].split()
+    assert "-> 123,287" in prepare and disk[1] == "GB" and float(disk[0]) >= 24.0
