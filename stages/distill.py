@@ -4,7 +4,8 @@ Params: ``students`` (what every student shares: the training subset, encoder, d
 and ``distill.<variant>`` (that variant's loss: beta, temperature, w_enc, w_dec, targets), so
 changing one variant reruns that student alone. Reads the teacher (``models/teacher.pt``), the
 students' pretrained trunk (``models/encoders/students.pt``, stage pretrain@students), the
-prepared split files and the teacher's feature cache of its dataset, and, for sequence-level KD,
+prepared split files, the teacher's feature cache of its dataset (only a variant with a KD term:
+``beta`` > 0 and ``w_enc`` or ``w_dec`` > 0), and, for sequence-level KD,
 ``data/distill/<dataset>/teacher_captions.h5``. Writes ``models/<variant>.pt`` (the best epoch,
 without the training-only projection), ``metrics/history/<variant>.csv``,
 ``results/curves/<variant>.png``, ``metrics/train/<variant>.json`` and resumable checkpoints in
@@ -64,7 +65,9 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> N
         raise CaptError(f"params.yaml: students.encoder.encoded_size {enc_cfg.encoded_size} differs from the "
                         f"teacher's {teacher.encoder.cfg.encoded_size}; encoder KD compares the same grid cells")
 
-    base = CaptionDataset(prepared / "train.h5", load_images=True, features_path=features / "train.h5")
+    # Only a KD term reads the teacher's features: the baseline and sequence-level KD open no cache.
+    teacher_features = features / "train.h5" if kd.uses_teacher_features else None
+    base = CaptionDataset(prepared / "train.h5", load_images=True, features_path=teacher_features)
     indices = student_subset(len(base), shared.train_fraction, shared.subset_seed)
     if kd.targets == "teacher":
         captions_h5 = Path("data/distill") / dataset / "teacher_captions.h5"
@@ -91,7 +94,9 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> N
              len(base), kd)
 
     task = DistillTask(encoder, decoder, teacher.decoder, teacher.encoder.feature_dim, kd, vocab=vocab,
-                       val_set=val_set, val_references=read_references(prepared / "val.h5"), cfg=cfg)
+                       val_set=val_set, val_references=read_references(prepared / "val.h5"), cfg=cfg,
+                       feature_grid=base.feature_grid,
+                       encoded_size=teacher.encoder.cfg.encoded_size if kd.uses_teacher_features else None)
     fingerprint = run_fingerprint({"students": section, "variant": variant_params}, Path("models/teacher.pt"),
                                   Path("models/encoders/students.pt"),
                                   prepared / "word_map.json", *([captions_h5] if kd.targets == "teacher" else []))

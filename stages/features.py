@@ -2,9 +2,11 @@
 
 Params: ``teacher.encoder`` (an EncoderConfig; must be frozen) and ``features`` (batch_size).
 The trunk's weights come from ``models/encoders/teacher.pt`` (stage pretrain@teacher). Reads
-``data/prepared/<dataset>/<split>.h5``, writes ``data/features/<dataset>/<split>.h5`` and
+``data/prepared/<dataset>/{train,val}.h5``, writes ``data/features/<dataset>/{train,val}.h5`` (the
+trunk's cells on its native grid, before the adaptive pool; the models pool them) and
 ``encoder.pt`` (the encoder's state dict, so the teacher's saved model is the very encoder these
-features came from).
+features came from). No test split: evaluation encodes the test images itself, as a user's
+photos would be.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from capt.train.features import encode_split
 from stages._common import make_config, read_params, stage_main
 
 log = logging.getLogger("stages.features")
+SPLITS = ("train", "val")     # what training reads; evaluation re-encodes the test images
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def main(dataset: str,
     encoder = load_encoder(trunk, enc_cfg).to(resolve_device(cfg.device))
     out_dir = out_root / dataset
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         n = encode_split(encoder, prepared_root / dataset / f"{split}.h5", out_dir / f"{split}.h5",
                          batch_size=cfg.batch_size)
         log.info("%s %s: %d images -> %s", dataset, split, n, out_dir / f"{split}.h5")

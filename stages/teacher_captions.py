@@ -2,7 +2,7 @@
 
 The teacher's beam-search caption of every image the students learn from (the subset that
 ``students.train_fraction`` / ``students.subset_seed`` pick from the teacher's training split),
-decoded from the teacher's cached features. Params: ``teacher_captions`` (beam_size) and the
+decoded from the teacher's cached features (pooled to its cells as its encoder pools). Params: ``teacher_captions`` (beam_size, batch_size, device) and the
 students' subset. Writes ``data/distill/<dataset>/teacher_captions.h5``.
 """
 
@@ -19,6 +19,7 @@ from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
 from capt.models.saved import load_captioner
 from capt.train.distill import student_subset, write_teacher_captions
+from capt.train.distributed import DEVICES, resolve_device
 from stages._common import make_config, read_params, stage_main
 
 log = logging.getLogger("stages.teacher_captions")
@@ -28,6 +29,12 @@ log = logging.getLogger("stages.teacher_captions")
 class TeacherCaptionsConfig:
     beam_size: int = 3
     batch_size: int = 64
+    device: str = "auto"        # auto (a GPU where there is one) | cpu | cuda; absent in older params: auto
+
+    def __post_init__(self):
+        # Checked here, not when the teacher is loaded: a typo ends the stage before any work.
+        if self.device not in DEVICES:
+            raise CaptError(f"teacher_captions.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
 
 @stage_main
@@ -44,7 +51,8 @@ def main() -> None:
     indices = student_subset(n, fraction, seed)
     out = Path("data/distill") / dataset / "teacher_captions.h5"
     write_teacher_captions(teacher.decoder, teacher.vocab, features / "train.h5", indices, out,
-                           max_len=max_len, beam_size=cfg.beam_size, batch_size=cfg.batch_size)
+                           encoded_size=teacher.encoder.cfg.encoded_size, max_len=max_len,
+                           beam_size=cfg.beam_size, batch_size=cfg.batch_size, device=resolve_device(cfg.device))
     log.info("teacher captions of %d of %d training images (beam %d) -> %s", len(indices), n, cfg.beam_size, out)
 
 

@@ -19,6 +19,7 @@ import typer
 from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary
+from capt.errors import CaptError
 from capt.models.decoder import AttentionDecoder, DecoderConfig
 from capt.models.encoder import Encoder, EncoderConfig
 from capt.models.saved import save_captioner
@@ -42,15 +43,20 @@ def main(name: str = typer.Option("teacher", help="model name: outputs go to mod
 
     vocab = Vocabulary.load(prepared / "word_map.json")
     train_set = CaptionDataset(prepared / "train.h5", load_images=False, features_path=features / "train.h5")
+    val_set = CaptionDataset(prepared / "val.h5", load_images=False, features_path=features / "val.h5")
+    if train_set.feature_grid != val_set.feature_grid:
+        raise CaptError(f"{features}: train and val features on other grids ({train_set.feature_grid}, "
+                        f"{val_set.feature_grid}); rerun the features stage")
     if cfg.preload:
         train_set = ImageSubset(train_set, list(range(len(train_set))), preload=True)
-    val_set = CaptionDataset(prepared / "val.h5", load_images=False, features_path=features / "val.h5")
     encoder = Encoder(dataclasses.replace(enc_cfg, weights=None))   # its weights come from the features stage
     encoder.load_state_dict(load_checkpoint(features / "encoder.pt"))
 
     torch.manual_seed(cfg.seed)
     decoder = AttentionDecoder(dec_cfg, len(vocab), encoder.feature_dim)
-    task = CaptionerTask(decoder, vocab, val_set, read_references(prepared / "val.h5"), cfg)
+    # The cache holds the trunk's native grid: the task pools it to encoded_size**2 on the device.
+    task = CaptionerTask(decoder, vocab, val_set, read_references(prepared / "val.h5"), cfg,
+                         feature_grid=val_set.feature_grid, encoded_size=enc_cfg.encoded_size)
     # A checkpoint from other params or other data must not be resumed.
     fingerprint = run_fingerprint(section, prepared / "word_map.json", features / "encoder.pt")
     with training_runtime(cfg.device) as runtime:

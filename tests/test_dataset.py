@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from capt.data.dataset import CaptionDataset
 from capt.data.prepare import PrepareConfig, prepare_dataset
+from capt.errors import CaptError
 from tests.fixtures import build_coco
 
 
@@ -47,3 +48,35 @@ def test_dataloader_with_workers(train_h5, num_workers):
     assert ids == [9, 25, 30]
     with h5py.File(train_h5) as f:
         np.testing.assert_array_equal(torch.cat([b["captions"] for b in batches]).numpy(), f["captions"][:])
+
+
+@pytest.fixture(scope="module")
+def features_h5(train_h5):
+    """A feature cache of train_h5 in the features stage's layout: fp16 cells on a 2 x 3 grid."""
+    path = train_h5.with_name("features.h5")
+    with h5py.File(train_h5) as f, h5py.File(path, "w") as g:
+        g["image_ids"] = f["image_ids"][:]
+        g["features"] = np.random.default_rng(0).standard_normal((3, 6, 8)).astype(np.float16)
+        g.attrs.update(grid=(2, 3), encoded_size=4, feature_dim=8)
+    return path
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_cached_features_stay_fp16_through_the_loader(train_h5, features_h5, num_workers):
+    """fp16 as stored, in the items and the workers' batches: half the bytes through shared memory;
+    the model casts them on its device."""
+    ds = CaptionDataset(train_h5, load_images=False, features_path=features_h5)
+    assert ds.feature_grid == (2, 3)
+    assert ds[0]["features"].dtype == torch.float16 and ds[0]["features"].shape == (6, 8)
+    batches = list(DataLoader(ds, batch_size=2, num_workers=num_workers, shuffle=False))
+    assert all(b["features"].dtype == torch.float16 for b in batches)
+    with h5py.File(features_h5) as g:
+        np.testing.assert_array_equal(torch.cat([b["features"] for b in batches]).numpy(), g["features"][:])
+
+
+def test_a_feature_cache_without_its_grid_is_refused(train_h5, tmp_path):
+    old = tmp_path / "old.h5"
+    with h5py.File(train_h5) as f, h5py.File(old, "w") as g:
+        g["image_ids"], g["features"] = f["image_ids"][:], np.zeros((3, 4, 8), np.float16)
+    with pytest.raises(CaptError, match="rerun the features stage"):
+        CaptionDataset(train_h5, features_path=old)

@@ -4,18 +4,20 @@ moves the student and never the teacher."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.utils.data import Dataset
 
 from capt.data.vocab import SPECIALS, Vocabulary
 from capt.errors import CaptError
 from capt.models.beam_search import beam_search
 from capt.models.decoder import AttentionDecoder, DecoderConfig, caption_loss
-from capt.models.encoder import Encoder, EncoderConfig
+from capt.models.encoder import Encoder, EncoderConfig, pool_cells
 from capt.models.saved import load_captioner, save_captioner
 from capt.train.captioner import flatten_captions
 from capt.train.distill import (DistillConfig, DistillTask, feature_projection, kd_decoder_loss, kd_encoder_loss,
@@ -200,18 +202,57 @@ def test_encoder_kd_needs_a_student_encoder_that_learns():
 def test_teacher_captions_are_its_beam_search_encoded_as_prepare_encodes(tmp_path):
     torch.manual_seed(1)
     dec = AttentionDecoder(DecoderConfig(8, 8, 16, 0.0), len(VOCAB), 6).eval()
-    feats = np.random.default_rng(0).standard_normal((10, 4, 6)).astype(np.float16)
+    # The cache holds a 3 x 3 native grid; the teacher reads 2 x 2 cells pooled from it.
+    cells = np.random.default_rng(0).standard_normal((10, 9, 6)).astype(np.float16)
     with h5py.File(tmp_path / "train.h5", "w") as f:
-        f["features"], f["image_ids"] = feats, np.arange(100, 110)
+        f["features"], f["image_ids"] = cells, np.arange(100, 110)
+        f.attrs.update(grid=(3, 3), encoded_size=2)
     indices = [1, 4, 7]
-    n = write_teacher_captions(dec, VOCAB, tmp_path / "train.h5", indices, tmp_path / "tc.h5", max_len=4, beam_size=2)
+    n = write_teacher_captions(dec, VOCAB, tmp_path / "train.h5", indices, tmp_path / "tc.h5", encoded_size=2, device="cpu",
+                               max_len=4, beam_size=2)
     assert n == 3
-    expected = beam_search(dec, torch.from_numpy(feats[indices].astype(np.float32)), start=VOCAB.start,
-                           end=VOCAB.end, beam_size=2, max_len=4)
+    pooled = pool_cells(torch.from_numpy(cells[indices]).float(), (3, 3), 2)               # (3, 4, 6)
+    expected = beam_search(dec, pooled, start=VOCAB.start, end=VOCAB.end, beam_size=2, max_len=4)
     with h5py.File(tmp_path / "tc.h5", "r") as f:
         assert f["captions"].shape == (3, 1, 6) and f["image_ids"][:].tolist() == [101, 104, 107]
         for row, length, d in zip(f["captions"][:, 0], f["caption_lengths"][:, 0], expected):
             assert row[:length].tolist() == [VOCAB.start, *d.tokens, VOCAB.end] and not row[length:].any()
+
+
+def test_teacher_captions_refuse_a_cache_without_its_grid(tmp_path):
+    dec = AttentionDecoder(DecoderConfig(8, 8, 16, 0.0), len(VOCAB), 6).eval()
+    with h5py.File(tmp_path / "train.h5", "w") as f:
+        f["features"], f["image_ids"] = np.zeros((2, 4, 6), np.float16), np.arange(2)
+    with pytest.raises(CaptError, match="rerun the features stage"):
+        write_teacher_captions(dec, VOCAB, tmp_path / "train.h5", [0], tmp_path / "tc.h5", encoded_size=2,
+                               max_len=4, beam_size=1)
+
+
+def test_kd_terms_on_native_cells_pooled_in_the_task_equal_those_on_pooled_features():
+    """The teacher's cache holds its trunk's native 4 x 4 grid (32 px, stride 8) in fp16; the task
+    pools it to the teacher's 2 x 2 cells: the KD terms match those on the encoder's own output."""
+    kd = DistillConfig(beta=0.3, temperature=5.0, w_enc=1.0, w_dec=1.0)
+    task, ds, teacher_dec, cfg = _setup(kd)
+    teacher_enc = Encoder(EncoderConfig(name="resnet18", stages=2, encoded_size=E))
+    torch.manual_seed(0)                                   # the very teacher trunk _setup built
+    teacher_enc = Encoder(EncoderConfig(name="resnet18", stages=2, encoded_size=E))
+    torch.testing.assert_close(teacher_enc(ds.images), ds.features, rtol=0, atol=0)
+    native = dict(_batch(ds), features=teacher_enc.native_cells(ds.images[:4]).half())   # (4, 16, 128) fp16
+    cached = DistillTask(task.encoder, task.decoder, teacher_dec, teacher_enc.feature_dim, kd, vocab=VOCAB,
+                         val_set=ds, val_references=ds.refs, cfg=cfg, feature_grid=(4, 4), encoded_size=E)
+    task.model.eval()
+    _, direct_stats = task.loss(_batch(ds))
+    _, cached_stats = cached.loss(native)
+    for key in ("kd_enc", "kd_dec", "task"):
+        assert cached_stats[key] == pytest.approx(direct_stats[key], rel=1e-2), key
+
+
+def test_only_a_kd_term_reads_the_teachers_features():
+    assert not DistillConfig(beta=0.0).uses_teacher_features
+    assert not DistillConfig(beta=0.0, w_enc=1.0, w_dec=1.0).uses_teacher_features
+    assert not DistillConfig(targets="teacher").uses_teacher_features
+    assert DistillConfig(beta=0.3, w_enc=1.0).uses_teacher_features
+    assert DistillConfig(beta=0.3, w_dec=1.0).uses_teacher_features
 
 
 def test_precomputed_stem_gives_the_same_features_and_loss_as_the_images():
@@ -226,3 +267,90 @@ def test_precomputed_stem_gives_the_same_features_and_loss_as_the_images():
     task.model.eval()                                                 # no dropout, BN on running statistics
     torch.testing.assert_close(task.features(with_stem), task.features(without), rtol=0, atol=1e-6)
     torch.testing.assert_close(task.loss(with_stem)[0], task.loss(without)[0], rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the stage's reads
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    """A working directory as the distill stage sees it: the tiny COCO prepared at 32 px, a teacher
+    (resnet18 through layer2: a native 4 x 4 grid, pooled to 2 x 2), the students' trunk, params."""
+    from capt.data.prepare import PrepareConfig, prepare_dataset
+    from capt.models.saved import save_encoder
+    from tests.fixtures import build_coco
+
+    monkeypatch.chdir(tmp_path)
+    prepared = Path("data/prepared/coco")
+    prepare_dataset(build_coco(tmp_path / "raw"), prepared,
+                    PrepareConfig(image_size=32, min_word_freq=1, max_len=8, captions_per_image=3), progress=False)
+    vocab = Vocabulary.load(prepared / "word_map.json")
+    torch.manual_seed(0)
+    teacher_enc = Encoder(EncoderConfig(name="resnet18", stages=2, encoded_size=2))
+    teacher_dec = AttentionDecoder(DecoderConfig(8, 8, 16, 0.0), len(vocab), teacher_enc.feature_dim)
+    save_captioner(Path("models/teacher.pt"), teacher_enc, teacher_dec, vocab, 32)
+    students = {"name": "resnet18", "weights": None, "stages": 1, "encoded_size": 2, "fine_tune": True}
+    save_encoder(Path("models/encoders/students.pt"), Encoder(EncoderConfig(**students)))
+    Path("params.yaml").write_text(yaml.safe_dump({
+        "teacher": {"dataset": "coco"},
+        "students": {"train_fraction": 1.0, "subset_seed": 0, "encoder": students,
+                     "decoder": {"embed_dim": 6, "attention_dim": 6, "decoder_dim": 8, "dropout": 0.0},
+                     "train": {"epochs": 1, "batch_size": 2, "lr": 0.01, "max_decode_len": 5, "device": "cpu"}},
+        "distill": {"student_base": {"beta": 0.0}, "student_seq": {"targets": "teacher"},
+                    "student_dec": {"beta": 0.3, "temperature": 2.0, "w_dec": 1.0}}}))
+    return teacher_enc
+
+
+def _opened_during(variant: str) -> list[Path]:
+    """The HDF5 files stage distill@<variant> opens."""
+    from stages.distill import main
+
+    opened: list[Path] = []
+
+    class Recording(h5py.File):
+        def __init__(self, name, *args, **kwargs):
+            opened.append(Path(name))
+            super().__init__(name, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(h5py, "File", Recording)
+        main(variant, ckpt_root=Path("checkpoints"))
+    assert Path(f"models/{variant}.pt").exists()
+    return opened
+
+
+def test_students_without_a_kd_term_never_open_the_teachers_features(study):
+    # No feature cache on disk at all: the baseline and sequence-level KD train without one.
+    Path("data/distill/coco").mkdir(parents=True)
+    with h5py.File("data/distill/coco/teacher_captions.h5", "w") as f:
+        f["indices"] = np.arange(3)
+        f["captions"] = np.tile(np.array([[[1, 4, 5, 2, 0, 0, 0, 0, 0, 0]]], np.int32), (3, 1, 1))
+        f["caption_lengths"] = np.full((3, 1), 4, np.int32)
+    for variant in ("student_base", "student_seq"):
+        opened = _opened_during(variant)
+        assert Path("data/prepared/coco/train.h5") in opened
+        assert not [p for p in opened if "features" in p.parts], variant
+    assert not Path("data/features").exists()
+
+
+def test_a_kd_student_reads_the_native_cache_pooled_to_the_teachers_cells(study):
+    from capt.train.features import encode_split
+
+    out = Path("data/features/coco")
+    out.mkdir(parents=True)
+    encode_split(study, Path("data/prepared/coco/train.h5"), out / "train.h5", progress=False)
+    with h5py.File(out / "train.h5") as f:
+        assert f["features"].shape == (3, 16, 128) and tuple(f.attrs["grid"]) == (4, 4)
+    assert out / "train.h5" in _opened_during("student_dec")
+    history = Path("metrics/history/student_dec.csv").read_text().splitlines()
+    assert "train_kd_dec" in history[0] and len(history) == 2
+
+
+def test_teacher_captions_config_takes_a_device_and_names_a_wrong_one():
+    from stages._common import make_config
+    from stages.teacher_captions import TeacherCaptionsConfig
+
+    assert make_config(TeacherCaptionsConfig, {"beam_size": 3, "batch_size": 64}, "teacher_captions").device == "auto"
+    assert make_config(TeacherCaptionsConfig, {"device": "cpu"}, "teacher_captions").device == "cpu"
+    with pytest.raises(CaptError, match=r"^teacher_captions\.device must be one of auto, cpu, cuda, got 'gpu'$"):
+        make_config(TeacherCaptionsConfig, {"device": "gpu"}, "teacher_captions")

@@ -161,6 +161,22 @@ def test_shallower_trunk_keeps_resolution_and_width():
         EncoderConfig(stages=5)
 
 
+@pytest.mark.parametrize("grid,encoded_size", [((8, 8), 4), ((8, 8), 14), ((8, 8), 3), ((5, 7), 2), ((6, 6), 6)])
+def test_pool_cells_is_the_adaptive_pool_of_the_trunks_map(grid, encoded_size):
+    """Cells pooled by pool_cells equal nn.AdaptiveAvgPool2d on the feature map they came from,
+    up and down and on uneven windows; the encoder's forward is that pool on its trunk's cells."""
+    from capt.models.encoder import map_cells, pool_cells
+
+    fmap = torch.randn(2, 5, *grid)                                             # (B, D, h, w)
+    expected = torch.nn.AdaptiveAvgPool2d(encoded_size)(fmap).flatten(2).transpose(1, 2)
+    assert torch.equal(pool_cells(map_cells(fmap), grid, encoded_size), expected)
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(name="resnet18", encoded_size=encoded_size, stages=2))
+    images = _images(s=8 * grid[0])
+    assert torch.equal(enc(images), pool_cells(enc.native_cells(images), enc.native_grid(8 * grid[0], 8 * grid[0]),
+                                               encoded_size))
+
+
 def test_features_beyond_fp16_range_are_refused_naming_the_file():
     import numpy as np
 

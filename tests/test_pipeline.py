@@ -116,8 +116,12 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         assert len(f["references"]) == 8 * 5
     with h5py.File(repo_copy / "data/prepared/shapes-shift/train.h5") as f:
         assert f["images"].shape[0] == 12
+    # The cache holds the trunk's native grid (64 px at stride 8: 8 x 8 cells), not the teacher's
+    # 2 x 2: the models pool it. No test split: evaluation encodes the test images itself.
     with h5py.File(repo_copy / "data/features/shapes/train.h5") as f:
-        assert f["features"].shape == (40, 4, 128) and f["features"].dtype == np.float16
+        assert f["features"].shape == (40, 64, 128) and f["features"].dtype == np.float16
+        assert tuple(f.attrs["grid"]) == (8, 8) and f.attrs["encoded_size"] == 2
+    assert sorted(p.name for p in (repo_copy / "data/features/shapes").iterdir()) == ["encoder.pt", "train.h5", "val.h5"]
     pretrained = json.loads((repo_copy / "metrics/pretrain/teacher.json").read_text())
     assert pretrained["best_epoch"] == 1 and 0 <= pretrained["val_cell_accuracy"] <= 1
     assert json.loads((repo_copy / "metrics/pretrain/students.json").read_text())["epochs"] == 0

@@ -95,6 +95,32 @@ def test_loader_workers_change_nothing(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_fp16_native_cells_train_exactly_as_the_float32_cells_pooled_beforehand(tmp_path):
+    """A feature cache's batches: fp16 cells on a native 4 x 4 grid, through loader workers as they
+    are; the task casts them and pools them to 2 x 2 on the device. The run is the very run on
+    float32 features pooled before training."""
+    import dataclasses
+
+    from capt.models.encoder import pool_cells
+
+    native = TinyFeatures(P=16)
+    native.features = native.features.half()                                   # as the cache stores them
+    pooled = TinyFeatures(P=16)
+    pooled.features = pool_cells(native.features.float(), (4, 4), 2)         # (n, 4, 6) float32
+    cfg = dataclasses.replace(CFG, epochs=2, num_workers=2)
+    torch.manual_seed(0)
+    dec = AttentionDecoder(DecoderConfig(embed_dim=8, attention_dim=8, decoder_dim=12, dropout=0.3), len(VOCAB), 6)
+    cached = CaptionerTask(dec, VOCAB, native, native.refs, cfg, feature_grid=(4, 4), encoded_size=2)
+    assert native[0]["features"].dtype == torch.float16
+    first = torch.utils.data.default_collate([native[i] for i in range(2)])
+    assert cached.cached_features(first).dtype == torch.float32 and cached.cached_features(first).shape == (2, 4, 6)
+    ra = fit(cached, native, cfg, tmp_path / "native", progress=False)
+    rb = fit(_task(pooled, cfg), pooled, cfg, tmp_path / "pooled", progress=False)
+    assert ra["history"] == rb["history"]
+    with pytest.raises(ValueError, match="go together"):
+        CaptionerTask(dec, VOCAB, native, native.refs, cfg, feature_grid=(4, 4))
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     ds = TinyFeatures()
     full = _task(ds)

@@ -22,7 +22,10 @@ class CaptionDataset(Dataset):
     "image_id": int64 (), "index": int64 ()}``; the default collate stacks them into a batch.
 
     With ``features_path`` (a feature cache of the same split, capt.train.features), items carry
-    ``"features": float32 (P, D)`` as well: a frozen encoder's output, read instead of recomputed.
+    ``"features": float16 (h*w, D)`` as well: a frozen trunk's cells on its native grid
+    (``feature_grid``), read instead of recomputed. They stay fp16 through the loader's workers
+    (half the bytes through shared memory, whose 64 MB default in Docker a float32 batch of
+    ResNet-101 cells outgrows); the model casts and pools them on its device.
 
     The HDF5 file is opened lazily in the process that reads it: an h5py handle must not cross a
     fork, so with ``num_workers > 0`` every worker opens its own.
@@ -39,11 +42,13 @@ class CaptionDataset(Dataset):
             self.max_len = int(f.attrs["max_len"])
             self.split = str(f.attrs["split"])
             image_ids = f["image_ids"][:]
+        self.feature_grid: tuple[int, int] | None = None
         if self.features_path is not None:
             with h5py.File(self.features_path, "r") as g:
                 if not np.array_equal(g["image_ids"][:], image_ids):
                     raise CaptError(f"{self.features_path}: its images are not those of {self.path}; "
                                     "rerun the features stage")
+                self.feature_grid = read_feature_grid(g, self.features_path)
         self._file: h5py.File | None = None
         self._features: h5py.File | None = None
         self._pid: int | None = None
@@ -72,7 +77,7 @@ class CaptionDataset(Dataset):
         if self.load_images:
             item["image"] = torch.from_numpy(f["images"][i])
         if self._features is not None:
-            item["features"] = torch.from_numpy(self._features["features"][i].astype("float32"))
+            item["features"] = torch.from_numpy(self._features["features"][i])       # fp16, as stored
         return item
 
     def __getstate__(self) -> dict:
@@ -86,6 +91,17 @@ class CaptionDataset(Dataset):
             if f is not None:
                 f.close()
         self._file = self._features = None
+
+
+def read_feature_grid(features: h5py.File, path: Path) -> tuple[int, int]:
+    """(h, w): the native grid of a feature cache's cells (its ``grid`` attribute)."""
+    if "grid" not in features.attrs:
+        raise CaptError(f"{path}: a feature cache without its grid (made by an older features stage); "
+                        "rerun the features stage")
+    h, w = (int(v) for v in features.attrs["grid"])
+    if features["features"].shape[1] != h * w:
+        raise CaptError(f"{path}: {features['features'].shape[1]} cells per image but a {h} x {w} grid")
+    return h, w
 
 
 class ImageSubset(Dataset):

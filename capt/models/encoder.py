@@ -3,6 +3,12 @@
 ``Encoder(images)`` takes uint8 images (B, 3, S, S) and returns features (B, P, D) with
 P = encoded_size**2 grid cells and D the trunk's width (512 for resnet18/34, 2048 above).
 
+The pool is split off as ``pool_cells``: the trunk's own grid of h x w cells (``native_cells``;
+8 x 8 for a 256 px image at stride 32) is what the feature cache stores, and whoever reads the
+cache pools it to encoded_size**2 cells with the very function the encoder's forward uses.
+Adaptive average pooling is linear, so pooling after the cache gives the same features (up to
+the cache's fp16 rounding) from fewer stored cells: 64 instead of Show-Attend-Tell's 14 x 14 = 196.
+
 Frozen means frozen: no parameter needs a gradient and the whole trunk stays in eval mode,
 whatever ``.train()`` is called with, so BatchNorm running statistics never drift. With
 ``fine_tune`` only blocks 2-4 (``layer2``..``layer4``, those of them in the trunk) learn; the stem and ``layer1`` stay frozen
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -80,6 +87,7 @@ class Encoder(nn.Module):
         self.feature_dim: int = net.fc.in_features // 2 ** (4 - cfg.stages)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.blocks = nn.Sequential(*[net.layer2, net.layer3, net.layer4][: cfg.stages - 1])
+        # pool_cells does the pooling; the module stays for code that pools a feature map itself.
         self.pool = nn.AdaptiveAvgPool2d(cfg.encoded_size)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -127,16 +135,53 @@ class Encoder(nn.Module):
         (B, C, S/4, S/4). It is the same every epoch, so a fine-tuned student may compute it once."""
         return self.stem(self.normalize(images))
 
-    def forward_from_stem(self, stem: torch.Tensor) -> torch.Tensor:
-        """stem_features (B, C, S/4, S/4) -> features (B, P, D), through the blocks that may learn."""
+    def trunk_from_stem(self, stem: torch.Tensor) -> torch.Tensor:
+        """stem_features (B, C, S/4, S/4) -> the trunk's feature map (B, D, h, w) before any
+        pooling, through the blocks that may learn."""
         if self.frozen:
             with torch.no_grad():
-                f = self.blocks(stem)
-        else:
-            f = self.blocks(stem)
-        f = self.pool(f)                                       # (B, D, E, E)
-        return f.flatten(2).transpose(1, 2).contiguous()       # (B, E*E, D)
+                return self.blocks(stem)
+        return self.blocks(stem)
+
+    def forward_from_stem(self, stem: torch.Tensor) -> torch.Tensor:
+        """stem_features (B, C, S/4, S/4) -> features (B, P, D), through the blocks that may learn."""
+        f = self.trunk_from_stem(stem)                                   # (B, D, h, w)
+        return pool_cells(map_cells(f), f.shape[-2:], self.cfg.encoded_size)
+
+    def native_cells(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S, S) -> the trunk's cells before the adaptive pool, (B, h*w, D), row-major
+        over its native grid (h, w) (``native_grid``): what the feature cache stores."""
+        return map_cells(self.trunk_from_stem(self.stem_features(images)))
+
+    @torch.no_grad()
+    def native_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the trunk's output for images of height x width pixels (S/32 at stages 4,
+        rounded up at every stride), measured on one blank image rather than derived from strides."""
+        probe = torch.zeros(1, 3, height, width, dtype=torch.uint8)
+        h, w = self.trunk_from_stem(self.stem_features(probe)).shape[-2:]
+        return int(h), int(w)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, S, S) -> features (B, P, D)."""
         return self.forward_from_stem(self.stem_features(images))
+
+
+def map_cells(feature_map: torch.Tensor) -> torch.Tensor:
+    """A feature map (B, D, h, w) -> its cells (B, h*w, D), row-major as the decoder reads them."""
+    return feature_map.flatten(2).transpose(1, 2).contiguous()
+
+
+def pool_cells(cells: torch.Tensor, grid: tuple[int, int] | torch.Size, encoded_size: int) -> torch.Tensor:
+    """Cells (B, h*w, D) on a grid of (h, w) -> (B, E*E, D), E = encoded_size: the adaptive
+    average pool of Show-Attend-Tell (``nn.AdaptiveAvgPool2d(E)``, the sgrvinod tutorial's 14 x 14),
+    upsampling as well as downsampling. The identity, the very tensor, when the grid is E x E already.
+    """
+    h, w = int(grid[0]), int(grid[1])
+    B, P, D = cells.shape
+    if P != h * w:
+        raise ValueError(f"{P} cells cannot lie on a {h} x {w} grid")
+    if (h, w) == (encoded_size, encoded_size):
+        return cells
+    # NCHW as the trunk's own map is, so the pool sums in the order nn.AdaptiveAvgPool2d does there.
+    feature_map = cells.transpose(1, 2).reshape(B, D, h, w).contiguous()   # (B, D, h, w)
+    return map_cells(F.adaptive_avg_pool2d(feature_map, encoded_size))      # (B, E*E, D)

@@ -2,7 +2,9 @@
 
 A batch holds B images with C captions each. The images are encoded once (or their cached
 features read) and expanded over their captions: (B, P, D) -> (B*C, P, D). Never five
-encoder passes for five captions.
+encoder passes for five captions. Cached features arrive as the feature cache stores them, fp16
+cells on the trunk's native grid (capt.train.features), and are cast and pooled to the
+encoder's encoded_size**2 cells here, on the device.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from capt.data.vocab import Vocabulary
 from capt.eval.metrics import score_captions
 from capt.models.beam_search import beam_search
 from capt.models.decoder import AttentionDecoder, caption_loss
-from capt.models.encoder import Encoder
+from capt.models.encoder import Encoder, pool_cells
 from capt.train.loop import TrainConfig, to_device
 
 
@@ -38,12 +40,21 @@ def top5_accuracy(logits: torch.Tensor, captions: torch.Tensor, lengths: torch.T
 
 
 class CaptionerTask:
-    """Decoder (and, when fine-tuned, encoder) trained with cross-entropy + attention regulariser."""
+    """Decoder (and, when fine-tuned, encoder) trained with cross-entropy + attention regulariser.
+
+    ``feature_grid`` (h, w) and ``encoded_size``: the native grid of the batches' cached
+    ``"features"`` and the cells the decoder reads, E x E; without them cached features are
+    taken as they come, already on the decoder's cells.
+    """
 
     def __init__(self, decoder: AttentionDecoder, vocab: Vocabulary, val_set: Dataset,
-                 val_references: dict[int, list[str]], cfg: TrainConfig, encoder: Encoder | None = None):
+                 val_references: dict[int, list[str]], cfg: TrainConfig, encoder: Encoder | None = None, *,
+                 feature_grid: tuple[int, int] | None = None, encoded_size: int | None = None):
+        if (feature_grid is None) != (encoded_size is None):
+            raise ValueError("feature_grid and encoded_size go together")
         self.decoder, self.encoder, self.vocab, self.cfg = decoder, encoder, vocab, cfg
         self.val_set, self.val_references = val_set, val_references
+        self.feature_grid, self.encoded_size = feature_grid, encoded_size
         modules = {"decoder": decoder}
         if encoder is not None and not encoder.frozen:
             modules["encoder"] = encoder
@@ -62,9 +73,19 @@ class CaptionerTask:
             groups.append({"params": [p for p in self.encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr})
         return groups
 
+    def cached_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's cached cells (B, h*w, D), fp16 as stored -> (B, E*E, D) in the decoder's
+        dtype on its device: cast first (the pool sums in full precision), then pooled exactly as
+        the encoder pools its own output (pool_cells)."""
+        dtype = next(self.decoder.parameters()).dtype
+        cells = batch["features"].to(self.device, dtype, non_blocking=True)
+        if self.feature_grid is None:
+            return cells
+        return pool_cells(cells, self.feature_grid, self.encoded_size)
+
     def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "features" in batch:
-            return batch["features"]
+            return self.cached_features(batch)
         return self.encoder(batch["image"])
 
     def _teacher_forced(self, features: torch.Tensor,

@@ -10,8 +10,10 @@ The loss of the seed study (its Table 1)::
 
 F are encoder features (B, P, D) on the same P grid cells; z are decoder logits (B, T, V) under
 teacher forcing on the ground-truth captions the student sees. The teacher never learns: it
-stays in eval mode (no dropout), its features come from the feature cache and its logits are
-computed under ``torch.no_grad``.
+stays in eval mode (no dropout), its features come from the feature cache (pooled from the
+trunk's native grid to the teacher's cells on the device) and its logits are computed under
+``torch.no_grad``. A variant without a KD term (beta 0: the baseline, sequence-level KD) reads
+no teacher features at all.
 
 Sequence-level KD (Kim & Rush 2016) needs no loss of its own: the student's task loss is
 computed on the teacher's beam-search captions (cached once) instead of the human ones.
@@ -29,11 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from capt.data.dataset import read_feature_grid
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
 from capt.models.beam_search import beam_search
 from capt.models.decoder import AttentionDecoder, caption_loss
-from capt.models.encoder import Encoder
+from capt.models.encoder import Encoder, pool_cells
 from capt.train.captioner import CaptionerTask, flatten_captions, top5_accuracy
 
 TARGETS = ("references", "teacher")
@@ -68,6 +71,11 @@ class DistillConfig:
     @property
     def uses_decoder_kd(self) -> bool:
         return self.beta > 0 and self.w_dec > 0
+
+    @property
+    def uses_teacher_features(self) -> bool:
+        """Whether the loss reads the teacher's feature cache (else it need not be opened)."""
+        return self.uses_encoder_kd or self.uses_decoder_kd
 
 
 def student_subset(n_images: int, fraction: float, seed: int) -> list[int]:
@@ -135,9 +143,11 @@ def padding_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
 class DistillTask(CaptionerTask):
     """A student captioner (fine-tuned encoder + decoder) trained by ``fit`` with the KD loss.
 
-    Batches carry the student's input images and the teacher's cached features of the same
-    images (``"features"``, (B, P, D_t)). ``model`` holds what learns: the student's decoder and
-    encoder, and the projection when there is one; the saved student leaves the projection out.
+    Batches carry the student's input images and, when a KD term needs them, the teacher's
+    cached features of the same images (``"features"``, (B, h*w, D_t) on the trunk's native grid,
+    pooled to the teacher's E x E cells by ``cached_features``: pass ``feature_grid`` and the
+    teacher's ``encoded_size``). ``model`` holds what learns: the student's decoder and encoder,
+    and the projection when there is one; the saved student leaves the projection out.
     """
 
     def __init__(self, encoder: Encoder, decoder: AttentionDecoder, teacher_decoder: AttentionDecoder,
@@ -179,14 +189,16 @@ class DistillTask(CaptionerTask):
         correct, total = top5_accuracy(logits.detach(), caps, lens)
         stats = {"task": task.item(), "top5": correct / max(total, 1)}
         kd_terms = torch.zeros((), dtype=task.dtype, device=task.device)
+        if self.kd.uses_teacher_features:
+            teacher_features = self.cached_features(batch)                      # (B, P, D_t)
         if self.kd.uses_encoder_kd:
             projected = student_features if self.projection is None else self.projection(student_features)
-            enc = kd_encoder_loss(projected, batch["features"])
+            enc = kd_encoder_loss(projected, teacher_features)
             kd_terms = kd_terms + self.kd.w_enc * enc
             stats["kd_enc"] = enc.item()
         if self.kd.uses_decoder_kd:
             with torch.no_grad():
-                teacher_feats = batch["features"].repeat_interleave(batch["captions"].shape[1], dim=0)
+                teacher_feats = teacher_features.repeat_interleave(batch["captions"].shape[1], dim=0)
                 teacher_logits, _ = self.teacher(teacher_feats, caps, lens)
             dec = kd_decoder_loss(logits, teacher_logits, self.kd.temperature, padding_mask(lens, logits.shape[1]))
             kd_terms = kd_terms + self.kd.w_dec * dec
@@ -198,25 +210,29 @@ class DistillTask(CaptionerTask):
 
 @torch.no_grad()
 def write_teacher_captions(decoder: AttentionDecoder, vocab: Vocabulary, features_h5: Path, indices: list[int],
-                           out_h5: Path, *, max_len: int, beam_size: int, batch_size: int = 64) -> int:
+                           out_h5: Path, *, encoded_size: int, max_len: int, beam_size: int,
+                           batch_size: int = 64, device: torch.device | str = "cpu") -> int:
     """Sequence-level KD targets: the teacher's beam-search caption of each image at ``indices``
-    of a feature-cache split (the teacher's own frozen features: no image is re-encoded).
+    of a feature-cache split (the teacher's own frozen features: no image is re-encoded), its
+    native cells pooled to the teacher's ``encoded_size``**2 as its encoder pools them.
 
     Writes ``captions`` int32 (K, 1, max_len + 2) (``<start> .. <end>`` padded, as prepare
     encodes human captions), ``caption_lengths`` int32 (K, 1), ``image_ids`` and ``indices``
-    (K,), under a temporary name renamed into place. Returns K.
+    (K,), under a temporary name renamed into place. The beam search runs on ``device`` (the
+    decoder is moved there). Returns K.
     """
-    decoder.eval()
+    decoder.eval().to(device)
     out_h5 = Path(out_h5)
     out_h5.parent.mkdir(parents=True, exist_ok=True)
     L = max_len + 2
     captions = np.zeros((len(indices), 1, L), np.int32)
     lengths = np.zeros((len(indices), 1), np.int32)
     with h5py.File(features_h5, "r") as f:
-        feats, ids = f["features"], f["image_ids"][:]
+        feats, ids, grid = f["features"], f["image_ids"][:], read_feature_grid(f, features_h5)
         for start in range(0, len(indices), batch_size):
             rows = indices[start:start + batch_size]
-            batch = torch.from_numpy(np.stack([feats[i] for i in rows]).astype(np.float32))
+            cells = torch.from_numpy(np.stack([feats[i] for i in rows])).to(device).float()   # (b, h*w, D)
+            batch = pool_cells(cells, grid, encoded_size)                           # (b, E*E, D)
             for j, d in enumerate(beam_search(decoder, batch, start=vocab.start, end=vocab.end,
                                               beam_size=beam_size, max_len=max_len)):
                 encoded = [vocab.start, *d.tokens[:max_len], vocab.end]

@@ -49,12 +49,12 @@ def cpu_has_native_bf16() -> bool:
 
 def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype the loss runs under autocast (None: fp32). ``precision`` is a GPU setting: a CPU
-    without bf16 instructions only emulates reduced precision (a ResNet-50 step in bf16 took 15x
+    without bf16 instructions only emulates reduced precision (a ResNet-50 step in bf16 took 11x
     as long as in fp32 on a 2-core x86 CPU: benchmarks/bench_precision.py), so there the run stays fp32 and
     the log says so."""
     dtype = PRECISIONS[precision]
     if dtype is not None and device.type == "cpu" and not cpu_has_native_bf16():
-        log.warning("precision %s: this CPU has no bf16/fp16 instructions (only emulation, ~15x slower): "
+        log.warning("precision %s: this CPU has no bf16/fp16 instructions (only emulation, ~11x slower): "
                     "training in fp32", precision)
         return None
     return dtype
