@@ -4,8 +4,6 @@ dvc.yaml declares for stage ``blip`` is written, and the evaluation downstream r
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,8 @@ import yaml
 from PIL import Image
 
 from stages.blip import HISTORY_COLUMNS
-from tests.test_pipeline import OUTPUT_DIRS, REPO, _ran, _run
+from tests.repo_copy import REPO, copy_repository
+from tests.test_pipeline import _ran, _run
 
 pytestmark = pytest.mark.e2e
 STAGES = {"download@shapes", "prepare@shapes", "blip_weights", "blip", "evaluate_blip@shapes"}
@@ -22,28 +21,19 @@ N_TEST = 4
 
 @pytest.fixture
 def zero_shot_repo(tmp_path) -> Path:
-    """The repository's files (tracked or new, not ignored) in a fresh git repo, with a tiny shapes
-    world, a tiny small BLIP and ``blip.train.epochs: 0``."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        if (REPO / rel).is_file() and not rel.startswith(OUTPUT_DIRS):
-            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, tmp_path / rel)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    """The repository in a fresh git repo, with a tiny shapes world, a tiny small BLIP and
+    ``blip.train.epochs: 0``."""
+    return copy_repository(tmp_path, _zero_shot_params)
+
+
+def _zero_shot_params(dst: Path) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["download"]["shapes"].update(n_train=8, n_val=4, n_test=N_TEST, image_size=32)
     params["prepare"].update(image_size=32, min_word_freq=1)
     params["blip"]["small"].update(image_size=32, vision_hidden=16, text_hidden=16, vision_layers=1, text_layers=1)
     params["blip"]["train"]["epochs"] = 0
     params["evaluate"].update(meteor="off")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # params.yaml alone holds this profile: DVC must not recompose it from conf/ (as tests/test_pipeline.py)
-    config = tmp_path / ".dvc" / "config"
-    config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=capt test", "-c", "user.email=test@capt.invalid", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
-    return tmp_path
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_dvc_repro_of_zero_shot_blip_writes_every_declared_output(zero_shot_repo):

@@ -19,12 +19,10 @@ import yaml
 
 from capt.eval.maps import read_word_maps
 from tests.browser import rendered_dom
+from tests.repo_copy import REPO, copy_repository
 
-REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.e2e
-# What the DAG writes: a copy of the repository starts without any of it.
-OUTPUT_DIRS = ("data/", "metrics/", "models/", "results/", "checkpoints/")
 # The micro profile trains three of the students: a baseline, word-level and sequence-level KD.
 STUDENTS = ("student_base", "student_t20", "student_seq")
 
@@ -44,16 +42,12 @@ def _ran(out: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory) -> Path:
-    """The repository's files (tracked or new, not ignored) in a fresh git repo, with tiny params."""
-    dst = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file() and not rel.startswith(OUTPUT_DIRS):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
+    """The repository in a fresh git repo, with a micro profile in params.yaml."""
+    return copy_repository(tmp_path_factory.mktemp("repo"), _micro_params)
+
+
+def _micro_params(dst: Path) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
     for name, sizes in (("shapes", (40, 8, 8)), ("shapes-shift", (12, 4, 6))):
         params["download"][name].update(n_train=sizes[0], n_val=sizes[1], n_test=sizes[2], image_size=64)
     params["prepare"].update(image_size=64, min_word_freq=1)
@@ -75,14 +69,6 @@ def repo_copy(tmp_path_factory) -> Path:
     params["blip"]["train"].update(batch_size=8)
     params["attention"].update(image_indices=[0, 3])
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # The micro profile lives in params.yaml alone: `dvc exp run -S` must apply its overrides there
-    # instead of recomposing params.yaml from conf/ (tests/test_profiles.py covers the composition).
-    config = dst / ".dvc" / "config"
-    config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=capt test", "-c", "user.email=test@capt.invalid", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dst, check=True, capture_output=True)
-    return dst
 
 
 DATA_STAGES = {"download@shapes", "download@shapes-shift", "prepare@shapes", "prepare@shapes-shift"}
