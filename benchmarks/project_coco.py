@@ -5,13 +5,16 @@
 and peak resident memory (recorded by every stage, stages/_common.py), and the images of each
 split of each dataset. This script scales each stage's disk by the images it processes:
 
-    prepare@<d>       every image of <d>            (uint8 S x S x 3 per image: exact)
+    prepare@<d>       every image of <d>            (uint8 S x S x 3 per image, + its captions)
     features          the train + val images of the teacher's dataset (fp16 cells per image)
     teacher_captions  the train images (x students.train_fraction)
     evaluate*@...-<d> the test images of <d>        (captions and per-word maps)
     download@<d>      the real archives' published sizes where known
     anything else     unchanged (model weights and checkpoints have the real architectures' sizes;
                       the rehearsal's BLIP is a miniature, the real base model's weights are ~1 GB)
+
+Model files (.pt, .safetensors) never scale. Per-split files give bytes per image as the slope of
+their sizes over their image counts, so a file's fixed overhead is counted once.
 
 Memory is reported as measured: every stage streams its data (prepare, the feature cache, the
 HDF5 loaders with preload off), so it does not grow with the dataset, except where the table
@@ -56,24 +59,56 @@ def count(images: dict[str, int], which: str) -> int:
     return sum(images[s] for s in which.split("+"))
 
 
+WEIGHTS = (".pt", ".safetensors", ".bin")     # model files: the real architectures' sizes whatever the data
+
+
+def split_of(path: str) -> str | None:
+    """``train`` for data/prepared/coco/train.h5 and the like (a per-split data file), else None."""
+    stem = Path(path).stem
+    return stem if Path(path).suffix == ".h5" and stem in ("train", "val", "test") else None
+
+
+def scaled_bytes(files: dict[str, int], images: dict[str, int], real: dict[str, int], which: str) -> tuple[float, float]:
+    """(bytes per image, projected bytes) of a stage's data files (its weights aside).
+
+    Per-split files (prepare's and the feature cache's train/val/test.h5) give a line
+    bytes = overhead + per_image * images through their points, so a file's fixed overhead is not
+    multiplied by 100,000; other files (captions, maps, seq-KD targets) scale as a whole by the
+    stage's images (an upper bound where they have a fixed part)."""
+    splits = {split_of(f): b for f, b in files.items() if split_of(f) and not f.endswith(WEIGHTS)}
+    rest = sum(b for f, b in files.items() if not split_of(f) and not f.endswith(WEIGHTS))
+    n_mirror, n_real = count(images, which), count(real, which)
+    if len({images[s] for s in splits}) >= 2:
+        xs, ys = [images[s] for s in splits], list(splits.values())
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        per_image = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        overhead = my - per_image * mx
+        return per_image, overhead * len(splits) + per_image * sum(real[s] for s in splits) + rest * n_real / n_mirror
+    total = sum(splits.values()) + rest
+    return total / n_mirror, total * n_real / n_mirror
+
+
 def project(report: dict) -> list[dict]:
     rows = []
     teacher = report.get("teacher_dataset", "coco")
     for stage, m in sorted(report["stages"].items()):
         which, dataset = images_of(stage, report["images"], teacher)
+        files = m.get("files") or {stage: m["out_bytes"]}
+        weights = sum(b for f, b in files.items() if f.endswith(WEIGHTS))
         row = {"stage": stage, "bytes": m["out_bytes"], "seconds": m.get("seconds"),
                "peak_rss_mb": max(m.get("peak_rss_mb") or 0, m.get("peak_rss_child_mb") or 0) or None}
         if stage.startswith("download@"):
-            sizes = [f.size for f in REMOTE_DATASETS[stage.split("@")[1]].files]
-            row["projected"] = sum(s for s in sizes if s) if all(sizes) else None
-            row["scales_with"] = "published archive sizes" if all(sizes) else "archive sizes not all published"
+            files_ = REMOTE_DATASETS[stage.split("@")[1]].files
+            unknown = [f.name for f in files_ if f.size is None]
+            row["projected"] = sum(f.size for f in files_ if f.size is not None) or None
+            row["scales_with"] = "published archive sizes" + (f" (not {', '.join(unknown)}: unpublished)" if unknown else "")
         elif which == "fixed":
-            row["projected"], row["scales_with"] = m["out_bytes"], "fixed (weights)"
+            row["projected"], row["scales_with"] = m["out_bytes"], "fixed (weights, figures)"
         else:
-            n_mirror, n_real = count(report["images"][dataset], which), count(REAL_IMAGES[dataset], which)
-            row["per_image"] = m["out_bytes"] / n_mirror
-            row["projected"] = row["per_image"] * n_real
-            row["scales_with"] = f"{which} images of {dataset}: {n_mirror} -> {n_real:,}"
+            per_image, data = scaled_bytes(files, report["images"][dataset], REAL_IMAGES[dataset], which)
+            row["per_image"], row["projected"] = per_image, weights + data
+            row["scales_with"] = (f"{which} images of {dataset}: {count(report['images'][dataset], which)} -> "
+                                  f"{count(REAL_IMAGES[dataset], which):,}" + (" (+ weights)" if weights else ""))
         rows.append(row)
     return rows
 

@@ -16,7 +16,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -29,17 +28,17 @@ from dvc.utils.hydra import compose_and_dump
 from capt.data.sources import REMOTE_DATASETS
 from stages._common import STAGE_COSTS
 from tests.hub_cache import seed_blip_hub_cache
+from tests.repo_copy import REPO, copy_repository
 from tests.mirror import MirrorSizes, build_mirror, caption_words, seed_torch_hub
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.rehearsal
 
-SIZES = MirrorSizes(coco_train=12, coco_restval=4, coco_val=4, coco_test=4,
+SIZES = MirrorSizes(coco_train=8, coco_restval=4, coco_val=4, coco_test=4,
                     flickr_train=4, flickr_val=2, flickr_test=4)
 # What the rehearsal shrinks, and nothing else: epochs, the images the report times and draws.
+# METEOR is off: its JVM costs 8.5 s per evaluation (x 18); tests/test_metrics.py runs it for real.
 OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=2",
-             "attention.image_indices=[0,1]"]
-OUTPUT_DIRS = ("data/", "metrics/", "models/", "results/", "checkpoints/")
+             "attention.image_indices=[0,1]", "evaluate.meteor=off"]
 # BLIP's WordPiece vocabulary splits these words, as bert-base-uncased splits many COCO words.
 PIECES = {"skateboard": ("skate", "##board"), "puppies": ("pupp", "##ies"), "kittens": ("kitten", "##s")}
 
@@ -86,16 +85,19 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
 def coco_repo(mirror, offline_env, tmp_path_factory) -> tuple[Path, str]:
     """A copy of the repository with the COCO profile composed (mirror URLs, shrunk epochs), after
     one `dvc repro` of the whole DAG."""
-    dst = tmp_path_factory.mktemp("coco")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        if (REPO / rel).is_file() and not rel.startswith(OUTPUT_DIRS):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dst / rel)
+    dst = copy_repository(tmp_path_factory.mktemp("coco"), functools.partial(_coco_params, mirror=mirror))
+    costs = dst / "stage_costs.jsonl"
+    out = _run(["dvc", "repro"], dst, {**offline_env, STAGE_COSTS: str(costs)})
+    if os.environ.get("CAPT_REHEARSAL_REPORT"):          # make rehearsal: the measurements, for the projection
+        Path(os.environ["CAPT_REHEARSAL_REPORT"]).write_text(json.dumps(stage_measurements(dst, costs), indent=2) + "\n")
+    return dst, out
+
+
+def _coco_params(dst: Path, mirror: tuple[Path, str]) -> None:
+    """The COCO profile composed as `dvc exp run -S profile=coco` would, with OVERRIDES; then the
+    mirror: its address, and what its files are (their bytes are not the public ones, so the public
+    md5s would refuse them; every file is still verified, against these)."""
     compose_and_dump(dst / "params.yaml", str(dst / "conf"), None, "config", str(dst), ["profile=coco", *OVERRIDES])
-    # The mirror: its address, and what its files are (their bytes are not the public ones, so
-    # the public md5s would refuse them; every file is still verified, against these).
     root, base_url = mirror
     params = yaml.safe_load((dst / "params.yaml").read_text())
     for dataset in ("coco", "flickr8k"):
@@ -104,18 +106,6 @@ def coco_repo(mirror, offline_env, tmp_path_factory) -> tuple[Path, str]:
             n: {"size": (root / n).stat().st_size, "md5": hashlib.md5((root / n).read_bytes()).hexdigest()}
             for n in names})
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # params.yaml is now the composition; `dvc repro` must not recompose it from conf/.
-    config = dst / ".dvc" / "config"
-    config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
-    (dst / "dvc.lock").unlink(missing_ok=True)         # the embedded profile's: this study has run nothing yet
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=capt test", "-c", "user.email=test@capt.invalid", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dst, check=True, capture_output=True)
-    costs = dst / "stage_costs.jsonl"
-    out = _run(["dvc", "repro"], dst, {**offline_env, STAGE_COSTS: str(costs)})
-    if os.environ.get("CAPT_REHEARSAL_REPORT"):          # make rehearsal: the measurements, for the projection
-        Path(os.environ["CAPT_REHEARSAL_REPORT"]).write_text(json.dumps(stage_measurements(dst, costs), indent=2) + "\n")
-    return dst, out
 
 
 def stage_measurements(repo: Path, costs: Path) -> dict:
@@ -129,7 +119,10 @@ def stage_measurements(repo: Path, costs: Path) -> dict:
     stages = {}
     for name, stage in lock.items():
         command = re.sub(r"^python -m (stages\.launch \d+ )?", "", stage["cmd"])
-        stages[name] = {"out_bytes": sum(o.get("size", 0) for o in stage.get("outs", [])),
+        files = {str(f.relative_to(repo)): f.stat().st_size for o in stage.get("outs", [])
+                 for f in ([repo / o["path"]] if (repo / o["path"]).is_file() else sorted((repo / o["path"]).rglob("*")))
+                 if f.is_file()}
+        stages[name] = {"out_bytes": sum(o.get("size", 0) for o in stage.get("outs", [])), "files": files,
                         **recorded.get(command, {})}
     images = {d: {s: v["images"] for s, v in json.loads((repo / f"data/prepared/{d}/summary.json").read_text())["splits"].items()}
               for d in ("coco", "flickr8k")}
@@ -216,3 +209,7 @@ def test_every_stage_recorded_its_cost(coco_repo, tmp_path):
     prepare = next(line for line in table.splitlines() if line.startswith("| `prepare@coco`"))
     disk = prepare.split("|")[4].split()
     assert "-> 123,287" in prepare and disk[1] == "GB" and float(disk[0]) >= 24.0
+    # the feature cache at ResNet-101's native 8x8 grid: 64 cells x 2048 x fp16 per image, not 14x14
+    features = next(line for line in table.splitlines() if line.startswith("| `features`"))
+    per_image = features.split("|")[3].split()
+    assert per_image[1] == "KB" and float(per_image[0]) == pytest.approx(64 * 2048 * 2 / 1e3, rel=0.01)
