@@ -229,3 +229,26 @@ def test_each_mask_is_dilated_once_per_image_whatever_the_words_and_techniques(t
     _grounding("coco", test_maps(("attention", "gradcam", "third")), EvaluateConfig())
     # image 1: circle (twice) and square; image 2: triangle (its two instances, one mask)
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("shape, radius", [((128, 128), 15.0), ((333, 500), 15.0), ((40, 30), 7.5), ((9, 13), 0.0)])
+def test_dilate_is_the_direct_disk_convolution(shape, radius):
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from capt.eval.grounding import dilate
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros(shape, bool)
+    mask[rng.integers(0, shape[0], 6), rng.integers(0, shape[1], 6)] = True
+    mask[: shape[0] // 4, -shape[1] // 5:] = True                       # a block at the border
+    r = int(math.floor(radius))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = torch.from_numpy((yy ** 2 + xx ** 2 <= radius ** 2).astype(np.float32))[None, None]
+    direct = (F.conv2d(torch.from_numpy(mask.astype(np.float32))[None, None], disk, padding=r)[0, 0] > 0.5).numpy()
+    got = dilate(mask, radius)
+    assert got.dtype == bool and got.shape == shape
+    assert np.array_equal(got, direct) and got.sum() > mask.sum() or radius == 0
+    assert np.array_equal(dilate(np.zeros(shape, bool), radius), np.zeros(shape, bool))

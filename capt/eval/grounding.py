@@ -246,12 +246,20 @@ def upsample_map(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    """bool (H, W) -> the pixels within ``radius`` (Euclidean) of any mask pixel."""
+    """bool (H, W) -> the pixels within ``radius`` (Euclidean) of any mask pixel.
+
+    The count of mask pixels under a disk centred on each pixel, as one FFT product: a direct
+    convolution with a 31 x 31 disk took ~0.1 s per 128 px mask on this project's CPU (most of
+    an evaluation's time). The counts are integers and float64 rounding is far below 0.5, so the
+    threshold gives exactly the direct convolution's pixels (tests/test_grounding.py)."""
     r = int(math.floor(radius))
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    disk = torch.from_numpy((yy ** 2 + xx ** 2 <= radius ** 2).astype(np.float32))[None, None]
-    m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    return (F.conv2d(m, disk, padding=r)[0, 0] > 0.5).numpy()
+    disk = torch.from_numpy((yy ** 2 + xx ** 2 <= radius ** 2).astype(np.float64))
+    H, W = mask.shape
+    size = (H + 2 * r, W + 2 * r)                          # the full linear convolution, no wrap-around
+    counts = torch.fft.irfft2(torch.fft.rfft2(torch.from_numpy(mask.astype(np.float64)), s=size)
+                              * torch.fft.rfft2(disk, s=size), s=size)
+    return (counts[r:r + H, r:r + W] > 0.5).numpy()        # the disk is symmetric: correlation = convolution
 
 
 def pointing_hit(up_map: np.ndarray, near_mask: np.ndarray) -> bool:
