@@ -199,7 +199,8 @@ def test_every_stage_recorded_its_cost(coco_repo, tmp_path):
     assert report["images"]["coco"] == {"train": SIZES.coco_train + SIZES.coco_restval, "val": SIZES.coco_val,
                                         "test": SIZES.coco_test}
     for name, m in report["stages"].items():
-        assert m["seconds"] > 0 and m["peak_rss_mb"] > 50, name
+        # a bare Python interpreter already holds > 15 MB; download@coco (no torch) measured 36.5 MB
+        assert m["seconds"] > 0 and m["peak_rss_mb"] > 15, name
     assert report["stages"]["prepare@coco"]["out_bytes"] > 3 * 256 * 256 * sum(report["images"]["coco"].values())
     path = tmp_path / "rehearsal.json"
     path.write_text(json.dumps(report))
