@@ -68,3 +68,22 @@ def test_comparison_figure_has_a_row_per_model_whatever_their_grids(tmp_path):
     plot_comparison(image, rows[:1], tmp_path / "one.png", "test")
     with Image.open(tmp_path / "c.png") as three, Image.open(tmp_path / "one.png") as one:
         assert three.size[0] == one.size[0] and three.size[1] > 2.5 * one.size[1]
+
+
+def test_a_cell_shows_its_word_map_where_the_map_peaks():
+    from capt.viz.attention import CELL_PX, GAP, display_image, mosaic, overlay
+
+    image = np.full((3, 32, 32), 128, np.uint8)
+    rgb = display_image(image)
+    assert rgb.shape == (CELL_PX, CELL_PX, 3) and (rgb == 128).all()       # upsampled, not shifted
+    alphas = np.zeros((1, 16))
+    alphas[0, 0] = 1.0                                                      # top-left cell of a 4x4 grid
+    (heat,) = upsample_attention(alphas, CELL_PX)
+    cell = overlay(rgb, heat)
+    # jet: red where the map peaks (top-left), blue where it is 0 (bottom-right), half the image's grey in both
+    assert cell[4, 4, 0] > cell[4, 4, 2] + 0.2 and cell[-4, -4, 2] > cell[-4, -4, 0] + 0.2
+    assert cell.min() >= 0.5 * 128 / 255 - 1e-6
+    canvas = mosaic([[rgb / 255, cell], [None]], CELL_PX, band=10)
+    assert canvas.shape == (2 * (10 + CELL_PX + GAP) - GAP, 2 * CELL_PX + GAP, 3)
+    np.testing.assert_allclose(canvas[10:10 + CELL_PX, CELL_PX + GAP:], cell, atol=1e-6)   # cell (0, 1)
+    assert (canvas[:10] == 1).all() and (canvas[10 + CELL_PX + GAP:] == 1).all()        # word band; empty cell
