@@ -10,14 +10,19 @@ import pytest
 
 from capt.errors import CaptError
 from capt.eval.grounding import (
-    COCO_SYNONYMS,
+    CHAIR_SYNONYMS,
+    ChairLexicon,
     Instances,
+    dataset_lexicon,
     dilate,
+    is_degenerate,
     lexicon_for,
     mass_in_mask,
     plural,
     pointing_hit,
     score_grounding,
+    score_techniques,
+    singular,
     upsample_map,
 )
 
@@ -45,7 +50,7 @@ def peak_map(grid: int, row: int, col: int) -> np.ndarray:
 
 
 def test_plural_and_multi_word_synonyms_map_to_their_category():
-    lex = lexicon_for(COCO_SYNONYMS, use_coco_synonyms=True)
+    lex = lexicon_for(CHAIR_SYNONYMS, use_coco_synonyms=True)
     assert lex.find("two hot dogs on a plate".split()) == [(1, 3, "hot dog")]
     assert lex.find("a traffic light above the street".split()) == [(1, 3, "traffic light")]
     assert lex.find("three traffic lights".split()) == [(1, 3, "traffic light")]
@@ -54,7 +59,7 @@ def test_plural_and_multi_word_synonyms_map_to_their_category():
     assert [c for *_, c in lex.find("two men and some people with buses".split())] == ["person", "person", "bus"]
     assert lex.find("a sunny day".split()) == []
     assert plural("bus") == "buses" and plural("puppy") == "puppies" and plural("toy") == "toys"
-    assert len(COCO_SYNONYMS) == 80
+    assert len(CHAIR_SYNONYMS) == 80
 
 
 def test_shapes_lexicon_is_the_shape_names_with_plurals():
@@ -93,7 +98,10 @@ def test_mass_in_mask():
     m = np.zeros((10, 10))
     m[0, 0], m[0, 9] = 3.0, 1.0
     assert mass_in_mask(m, mask) == pytest.approx(0.75)
-    assert mass_in_mask(np.ones((10, 10)), mask) == pytest.approx(0.5)
+    m[5, 2] = 4.0                # inside the mask
+    assert mass_in_mask(m, mask) == pytest.approx(7 / 8)
+    # a constant map singles out nothing: no mass, not the uniform baseline's half (see the degenerate maps' test)
+    assert mass_in_mask(np.ones((10, 10)), mask) == 0.0
     assert mass_in_mask(np.zeros((10, 10)), mask) == 0.0
 
 
@@ -252,3 +260,144 @@ def test_dilate_is_the_direct_disk_convolution(shape, radius):
     assert got.dtype == bool and got.shape == shape
     assert np.array_equal(got, direct) and got.sum() > mask.sum() or radius == 0
     assert np.array_equal(dilate(np.zeros(shape, bool), radius), np.zeros(shape, bool))
+
+
+# CHAIR's words as Rohrbach et al.'s code reads them (LisaAnne/Hallucination utils/chair.py, data/synonyms.txt).
+
+def chair_lexicon() -> ChairLexicon:
+    return lexicon_for(CHAIR_SYNONYMS, use_coco_synonyms=True)
+
+
+def mentioned(caption: str) -> list[tuple[str, str]]:
+    """(the mention's words, its category) for each mention in a caption."""
+    words = caption.split()
+    return [(" ".join(words[start:end]), category) for start, end, category in chair_lexicon().find(words)]
+
+
+def test_the_chair_table_is_the_references():
+    from importlib import resources
+
+    text = resources.files("capt.eval").joinpath("chair_synonyms.txt").read_text()
+    assert "https://github.com/LisaAnne/Hallucination" in text and "data/synonyms.txt" in text
+    assert len([line for line in text.splitlines() if line and not line.startswith("#")]) == 80
+    assert list(CHAIR_SYNONYMS)[:3] == ["person", "bicycle", "car"] and list(CHAIR_SYNONYMS)[-1] == "toothbrush"
+    assert CHAIR_SYNONYMS["sports ball"] == ["sports ball", "ball"]
+    assert CHAIR_SYNONYMS["toilet"] == ["toilet", "urinal", "commode", "lavatory", "potty"]   # its repeat once
+    # the reference's double space and capital, read as the words they are
+    assert "motor bike" in CHAIR_SYNONYMS["motorcycle"] and "cheesecake" in CHAIR_SYNONYMS["cake"]
+    assert "iphone" in CHAIR_SYNONYMS["cell phone"]
+    every_word = [w for words in CHAIR_SYNONYMS.values() for w in words]
+    assert len(every_word) == len(set(every_word))                     # no word names two categories
+
+
+def test_singular_keeps_every_table_word_and_undoes_its_plural():
+    category = chair_lexicon().word_category
+    for name, words in CHAIR_SYNONYMS.items():
+        for word in (w for w in words if " " not in w):
+            assert category.get(singular(word)) == name, word
+            assert category.get(singular(plural(word))) == name, plural(word)
+    irregular = {"men": "man", "women": "woman", "children": "child", "mice": "mouse", "knives": "knife",
+                 "geese": "goose", "oxen": "ox", "feet": "foot", "teeth": "tooth", "policemen": "policeman",
+                 "grandchildren": "grandchild", "pocketknives": "pocketknife", "calves": "calf", "thieves": "thief"}
+    regular = {"buses": "bus", "minibuses": "minibus", "glasses": "glass", "skis": "ski", "puppies": "puppy",
+               "lorries": "lorry", "ties": "tie", "collies": "collie", "magpies": "magpie", "canoes": "canoe",
+               "buffaloes": "buffalo", "flamingos": "flamingo", "couches": "couch", "sandwiches": "sandwich",
+               "toothbrushes": "toothbrush", "boxes": "box", "vases": "vase", "horses": "horse", "taxis": "taxi",
+               "tvs": "tv", "turkeys": "turkey", "boys": "boy", "stoves": "stove", "microwaves": "microwave",
+               "gloves": "glove", "zebus": "zebu", "headaches": "headache", "beaches": "beach"}
+    for plural_form, singular_form in {**irregular, **regular}.items():
+        assert singular(plural_form) == singular_form, plural_form
+    for already in ("bus", "minibus", "glass", "grass", "canvas", "scissors", "tennis", "lens", "sheep", "cattle",
+                    "people", "person", "ox", "species", "series", "famous", "this", "has"):
+        assert singular(already) == already
+
+
+def test_chair_person_words_and_singular_persons():
+    assert mentioned("a chef , an officer and a rider") == [("chef", "person"), ("officer", "person"),
+                                                            ("rider", "person")]
+    assert mentioned("two Men with three children") == [("Men", "person"), ("children", "person")]
+    assert [w for *_, w in chair_lexicon().merged_words("two Men with three children".split())] == \
+        ["two", "man", "with", "three", "child"]
+
+
+def test_baby_and_adult_animals_are_animals_not_persons():
+    assert mentioned("a baby elephant in the water") == [("baby elephant", "elephant")]
+    assert mentioned("an adult giraffe and two baby giraffes") == [("adult giraffe", "giraffe"),
+                                                                   ("baby giraffes", "giraffe")]
+    assert mentioned("a baby cub") == []                                 # "cub" is in no category
+    assert mentioned("a baby with a dog") == [("baby", "person"), ("dog", "dog")]   # a baby alone is a person
+
+
+def test_passenger_jets_and_trains_are_vehicles_not_persons():
+    assert mentioned("a passenger jet on the runway") == [("passenger jet", "airplane")]
+    assert mentioned("a passenger train at the station") == [("passenger train", "train")]
+    assert mentioned("a passenger on a bus") == [("passenger", "person"), ("bus", "bus")]
+
+
+def test_bow_tie_is_a_tie_and_a_toilet_seat_is_no_chair():
+    assert mentioned("a man in a bow tie") == [("man", "person"), ("bow tie", "tie")]
+    assert mentioned("a white toilet seat") == [("toilet seat", "toilet")]
+    assert mentioned("a toilet with the seat up") == [("toilet", "toilet")]
+    assert mentioned("a chair with a red seat") == [("chair", "chair"), ("seat", "chair")]   # no toilet: a seat
+
+
+@pytest.mark.parametrize("phrase, category", [("hot dogs", "hot dog"), ("teddy bear", "teddy bear"),
+                                              ("stop sign", "stop sign"), ("cell phones", "cell phone"),
+                                              ("motor bike", "motorcycle"), ("laptop computer", "laptop"),
+                                              ("wine glasses", "wine glass"), ("sports ball", "sports ball"),
+                                              ("air plane", "airplane"), ("motor cycle", "motorcycle")])
+def test_double_words_are_one_mention(phrase, category):
+    """One mention spanning both words (its map: the second's), whatever the first would be alone."""
+    words = f"a {phrase} on the table".split()
+    assert chair_lexicon().find(words) == [(1, 3, category), (5, 6, "dining table")]
+
+
+def test_chair_rules_in_hallucination_counts():
+    """CHAIR-i / CHAIR-s through score_grounding, COCO categories, captions using the rules above."""
+    inst = box_instances({1: [("person", [0, 0, 30, 60]), ("toilet", [50, 50, 30, 30])],
+                          2: [("elephant", [20, 20, 60, 60])]},
+                         categories=("person", "toilet", "chair", "elephant"))
+    lexicon = dataset_lexicon(inst.categories)
+    assert isinstance(lexicon, ChairLexicon)
+    rng = np.random.default_rng(0)
+    captions = {
+        # officer (person) and toilet are there; the toilet's seat is no chair
+        1: "an officer stands by a toilet with the seat up".split(),
+        # the baby elephant is there and is no person; the rider is not
+        2: "a baby elephant with a rider".split(),
+    }
+    s = score_grounding({i: (w, rng.random((len(w), 16)).astype(np.float32)) for i, w in captions.items()},
+                        inst, lexicon, tolerance=15)
+    assert s["object_mentions"] == 4                     # officer, toilet; elephant, rider
+    assert s["chair_i"] == pytest.approx(1 / 4)          # the rider
+    assert s["chair_s"] == pytest.approx(1 / 2)
+    assert s["grounded_words"] == 3
+
+
+# Degenerate maps: constant or not finite after upsampling, they point nowhere.
+
+def test_a_degenerate_map_is_a_miss_with_no_mass_and_is_counted():
+    # a circle in the top-left corner, so that a map's argmax at pixel (0, 0) would land on it
+    inst = box_instances({1: [("circle", [0, 0, 30, 30])]})
+    lex = lexicon_for(inst.categories, use_coco_synonyms=False)
+    words = "a circle".split()
+    nan_map = np.zeros((4, 4), np.float32)
+    nan_map[2, 2] = np.nan
+    maps = {"zero": np.zeros((2, 4, 4), np.float32), "constant": np.full((2, 4, 4), 0.3, np.float32),
+            "negative": np.full((2, 4, 4), -1.0, np.float32),            # zero once clamped
+            "nan": np.stack([nan_map] * 2), "normal": np.stack([peak_map(4, 0, 0)] * 2)}
+    scores = score_techniques({t: {1: (words, m)} for t, m in maps.items()}, inst, lex, tolerance=15)
+    for technique in ("zero", "constant", "negative", "nan"):
+        s = scores[technique]
+        assert (s["grounded_words"], s["degenerate_maps"]) == (1, 1), technique
+        assert s["pointing_game"] == 0.0 and s["mass_in_mask"] == 0.0, technique
+        assert s["pointing_game_centre"] == scores["normal"]["pointing_game_centre"]   # baselines as ever
+    normal = scores["normal"]
+    assert normal["degenerate_maps"] == 0 and normal["pointing_game"] == 1.0 and normal["mass_in_mask"] > 0.5
+    # the parts, on upsampled maps
+    near = dilate(np.pad(np.ones((30, 30), bool), ((0, 70), (0, 70))), 15)
+    for grid in (np.zeros((4, 4)), np.full((4, 4), 0.3)):
+        up = upsample_map(grid, 100, 100)
+        assert is_degenerate(up) and not pointing_hit(up, near)
+    assert not is_degenerate(upsample_map(peak_map(4, 0, 0), 100, 100))
+    assert is_degenerate(np.full((3, 3), np.inf)) and is_degenerate(nan_map)

@@ -1,15 +1,22 @@
 """Grounding and hallucination: does each word's map land on the thing the word names, and does
 a caption name things that are not in the image?
 
-Words are mapped to object categories by a :class:`Lexicon` (COCO: the synonym table below,
-written for this project; `shapes`: its shape names), plurals and multi-word names included
-("hot dogs", "traffic lights"). For every mention whose category is in the image (by its
-instance masks, through pycocotools), the mention's map (that of its last word, the noun) is
-upsampled bicubically from the model's grid to the image's original size and scored:
+Words are mapped to object categories as CHAIR does for COCO (:class:`ChairLexicon`: Rohrbach et
+al.'s synonym table, ``chair_synonyms.txt``, and the rules of their code, LisaAnne/Hallucination
+``utils/chair.py``: singular words, their "double words" such as "hot dog" and "baby elephant",
+no chair for a toilet's seat), and for other datasets by the category names themselves with their
+plurals (:class:`Lexicon`; ``shapes``: "circle", "crosses"). For every mention whose category is in
+the image (by its instance masks, through pycocotools), the mention's map (that of its last word,
+the noun) is upsampled bicubically from the model's grid to the image's original size and scored:
 
 - **pointing game** (Zhang et al., ECCV 2016): a hit when the map's maximum lies within
   ``tolerance`` pixels (15) of the category's mask (all its instances together);
 - **mass in mask**: the share of the map's (non-negative) mass inside that mask.
+
+A map that is constant after upsampling and clamping (all zero, as Grad-CAM's can be after its
+ReLU) or not finite points nowhere: it is a miss and has no mass in the mask, and the mentions
+with one are counted (``degenerate_maps``, per technique), rather than letting its ``argmax``,
+pixel (0, 0), hit any mask that reaches that corner.
 
 Two baselines are scored on the same mentions: the image's centre point (pointing: is the
 centre within tolerance; mass: 1 if the centre pixel is in the mask) and a uniform map
@@ -19,7 +26,13 @@ tolerance; mass: the mask's share of the image).
 **CHAIR** (Rohrbach et al., EMNLP 2018), the instances-only variant: a mention is hallucinated
 when its category has no instance in the image (the original also accepts categories named by
 the reference captions; we use the annotated instances alone). CHAIR-i = hallucinated mentions /
-mentions; CHAIR-s = captions with at least one hallucinated mention / captions.
+mentions; CHAIR-s = captions with at least one hallucinated mention / captions. Where the words
+are read differently from the reference, on purpose: the captions come as the model's tokens
+(the reference tokenises with NLTK); words are singularised by :func:`singular`, not pattern.en
+(which this project does not use; it turns "glass" into "glas", so the reference's extra "wine
+glas" rule is not needed here); and the table's " motor bike", " cheesecake" and "iPhone", which
+the reference's parsing can never match (a leading space, a capital), count here
+(:func:`read_synonym_table`).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import IO
 
 import ijson
@@ -41,104 +55,126 @@ from pycocotools.coco import COCO
 from capt.data.manifest import Manifest
 from capt.errors import CaptError
 
-# The 80 COCO categories and the words captions use for them (singular; plurals are derived).
-# Written for this project from the category names and common caption vocabulary.
-COCO_SYNONYMS: dict[str, list[str]] = {
-    "person": ["person", "people", "man", "men", "woman", "women", "boy", "girl", "child", "children",
-               "kid", "guy", "lady", "player", "skier", "surfer", "skateboarder", "snowboarder",
-               "baby", "toddler", "adult", "rider", "pedestrian", "batter", "catcher", "pitcher",
-               "gentleman", "teenager", "tennis player", "baseball player", "young man", "young woman"],
-    "bicycle": ["bicycle", "bike", "cycle"],
-    "car": ["car", "automobile", "sedan", "taxi", "cab", "suv", "van"],
-    "motorcycle": ["motorcycle", "motorbike", "motor bike", "scooter", "moped", "dirt bike"],
-    "airplane": ["airplane", "plane", "jet", "aircraft", "airliner", "jetliner", "passenger jet"],
-    "bus": ["bus", "double decker", "school bus", "trolley"],
-    "train": ["train", "locomotive", "tram", "subway"],
-    "truck": ["truck", "pickup", "pickup truck", "lorry", "fire truck", "semi"],
-    "boat": ["boat", "ship", "sailboat", "canoe", "kayak", "yacht", "ferry", "raft"],
-    "traffic light": ["traffic light", "stop light", "street light", "traffic signal"],
-    "fire hydrant": ["fire hydrant", "hydrant"],
-    "stop sign": ["stop sign"],
-    "parking meter": ["parking meter", "meter"],
-    "bench": ["bench"],
-    "bird": ["bird", "pigeon", "seagull", "gull", "duck", "parrot", "goose", "swan", "owl", "eagle"],
-    "cat": ["cat", "kitten", "kitty"],
-    "dog": ["dog", "puppy", "pup", "doggy"],
-    "horse": ["horse", "pony", "foal"],
-    "sheep": ["sheep", "lamb", "ram"],
-    "cow": ["cow", "cattle", "bull", "calf", "ox"],
-    "elephant": ["elephant"],
-    "bear": ["bear", "teddy", "polar bear", "grizzly"],
-    "zebra": ["zebra"],
-    "giraffe": ["giraffe"],
-    "backpack": ["backpack", "knapsack"],
-    "umbrella": ["umbrella", "parasol"],
-    "handbag": ["handbag", "purse", "hand bag"],
-    "tie": ["tie", "necktie", "bow tie"],
-    "suitcase": ["suitcase", "luggage", "suit case"],
-    "frisbee": ["frisbee"],
-    "skis": ["ski", "skis"],
-    "snowboard": ["snowboard"],
-    "sports ball": ["ball", "soccer ball", "tennis ball", "baseball", "football", "basketball"],
-    "kite": ["kite"],
-    "baseball bat": ["baseball bat", "bat"],
-    "baseball glove": ["baseball glove", "glove", "mitt"],
-    "skateboard": ["skateboard", "skate board"],
-    "surfboard": ["surfboard", "surf board", "board"],
-    "tennis racket": ["tennis racket", "racket", "racquet"],
-    "bottle": ["bottle"],
-    "wine glass": ["wine glass"],
-    "cup": ["cup", "mug", "coffee cup"],
-    "fork": ["fork"],
-    "knife": ["knife", "knives"],
-    "spoon": ["spoon"],
-    "bowl": ["bowl"],
-    "banana": ["banana"],
-    "apple": ["apple"],
-    "sandwich": ["sandwich", "burger", "sub", "hamburger"],
-    "orange": ["orange"],
-    "broccoli": ["broccoli"],
-    "carrot": ["carrot"],
-    "hot dog": ["hot dog", "hotdog"],
-    "pizza": ["pizza"],
-    "donut": ["donut", "doughnut"],
-    "cake": ["cake", "cupcake"],
-    "chair": ["chair", "stool"],
-    "couch": ["couch", "sofa"],
-    "potted plant": ["potted plant", "plant", "houseplant", "house plant"],
-    "bed": ["bed"],
-    "dining table": ["dining table", "table", "desk"],
-    "toilet": ["toilet"],
-    "tv": ["tv", "television", "monitor", "screen"],
-    "laptop": ["laptop", "computer", "notebook"],
-    "mouse": ["mouse"],
-    "remote": ["remote", "remote control", "controller"],
-    "keyboard": ["keyboard"],
-    "cell phone": ["cell phone", "phone", "cellphone", "smartphone", "mobile phone"],
-    "microwave": ["microwave"],
-    "oven": ["oven", "stove"],
-    "toaster": ["toaster"],
-    "sink": ["sink"],
-    "refrigerator": ["refrigerator", "fridge"],
-    "book": ["book"],
-    "clock": ["clock"],
-    "vase": ["vase"],
-    "scissors": ["scissors"],
-    "teddy bear": ["teddy bear", "stuffed animal"],
-    "hair drier": ["hair drier", "hair dryer", "hairdryer", "blow dryer"],
-    "toothbrush": ["toothbrush", "tooth brush"],
-}
 
-_IRREGULAR = {"man": "men", "woman": "women", "child": "children", "person": "people", "mouse": "mice",
-              "knife": "knives", "sheep": "sheep", "people": "people", "men": "men", "women": "women",
-              "children": "children", "skis": "skis", "scissors": "scissors", "cattle": "cattle",
-              "luggage": "luggage", "broccoli": "broccoli", "goose": "geese", "ox": "oxen", "bus": "buses"}
+def read_synonym_table(text: str, source: str) -> dict[str, list[str]]:
+    """CHAIR's synonym table: one line per category, ``category, word, word, ...``; ``#`` comments.
+
+    -> category -> its words, the category's own name first, each once, lower-cased and stripped of
+    the spaces around it (the reference splits on ``", "`` as is, so its " motor bike" and
+    " cheesecake", written after a double space, and its "iPhone" can never equal a lower-cased
+    caption word; here they count)."""
+    table: dict[str, list[str]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        words = [w.strip().lower() for w in line.split(",") if w.strip()]
+        if words[0] in table:
+            raise CaptError(f"{source}:{number}: category {words[0]!r} has a second line")
+        table[words[0]] = list(dict.fromkeys(words))
+    return table
+
+
+# Rohrbach et al.'s table (https://github.com/LisaAnne/Hallucination data/synonyms.txt), shipped as
+# package data: the 80 COCO categories and the words that name each. No word names two categories.
+CHAIR_SYNONYMS: dict[str, list[str]] = read_synonym_table(
+    resources.files("capt.eval").joinpath("chair_synonyms.txt").read_text(encoding="utf-8"),
+    "capt/eval/chair_synonyms.txt")
+
+# The reference's "double words": two caption words (each singularised) read as one, which then
+# maps through the table. Its list, in its order; "stove top oven" has three words and the reference
+# merges two at a time, so it never matches there or here ("stove", "top", "oven": two oven
+# mentions), and "home plate" is in no category (merged, it just hides "plate").
+CHAIR_DOUBLE_WORDS = ["motor bike", "motor cycle", "air plane", "traffic light", "street light", "traffic signal",
+                      "stop light", "fire hydrant", "stop sign", "parking meter", "suit case", "sports ball",
+                      "baseball bat", "baseball glove", "tennis racket", "wine glass", "hot dog", "cell phone",
+                      "mobile phone", "teddy bear", "hair drier", "potted plant", "bow tie", "laptop computer",
+                      "stove top oven", "home plate"]
+# "baby"/"adult" and "passenger" name persons on their own; before these words they qualify an
+# animal or a vehicle ("baby elephant" is an elephant, not a person), as in the reference.
+CHAIR_YOUNG_OR_GROWN_ANIMALS = ["bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe",
+                                "animal", "cub"]
+CHAIR_PASSENGER_VEHICLES = ["jet", "train"]
+
+
+# Plurals that the suffix rules below do not undo, whole words.
+_IRREGULAR_SINGULARS = {"mice": "mouse", "geese": "goose", "oxen": "ox", "feet": "foot", "teeth": "tooth",
+                        "dice": "die", "gases": "gas", "lenses": "lens", "canvases": "canvas", "atlases": "atlas",
+                        "irises": "iris", "cactuses": "cactus", "cacti": "cactus", "walruses": "walrus",
+                        "octopuses": "octopus", "viruses": "virus", "circuses": "circus", "campuses": "campus",
+                        "bonuses": "bonus", "quizzes": "quiz"}
+# Irregular endings, so that compounds follow their last word (policemen, grandchildren, pocketknives).
+_IRREGULAR_SUFFIXES = [("children", "child"), ("men", "man"), ("knives", "knife"), ("wives", "wife"),
+                       ("shelves", "shelf"), ("leaves", "leaf"), ("calves", "calf"), ("halves", "half"),
+                       ("wolves", "wolf"), ("loaves", "loaf"), ("scarves", "scarf"), ("thieves", "thief"),
+                       ("hooves", "hoof"), ("buses", "bus"), ("busses", "bus")]
+# Words ending in "men" that are not plurals of "-man".
+_NOT_PLURAL_MEN = {"amen", "omen", "semen", "specimen", "abdomen", "hymen", "ramen", "stamen", "regimen", "acumen",
+                   "albumen", "bitumen", "rumen", "yemen"}
+# Words ending in "s" that are already singular, or have no singular to go to.
+_UNINFLECTED = {"is", "was", "has", "his", "this", "its", "us", "as", "yes", "does", "plus", "always", "perhaps",
+                "across", "towards", "sometimes", "besides", "whereas", "unless", "thus", "canvas", "gas",
+                "atlas", "lens", "tennis", "iris", "chassis", "christmas", "species", "series", "news",
+                "scissors", "pants", "jeans", "shorts", "trousers", "tongs", "pliers", "clothes", "binoculars",
+                "goggles", "tweezers", "headquarters", "means", "physics", "mathematics", "measles", "overalls",
+                "pajamas", "pyjamas", "bias", "alias"}
+# Nouns in "-ie" (their plural "-ies" is not a "-y" word's) and in "-u" (their plural ends in "-us").
+_IE_NOUNS = {"tie", "necktie", "bowtie", "pie", "magpie", "potpie", "lie", "die", "cookie", "movie", "doggie",
+             "collie", "zombie", "brownie", "goalie", "selfie", "hippie", "smoothie", "veggie", "birdie", "budgie",
+             "rookie", "calorie", "prairie", "hoodie", "beanie", "pixie", "genie", "sweetie", "cutie", "auntie",
+             "walkie", "talkie", "bootie", "nightie", "boogie", "newbie", "yuppie", "aussie", "kiddie"}
+_U_NOUNS = {"menu", "emu", "gnu", "zebu", "tutu", "tofu", "haiku", "guru", "tiramisu", "kudzu", "caribou", "bayou"}
+# Nouns in "-o" whose plural is "-oes" (others, like canoe's "canoes", only add "s").
+_O_NOUNS_TAKING_ES = {"tomato", "potato", "hero", "mango", "buffalo", "volcano", "domino", "mosquito", "echo",
+                      "torpedo", "veto", "cargo", "tornado", "flamingo", "embargo", "tuxedo", "avocado"}
+# Nouns in "-che" (their plural "-ches" is not a "-ch" word's "-es").
+_CHE_NOUNS = ("headache", "toothache", "stomachache", "backache", "earache", "heartache", "mustache", "moustache",
+              "niche", "cache", "avalanche", "quiche", "cliche", "psyche", "microfiche", "creche")
+
+
+def singular(word: str) -> str:
+    """The singular of a lower-case caption word, for CHAIR's table.
+
+    The reference singularises every word with pattern.en's ``singularize``, which this project
+    does not depend on; this covers the table's words and their plurals (tests/test_grounding.py:
+    every table word keeps its category, and so does its plural): irregulars (men, children, mice,
+    geese, oxen, knives, compounds like policemen), then the rules for "-ies", "-oes", the
+    sibilants' "-es" and a plain "-s", sparing words that end in "s" in the singular (bus, glass,
+    grass, canvas, scissors). pattern.en turns "glass" into "glas", which is why the reference also
+    merges "wine glas"; here "glass" stays whole and that rule is not needed. Non-nouns may come
+    out wrong ("has" is spared, "sits" -> "sit"): they are in no category either way.
+    """
+    if len(word) < 3 or word in _UNINFLECTED:
+        return word
+    if word in _IRREGULAR_SINGULARS:
+        return _IRREGULAR_SINGULARS[word]
+    for plural_end, singular_end in _IRREGULAR_SUFFIXES:
+        if word.endswith(plural_end) and not (plural_end == "men" and word in _NOT_PLURAL_MEN):
+            return word[:-len(plural_end)] + singular_end
+    if not word.endswith("s") or word.endswith(("ss", "sis")):
+        return word
+    if word.endswith("us"):                              # bus, minibus, cactus, famous; but menus, zebus
+        return word[:-1] if word[:-1] in _U_NOUNS else word
+    if word.endswith("ies"):                             # puppies, lorries; but ties, collies, cookies
+        return word[:-1] if word[:-1] in _IE_NOUNS else word[:-3] + "y"
+    if word.endswith("oes"):                             # buffaloes, tomatoes; but canoes, shoes
+        return word[:-2] if word[:-2] in _O_NOUNS_TAKING_ES else word[:-1]
+    if word.endswith(("sses", "shes", "xes", "zzes")):  # glasses, toothbrushes, boxes
+        return word[:-2]
+    if word.endswith("ches"):                            # couches, sandwiches; but headaches, niches
+        return word[:-1] if word[:-1].endswith(_CHE_NOUNS) else word[:-2]
+    return word[:-1]
+
+
+_IRREGULAR_PLURALS = {"man": "men", "woman": "women", "child": "children", "person": "people", "mouse": "mice",
+                      "knife": "knives", "sheep": "sheep", "people": "people", "men": "men", "women": "women",
+                      "children": "children", "skis": "skis", "scissors": "scissors", "cattle": "cattle",
+                      "luggage": "luggage", "broccoli": "broccoli", "goose": "geese", "ox": "oxen", "bus": "buses"}
 
 
 def plural(word: str) -> str:
     """English plural of a (lower-case) noun: the irregulars this vocabulary needs, then the rules."""
-    if word in _IRREGULAR:
-        return _IRREGULAR[word]
+    if word in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[word]
     if word.endswith(("s", "x", "z", "ch", "sh")):
         return word + "es"
     if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
@@ -148,7 +184,9 @@ def plural(word: str) -> str:
 
 @dataclass
 class Lexicon:
-    """Phrases (singular, plural, multi-word) -> category. ``find`` matches the longest phrase first."""
+    """Phrases (singular, plural, multi-word) -> category. ``find`` matches the longest phrase first.
+
+    For datasets other than COCO (``shapes``: each category named by itself)."""
 
     synonyms: dict[str, list[str]]
     phrases: dict[tuple[str, ...], str] = field(init=False)
@@ -178,19 +216,70 @@ class Lexicon:
         return out
 
 
-def dataset_lexicon(categories: list[str]) -> Lexicon:
-    """COCO's synonym table when every category is a COCO category, else the names themselves."""
-    return lexicon_for(categories, use_coco_synonyms=set(categories) <= set(COCO_SYNONYMS))
+@dataclass
+class ChairLexicon:
+    """COCO mentions as Rohrbach et al.'s CHAIR finds them, with the words each spans.
 
+    The reference's steps, in its order: every word lower-cased and singularised
+    (:func:`singular`); left to right, a pair of words that is one of its double words becomes one
+    word (:data:`CHAIR_DOUBLE_WORDS`; "baby"/"adult" + an animal and "passenger" + jet/train become
+    the animal or vehicle; "bow tie" becomes "tie", "toilet seat" "toilet"), else the word stays
+    alone; if a caption then holds both "toilet" and "seat", its seats are dropped (a toilet's seat
+    is no chair); each remaining word that the table lists names its category. Only ``categories``
+    are found (all 80 for COCO). A mention spans its words, both of a merged pair, so that its last
+    word (``end - 1``), the noun, is the one whose map is scored.
+    """
 
-def lexicon_for(categories: Iterable[str], use_coco_synonyms: bool) -> Lexicon:
-    """COCO's synonym table, or each category named by itself (``shapes``: circle, square, ...)."""
-    categories = list(categories)
-    if use_coco_synonyms:
-        missing = sorted(set(categories) - set(COCO_SYNONYMS))
+    categories: list[str]
+    word_category: dict[str, str] = field(init=False)
+    double_words: dict[tuple[str, ...], str] = field(init=False)
+
+    def __post_init__(self):
+        missing = sorted(set(self.categories) - set(CHAIR_SYNONYMS))
         if missing:
             raise CaptError(f"the COCO synonym table has no entry for categories {missing}")
-        return Lexicon({c: COCO_SYNONYMS[c] for c in categories})
+        self.word_category = {word: category for category in self.categories for word in CHAIR_SYNONYMS[category]}
+        merged = {phrase: phrase for phrase in CHAIR_DOUBLE_WORDS}
+        merged |= {f"{age} {animal}": animal for animal in CHAIR_YOUNG_OR_GROWN_ANIMALS for age in ("baby", "adult")}
+        merged |= {f"passenger {vehicle}": vehicle for vehicle in CHAIR_PASSENGER_VEHICLES}
+        merged |= {"bow tie": "tie", "toilet seat": "toilet"}
+        # keyed by the singularised words, as the caption's are ("hot dogs" -> ("hot", "dog"))
+        self.double_words = {tuple(singular(w) for w in phrase.split()): word for phrase, word in merged.items()}
+
+    def merged_words(self, words: list[str]) -> list[tuple[int, int, str]]:
+        """A caption's words as the reference reads them: ``(start, end, word)``, a merged pair
+        spanning two, every word singular, before the table is consulted."""
+        stems = [singular(w.lower()) for w in words]
+        out, i = [], 0
+        while i < len(stems):
+            pair = self.double_words.get(tuple(stems[i:i + 2]))     # never a 1-word key at the end
+            if pair is not None:
+                out.append((i, i + 2, pair))
+                i += 2
+            else:
+                out.append((i, i + 1, stems[i]))
+                i += 1
+        read = {w for *_, w in out}
+        if "toilet" in read and "seat" in read:
+            out = [u for u in out if u[2] != "seat"]
+        return out
+
+    def find(self, words: list[str]) -> list[tuple[int, int, str]]:
+        """Mentions in a caption's words: ``(start, end, category)``, left to right."""
+        return [(start, end, self.word_category[w]) for start, end, w in self.merged_words(words)
+                if w in self.word_category]
+
+
+def dataset_lexicon(categories: list[str]) -> Lexicon | ChairLexicon:
+    """CHAIR's rules when every category is a COCO category, else the names themselves."""
+    return lexicon_for(categories, use_coco_synonyms=set(categories) <= set(CHAIR_SYNONYMS))
+
+
+def lexicon_for(categories: Iterable[str], use_coco_synonyms: bool) -> Lexicon | ChairLexicon:
+    """CHAIR's table and rules for COCO, or each category named by itself (``shapes``: circle, square, ...)."""
+    categories = list(categories)
+    if use_coco_synonyms:
+        return ChairLexicon(categories)
     return Lexicon({c: [] for c in categories})
 
 
@@ -262,13 +351,37 @@ def dilate(mask: np.ndarray, radius: float) -> np.ndarray:
     return (counts[r:r + H, r:r + W] > 0.5).numpy()        # the disk is symmetric: correlation = convolution
 
 
+# A map whose values spread over less than this share of its largest magnitude is constant: a
+# constant grid comes out of the float32 bicubic upsampling uneven by about 2e-6 of its value.
+CONSTANT_MAP_RTOL = 1e-4
+
+
+def is_degenerate(up_map: np.ndarray) -> bool:
+    """Does an upsampled (H, W) map point nowhere: constant (all zero, as Grad-CAM can be after its
+    ReLU, or any one value, up to :data:`CONSTANT_MAP_RTOL`) or not finite anywhere?
+
+    Such a map has no maximum to point with: ``argmax`` would return its first pixel, (0, 0), and
+    score a hit whenever a mask reaches that corner."""
+    if not np.isfinite(up_map).all():
+        return True
+    top, bottom = float(up_map.max()), float(up_map.min())
+    return top - bottom <= CONSTANT_MAP_RTOL * max(abs(top), abs(bottom))
+
+
 def pointing_hit(up_map: np.ndarray, near_mask: np.ndarray) -> bool:
-    """Is the map's maximum (the first, in row-major order, on ties) in the dilated mask?"""
+    """Is the (H, W) map's maximum (the first, in row-major order, on ties) in the (H, W) dilated
+    mask? Never for a degenerate map (:func:`is_degenerate`), whose "maximum" is any pixel."""
+    if is_degenerate(up_map):
+        return False
     y, x = np.unravel_index(int(np.argmax(up_map)), up_map.shape)
     return bool(near_mask[y, x])
 
 
 def mass_in_mask(up_map: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the (H, W) map's mass inside the (H, W) mask; 0 for a degenerate map, which
+    singles out nothing (a constant one would otherwise score the uniform baseline's share)."""
+    if is_degenerate(up_map):
+        return 0.0
     total = float(up_map.sum())
     return float(up_map[mask].sum()) / total if total > 0 else 0.0
 
@@ -288,6 +401,7 @@ class GroundingScores:
     centre_mass: float = 0.0
     uniform_hits: float = 0.0
     uniform_mass: float = 0.0
+    degenerate_maps: int = 0           # scored mentions whose map was constant or not finite: misses, no mass
 
     def summary(self) -> dict[str, float | int]:
         n = max(self.scored, 1)
@@ -296,7 +410,7 @@ class GroundingScores:
             "pointing_game_uniform": self.uniform_hits / n,
             "mass_in_mask": self.mass / n, "mass_in_mask_centre": self.centre_mass / n,
             "mass_in_mask_uniform": self.uniform_mass / n,
-            "grounded_words": self.scored,
+            "grounded_words": self.scored, "degenerate_maps": self.degenerate_maps,
             "chair_i": self.hallucinated / max(self.mentions, 1),
             "chair_s": self.captions_hallucinating / max(self.captions, 1),
             "object_mentions": self.mentions,
@@ -331,7 +445,7 @@ def _as_grids(maps: np.ndarray) -> np.ndarray:
 
 
 def _score_caption(s: GroundingScores, words: list[str], maps: np.ndarray, image: ImageMasks,
-                   lexicon: Lexicon) -> None:
+                   lexicon: Lexicon | ChairLexicon) -> None:
     """Add one caption's mentions to ``s``: CHAIR for all of them, the pointing game and mass in
     mask (with their baselines) for those whose category is in the image."""
     maps = _as_grids(maps)
@@ -349,6 +463,7 @@ def _score_caption(s: GroundingScores, words: list[str], maps: np.ndarray, image
         mask, near = masks[category], image.near(category)
         up = upsample_map(maps[end - 1], H, W)
         s.scored += 1
+        s.degenerate_maps += is_degenerate(up)
         s.hits += pointing_hit(up, near)
         s.mass += mass_in_mask(up, mask)
         s.centre_hits += bool(near[cy, cx])
@@ -358,7 +473,7 @@ def _score_caption(s: GroundingScores, words: list[str], maps: np.ndarray, image
 
 
 def score_techniques(maps: dict[str, dict[int, tuple[list[str], np.ndarray]]], instances: Instances,
-                     lexicon: Lexicon, tolerance: float = 15.0) -> dict[str, dict[str, float | int]]:
+                     lexicon: Lexicon | ChairLexicon, tolerance: float = 15.0) -> dict[str, dict[str, float | int]]:
     """``maps``: technique -> its ``captions`` as :func:`score_grounding` takes them.
 
     Image by image, so that an image's masks and dilations are made once for all its words and
@@ -375,12 +490,12 @@ def score_techniques(maps: dict[str, dict[int, tuple[list[str], np.ndarray]]], i
     return {technique: s.summary() for technique, s in scores.items()}
 
 
-def score_grounding(captions: dict[int, tuple[list[str], np.ndarray]], instances: Instances, lexicon: Lexicon,
-                    tolerance: float = 15.0) -> dict[str, float | int]:
+def score_grounding(captions: dict[int, tuple[list[str], np.ndarray]], instances: Instances,
+                    lexicon: Lexicon | ChairLexicon, tolerance: float = 15.0) -> dict[str, float | int]:
     """``captions``: image id -> (words, maps (len(words), G, G) or (len(words), G*G)).
 
     Returns the pointing game, mass in mask (each with its two baselines), the number of mentions
-    scored, and CHAIR-i / CHAIR-s over every caption.
+    scored and how many of their maps were degenerate, and CHAIR-i / CHAIR-s over every caption.
     """
     return score_techniques({"": captions}, instances, lexicon, tolerance)[""]
 
