@@ -241,3 +241,68 @@ def test_bf16_training_runs_the_loss_under_autocast_where_the_cpu_has_it(tmp_pat
                                                      loss_fn(batch))[1])
     fit(task, ds, task.cfg, tmp_path / "ckpt", progress=False)
     assert seen and set(seen) == {torch.bfloat16}
+
+
+# ----------------------------------------------------------------------------- one plateau rule
+
+from capt.train.loop import Plateau  # noqa: E402
+
+
+def _scripted(ds, scores, cfg):
+    """The tiny task, its validation BLEU-4 read from ``scores`` epoch after epoch."""
+    task = _task(ds, cfg)
+    script = iter(scores)
+    task.validate = lambda: {"bleu4": next(script), "loss": 0.0}
+    return task
+
+
+def test_plateau_decays_after_exactly_lr_patience_bad_epochs_and_equal_counts_as_bad():
+    plateau = Plateau(lr_patience=2)
+    steps = [plateau.step(e, v) for e, v in enumerate([0.1, 0.2, 0.2, 0.1, 0.2, 0.3, 0.3, 0.3], start=1)]
+    assert steps == [(True, False), (True, False), (False, False), (False, True),     # 2 bad: decay
+                     (False, False), (True, False), (False, False), (False, True)]
+    assert (plateau.best, plateau.best_epoch, plateau.bad, plateau.bad_since_decay) == (0.3, 6, 2, 0)
+    assert Plateau.replay(2, [0.1, 0.2, 0.2, 0.1, 0.2, 0.3, 0.3, 0.3]) == plateau
+
+
+def test_fit_decays_the_rate_right_after_the_second_bad_epoch(tmp_path):
+    """lr_patience 2: the rate of epoch 5 is decayed (epochs 3 and 4 were bad, 3 only equal to the
+    best), that of epoch 8 too (6 and 7 equal to epoch 5's best); the best epoch is 5, not 7."""
+    import dataclasses
+
+    ds = TinyFeatures()
+    cfg = dataclasses.replace(CFG, epochs=8, lr_patience=2, lr_decay=0.5, early_stop=10)
+    result = fit(_scripted(ds, [0.1, 0.2, 0.2, 0.1, 0.3, 0.3, 0.3, 0.3], cfg), ds, cfg, tmp_path, progress=False)
+    lrs = [row["lr"] for row in result["history"]]
+    assert lrs == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.005, 0.0025])
+    assert result["best"] == {"bleu4": 0.3, "epoch": 5}
+
+
+def test_equal_scores_stop_training_early_and_keep_the_first_best(tmp_path):
+    import dataclasses
+
+    ds = TinyFeatures()
+    cfg = dataclasses.replace(CFG, epochs=10, lr_patience=5, early_stop=3)
+    result = fit(_scripted(ds, [0.1, 0.2, 0.2, 0.2, 0.2, 0.5], cfg), ds, cfg, tmp_path, progress=False)
+    assert [row["epoch"] for row in result["history"]] == [1, 2, 3, 4, 5]       # 3 equal epochs: stop
+    assert result["best"] == {"bleu4": 0.2, "epoch": 2}
+
+
+def test_resumed_run_keeps_counting_bad_epochs(tmp_path):
+    """Killed in epoch 4 after one bad epoch: the resumed run decays after epoch 4 as the
+    uninterrupted run does (the count is replayed from the history)."""
+    import dataclasses
+
+    ds = TinyFeatures()
+    cfg = dataclasses.replace(CFG, epochs=5, lr_patience=2, lr_decay=0.5, early_stop=10)
+    scores = [0.1, 0.2, 0.2, 0.1, 0.1]
+    full = fit(_scripted(ds, scores, cfg), ds, cfg, tmp_path / "full", progress=False)
+    fit(_scripted(ds, scores, cfg), ds, cfg, tmp_path / "cut", progress=False, stop_after_steps=10)  # in epoch 4
+    resumed = fit(_scripted(ds, scores[3:], cfg), ds, cfg, tmp_path / "cut", progress=False)
+    assert [r["lr"] for r in resumed["history"]] == [r["lr"] for r in full["history"]] \
+        == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.005])
+
+
+def test_lr_patience_must_be_positive():
+    with pytest.raises(CaptError, match="lr_patience must be >= 1"):
+        TrainConfig(lr_patience=0)

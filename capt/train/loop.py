@@ -5,6 +5,12 @@ validation numbers after each epoch, and owns the rest: Adam, gradient clipping,
 rate decay on a validation plateau, early stopping, checkpoints after every epoch (so a killed
 run resumes where it stopped), the best weights, and a per-epoch history.
 
+One rule (``Plateau``) decides the best epoch, the learning-rate decay and early stopping: an
+epoch is bad when its validation criterion (BLEU-4) is not strictly greater than the best so far,
+an equal score included. The rate is multiplied by ``lr_decay`` as soon as ``lr_patience``
+consecutive bad epochs have accumulated (with 2: right after the second one; the count then
+restarts), and training stops once ``early_stop`` consecutive bad epochs have.
+
 Determinism: the shuffling order of epoch e comes from a generator seeded with (seed, e), the
 loader's worker seeds from (seed, e) too, and the torch RNG (dropout) of every process is saved in
 each checkpoint, so a resumed run continues exactly as an uninterrupted one would on the CPU.
@@ -71,8 +77,9 @@ class TrainConfig:
     grad_clip: float = 5.0
     alpha_c: float = 1.0          # doubly stochastic attention regularisation
     lr_decay: float = 0.8         # multiply learning rates by this ...
-    lr_patience: int = 2          # ... after this many epochs without a better val BLEU-4
-    early_stop: int = 6           # stop after this many epochs without a better val BLEU-4
+    lr_patience: int = 2          # ... right after this many consecutive epochs whose val BLEU-4 is not
+                                  # strictly above the best so far (an equal score counts); then recount
+    early_stop: int = 6           # stop after this many such epochs in a row (the same rule: Plateau)
     val_beam_size: int = 1        # decoding for the per-epoch val BLEU-4 (1 = greedy)
     max_decode_len: int = 20
     num_workers: int = 0
@@ -85,7 +92,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "early_stop", "val_beam_size", "max_decode_len", "processes"):
+        for name in ("epochs", "batch_size", "lr_patience", "early_stop", "val_beam_size", "max_decode_len",
+                     "processes"):
             if getattr(self, name) < 1:
                 raise CaptError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.lr_decay <= 1:
@@ -97,6 +105,51 @@ class TrainConfig:
             raise CaptError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.device not in DEVICES:
             raise CaptError(f"train.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+
+
+@dataclass
+class Plateau:
+    """The one rule behind the best epoch, the learning-rate decay and early stopping.
+
+    An epoch is bad when its criterion is not strictly greater than the best so far (an equal
+    score is bad, a NaN too). ``bad`` counts the bad epochs since the last better one (early
+    stopping compares it with ``early_stop``); ``bad_since_decay`` counts them since the last better
+    epoch or the last decay, and the learning rate decays when it reaches ``lr_patience``, after
+    which it restarts from 0. Unlike torch's ReduceLROnPlateau there is no relative threshold and
+    no "more than patience": with ``lr_patience`` 2 the rate drops right after the second bad epoch.
+    """
+
+    lr_patience: int
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad: int = 0
+    bad_since_decay: int = 0
+
+    def step(self, epoch: int, value: float) -> tuple[bool, bool]:
+        """Epoch ``epoch``'s criterion -> (a new best, decay the learning rate now)."""
+        if value > self.best:
+            self.best, self.best_epoch, self.bad, self.bad_since_decay = value, epoch, 0, 0
+            return True, False
+        self.bad += 1
+        self.bad_since_decay += 1
+        if self.bad_since_decay >= self.lr_patience:
+            self.bad_since_decay = 0
+            return False, True
+        return False, False
+
+    @classmethod
+    def replay(cls, lr_patience: int, values: list[float]) -> Plateau:
+        """The rule's state after epochs 1.. with criteria ``values`` (a resumed run: the decays
+        themselves are in the optimizer's saved learning rates)."""
+        plateau = cls(lr_patience)
+        for epoch, value in enumerate(values, start=1):
+            plateau.step(epoch, value)
+        return plateau
+
+
+def decay_learning_rates(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
 
 
 class Task(Protocol):
@@ -179,24 +232,22 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
     autocast_dtype = autocast_dtype_for(cfg.precision, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=autocast_dtype == torch.float16)
     optimizer = torch.optim.Adam(task.param_groups(cfg))
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
-                                                           patience=cfg.lr_patience)
     history: list[dict] = []
     key = getattr(task, "criterion", "bleu4")
-    best = {key: -math.inf, "epoch": 0}
-    start_epoch, stale = 1, 0
+    plateau = Plateau(cfg.lr_patience)
+    start_epoch = 1
     if last.exists():
         ckpt = load_checkpoint(last)
         if ckpt.get("fingerprint") == fingerprint:
             task.model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
+            optimizer.load_state_dict(ckpt["optimizer"])          # the learning rates, decays included
             if "scaler" in ckpt:
                 scaler.load_state_dict(ckpt["scaler"])
             torch.set_rng_state(ckpt.get("rng_per_rank", [ckpt["rng"]])[rt.rank])
             if rt.device.type == "cuda" and "cuda_rng_per_rank" in ckpt:
                 torch.cuda.set_rng_state(ckpt["cuda_rng_per_rank"][rt.rank], rt.device)
-            history, best, stale = ckpt["history"], ckpt["best"], ckpt["stale"]
+            history = ckpt["history"]
+            plateau = Plateau.replay(cfg.lr_patience, [row[f"val_{key}"] for row in history])
             start_epoch = ckpt["epoch"] + 1
             log.info("resuming from %s after epoch %d", last, ckpt["epoch"])
         else:
@@ -205,7 +256,7 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
 
     steps = 0
     for epoch in range(start_epoch, cfg.epochs + 1):
-        if stale >= cfg.early_stop:
+        if plateau.bad >= cfg.early_stop:
             break
         task.model.train()
         totals: dict[str, float] = {}
@@ -232,19 +283,16 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
             bar.set_postfix(loss=f"{stats.get('loss', loss.item()):.3f}")
             steps += 1
             if stop_after_steps is not None and steps >= stop_after_steps:
-                return {"history": history, "best": best, "stopped": True}
+                return {"history": history, "best": _best(plateau, key), "stopped": True}
         train_means = all_mean({k: v / max(n_batches, 1) for k, v in totals.items()}, rt)
         task.model.eval()
         val = broadcast_from_main(task.validate() if rt.is_main else None, rt)
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_means.items()},
                **{f"val_{k}": v for k, v in val.items()}, "lr": optimizer.param_groups[0]["lr"]}
         history.append(row)
-        scheduler.step(val[key])
-        improved = val[key] > best[key]
-        if improved:
-            best, stale = {key: val[key], "epoch": epoch}, 0
-        else:
-            stale += 1
+        improved, decay = plateau.step(epoch, val[key])
+        if decay:
+            decay_learning_rates(optimizer, cfg.lr_decay)
         rng = gather_to_main(torch.get_rng_state(), rt)
         cuda_rng = gather_to_main(torch.cuda.get_rng_state(rt.device), rt) if rt.device.type == "cuda" else None
         if rt.is_main:
@@ -252,9 +300,8 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
                 save_checkpoint(task.model.state_dict(), best_path)
             log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
             state = {"fingerprint": fingerprint, "epoch": epoch, "model": task.model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "rng": rng[0], "history": history, "best": best,
-                     "stale": stale, "config": asdict(cfg)}
+                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng[0],
+                     "history": history, "best": _best(plateau, key), "config": asdict(cfg)}
             if rt.distributed:
                 state["rng_per_rank"] = rng
             if cuda_rng is not None:
@@ -263,4 +310,8 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
         barrier(rt)                                       # every process sees the checkpoints of this epoch
     if not best_path.exists():
         raise CaptError(f"{best_path}: no epoch was trained (epochs={cfg.epochs})")
-    return {"history": history, "best": best, "best_state": load_checkpoint(best_path)}
+    return {"history": history, "best": _best(plateau, key), "best_state": load_checkpoint(best_path)}
+
+
+def _best(plateau: Plateau, key: str) -> dict[str, Any]:
+    return {key: plateau.best, "epoch": plateau.best_epoch}
