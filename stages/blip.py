@@ -1,15 +1,18 @@
 """Stage blip: BLIP fine-tuned on the training split of ``blip.dataset`` (0 epochs = zero-shot).
 
 Params: ``blip`` (dataset, generation, train). Starts from ``models/blip_init/`` (stage
-blip_weights), trains with the shared loop on the prepared split files, and writes the best epoch
-to ``models/blip/`` (a transformers folder, with its caption settings), ``metrics/train/blip.json``,
-``metrics/history/blip.csv``, ``results/curves/blip.png`` and resumable ``checkpoints/blip/``.
-``evaluate@blip-<dataset>`` then scores it like every other model. With 0 epochs every one of
-those outputs is written too, saying that no epoch ran (a DVC stage must write all it declares).
+blip_weights), trains with the shared loop on the prepared split files (the captions the LSTMs
+train on, as words: words outside their vocabulary are not ``<unk>`` to BLIP; capt.blip.train),
+and writes the best epoch to ``models/blip/`` (a transformers folder, with its caption settings),
+``metrics/train/blip.json``, ``metrics/history/blip.csv``, ``results/curves/blip.png`` and
+resumable ``checkpoints/blip/``. ``evaluate@blip-<dataset>`` then scores it like every other model.
+With 0 epochs every one of those outputs is written too, saying that no epoch ran (a DVC stage
+must write all it declares).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -18,7 +21,7 @@ import torch
 import typer
 
 from capt.blip.model import GenerationConfig, load_blip, save_blip, save_generation
-from capt.blip.train import BlipTask
+from capt.blip.train import BlipTask, split_captions
 from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary
@@ -50,8 +53,10 @@ def main(ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     if cfg.preload:
         train_set = ImageSubset(train_set, list(range(len(train_set))), preload=True)
     val_set = CaptionDataset(prepared / "val.h5")
+    seed = prepare_seed(prepared)
     torch.manual_seed(cfg.seed)
-    task = BlipTask(model, processor, vocab, val_set, read_references(prepared / "val.h5"), cfg, gen)
+    task = BlipTask(model, processor, split_captions(prepared / "train.h5", vocab, seed), val_set,
+                    split_captions(prepared / "val.h5", vocab, seed), read_references(prepared / "val.h5"), cfg, gen)
     fingerprint = run_fingerprint(section, INIT / "config.json", *sorted(INIT.glob("*.safetensors")),
                                   *sorted(INIT.glob("*.bin")))
     with training_runtime(cfg.device) as runtime:
@@ -63,6 +68,12 @@ def main(ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     save_blip(model, processor, OUT)
     save_generation(gen, OUT)
     write_training_outputs("blip", result, _title(model), HISTORY_COLUMNS)
+
+
+def prepare_seed(prepared: Path) -> int:
+    """The seed prepare sampled the training captions with (its summary.json), which
+    ``split_captions`` replays to give BLIP the words of those very captions."""
+    return int(json.loads((prepared / "summary.json").read_text())["config"]["seed"])
 
 
 def write_zero_shot(model, processor, gen: GenerationConfig, ckpt_dir: Path) -> None:

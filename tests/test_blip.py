@@ -98,7 +98,7 @@ def test_gradcam_changes_when_the_model_is_randomised(blip, images):
 
 from torch.utils.data import Dataset  # noqa: E402
 
-from capt.blip.train import BlipTask, caption_texts, lm_inputs  # noqa: E402
+from capt.blip.train import BlipTask, lm_inputs, split_captions  # noqa: E402
 from capt.data.vocab import SPECIALS, Vocabulary  # noqa: E402
 from capt.train.loop import TrainConfig, fit  # noqa: E402
 
@@ -129,8 +129,6 @@ class TinyShapes(Dataset):
 
 def test_lm_inputs_start_with_dec_and_leave_prompt_and_padding_out_of_the_loss(blip):
     _, processor = blip
-    texts = caption_texts(VOCAB, TinyShapes().captions[:2, 1], "a picture of")
-    assert texts == ["a picture of small red circle", "a picture of small blue square"]
     ids, mask, labels = lm_inputs(processor, ["a picture of red circle", "a picture of small blue square"],
                                   "a picture of")
     tok = processor.tokenizer
@@ -144,7 +142,7 @@ def test_fine_tuning_on_the_shared_loop_learns(tmp_path):
     model, processor = small_blip(SmallBlipConfig(image_size=32, patch_size=8, vision_hidden=32, text_hidden=32), WORDS)
     ds = TinyShapes()
     cfg = TrainConfig(epochs=4, batch_size=4, lr=3e-3, val_beam_size=1, early_stop=10)
-    task = BlipTask(model, processor, VOCAB, ds, ds.refs, cfg, GEN)
+    task = BlipTask(model, processor, ds.refs, ds, ds.refs, ds.refs, cfg, GEN)
     result = fit(task, ds, cfg, tmp_path, progress=False)
     losses = [row["train_loss"] for row in result["history"]]
     assert losses == sorted(losses, reverse=True) and losses[-1] < 0.85 * losses[0], losses
@@ -207,6 +205,124 @@ def _run_stage(module: str, cwd, params: dict, **env):
     repo = Path(__file__).resolve().parents[1]
     return subprocess.run([sys.executable, "-m", module], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(repo), **env})
+
+
+# ----------------------------------------------------------------------------- words, not WordPiece tokens
+
+from capt.blip.model import caption_dataset, caption_with_gradcam, merge_wordpieces  # noqa: E402
+
+# The small BLIP's vocabulary with "skateboard" in two pieces, as the pretrained one splits it
+# (tests/hub_cache.py); the LSTM's vocabulary (VOCAB) has no skateboard at all.
+PIECE_WORDS = [*WORDS, "skate", "##board"]
+
+
+@pytest.fixture(scope="module")
+def pieces_blip():
+    return small_blip(SmallBlipConfig(image_size=32, patch_size=8, vision_hidden=32, text_hidden=32, seed=1),
+                      PIECE_WORDS)
+
+
+def test_merge_wordpieces_joins_pieces_averages_their_maps_and_drops_special_tokens():
+    maps = torch.arange(4 * 2, dtype=torch.float).reshape(4, 2)            # (T, P)
+    words, merged = merge_wordpieces(["a", "skate", "##board", "[SEP]"], maps)
+    assert words == ["a", "skateboard"]
+    torch.testing.assert_close(merged, torch.stack([maps[0], (maps[1] + maps[2]) / 2]))
+    words, merged = merge_wordpieces(["[UNK]", "##s", "red", "[UNK]", "##dish"], torch.ones(5, 3, 3))
+    assert words == ["s", "reddish"] and merged.shape == (2, 3, 3)
+    words, merged = merge_wordpieces(["[SEP]"], torch.ones(1, 3, 3))
+    assert words == [] and merged.shape == (0, 3, 3)
+
+
+def test_blip_words_are_the_decoded_captions_words_with_merged_maps(pieces_blip, images, monkeypatch):
+    """A caption with a split word and a special token in it: the words are the decoded caption's
+    (the pieces merged, [UNK] left out), each merged word's map the mean of its pieces' maps, in
+    caption_with_gradcam and in caption_dataset (what evaluate scores)."""
+    import capt.blip.model as blip_model
+
+    model, processor = pieces_blip
+    tok = processor.tokenizer
+    generated = ["[DEC]", "a", "picture", "of", "a", "skate", "##board", "[UNK]", "red", "circle", "[SEP]", "[PAD]"]
+    ids = torch.tensor(tok.convert_tokens_to_ids(generated))
+    monkeypatch.setattr(blip_model, "generate_ids", lambda m, p, imgs, gen: ids.repeat(len(imgs), 1))
+    [(caption, words, maps)] = caption_with_gradcam(model, processor, images[:1], GEN)
+    assert caption == strip_prompt(tok.decode(ids, skip_special_tokens=True), GEN.prompt) == "a skateboard red circle"
+    assert words == ["a", "skateboard", "red", "circle"] and " ".join(words) == caption
+    _, token_maps = word_gradcam(model, pixel_values(processor, images[:1]), ids, _prompt_len(processor))
+    assert token_maps.shape == (6, 4, 4)                              # a skate ##board [UNK] red circle
+    expected = torch.stack([token_maps[0], token_maps[1:3].mean(0), token_maps[4], token_maps[5]])
+    torch.testing.assert_close(torch.from_numpy(maps), expected)
+
+    class Images(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"image": images[i], "image_id": torch.tensor(10 + i)}
+
+    out = caption_dataset(model, processor, Images(), GEN, progress=False)
+    assert sorted(out) == [10, 11]
+    assert all(c == "a skateboard red circle" and w == words and m.shape == (4, 4, 4) for c, w, m in out.values())
+
+
+# ----------------------------------------------------------------------------- BLIP trains on the words
+
+
+def test_blip_labels_hold_the_pieces_of_a_word_outside_the_lstm_vocabulary(pieces_blip):
+    """ "skateboard" is <unk> to the LSTM (VOCAB): BLIP's labels hold skate ##board, never [UNK]."""
+    import copy
+
+    model, processor = copy.deepcopy(pieces_blip)
+    ds = TinyShapes(n=2)
+    captions = {0: ["red skateboard", "small red circle"], 1: ["blue square", "small blue skateboard"]}
+    assert VOCAB.decode(VOCAB.encode("red skateboard".split(), 4)) == ["red", "<unk>"]
+    task = BlipTask(model, processor, captions, ds, captions, ds.refs, TrainConfig(batch_size=2), GEN)
+    seen = []
+    model.text_decoder.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["labels"]),
+                                                 with_kwargs=True)
+    task.loss(torch.utils.data.default_collate([ds[0], ds[1]]))
+    [labels] = seen
+    tok = processor.tokenizer
+    assert labels.shape[0] == 4 and not (labels == tok.unk_token_id).any()
+    rows = [tok.convert_ids_to_tokens([i for i in row.tolist() if i != -100]) for row in labels]
+    assert rows == [["red", "skate", "##board", "[SEP]"], ["small", "red", "circle", "[SEP]"],
+                    ["blue", "square", "[SEP]"], ["small", "blue", "skate", "##board", "[SEP]"]]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """The tiny COCO prepared with 3 of each image's captions and words seen once as <unk>."""
+    from capt.data.prepare import PrepareConfig, prepare_dataset
+    from tests.fixtures import build_coco
+
+    tmp = tmp_path_factory.mktemp("prepared")
+    cfg = PrepareConfig(image_size=16, min_word_freq=2, max_len=8, captions_per_image=3, seed=5)
+    prepare_dataset(build_coco(tmp / "coco"), tmp / "out", cfg, progress=False)
+    return tmp / "out"
+
+
+def test_split_captions_are_the_raw_words_of_the_encoded_captions(prepared):
+    import h5py
+
+    from capt.data.cache import read_references
+    from capt.text import normalize_caption
+
+    vocab = Vocabulary.load(prepared / "word_map.json")
+    captions = split_captions(prepared / "train.h5", vocab, seed=5)
+    references = read_references(prepared / "train.h5")
+    with h5py.File(prepared / "train.h5") as f:
+        encoded = dict(zip(f["image_ids"][:].tolist(), f["captions"][:]))
+    assert sorted(captions) == sorted(encoded)
+    unknown = set()
+    for image_id, texts in captions.items():
+        assert len(texts) == 3
+        raw = [" ".join(normalize_caption(r)) for r in references[image_id]]
+        for text, row in zip(texts, encoded[image_id]):
+            assert text in raw                                              # a reference's own words ...
+            assert vocab.encode(text.split(), 8) == row.tolist()            # ... that encode to the stored row
+            unknown |= {w for w in text.split() if w not in vocab.word_map}
+    assert unknown                                                          # <unk> to the LSTM, words here
+    with pytest.raises(CaptError, match="rerun the prepare stage"):
+        split_captions(prepared / "train.h5", vocab, seed=0)
 
 
 # ----------------------------------------------------------------------------- blip_weights: the pretrained model

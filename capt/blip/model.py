@@ -13,6 +13,7 @@ so batched generation never pads a prompt (BLIP decodes padded prompts wrongly).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,30 +178,71 @@ def read_generation(folder: Path) -> GenerationConfig:
     return GenerationConfig(**json.loads(path.read_text())) if path.exists() else GenerationConfig()
 
 
+def merge_wordpieces(tokens: list[str], maps: torch.Tensor,
+                     special: Collection[str] = SPECIAL_TOKENS) -> tuple[list[str], torch.Tensor]:
+    """WordPiece tokens (T,) and their maps (T, ...) -> words (W,) and maps (W, ...).
+
+    BERT's WordPiece (Wu et al. 2016, as BLIP tokenises) splits a word outside its vocabulary into
+    a word start and ``##`` continuations (``skate ##board``). A continuation joins the word before
+    it, and the map of a merged word is the mean of its pieces' maps (each piece's Grad-CAM is for
+    that piece's own log-probability; the mean keeps a word's map on the scale of a one-piece
+    word's). Special tokens (``[SEP]``, ``[UNK]``, ...) are dropped with their maps, as
+    ``decode(skip_special_tokens=True)`` drops them from the caption text; a continuation after a
+    dropped token joins the word before that, as in the decoded text. A continuation with no word
+    before it starts a word of its own, without its ``##``.
+
+    Punctuation, which BERT splits off into tokens of its own, stays a word of its own (with its
+    own map): ``" ".join(words)`` is the decoded caption whenever it has no punctuation, and the
+    caption's text otherwise differs only by the spaces the tokenizer's decoder takes out before a
+    mark (``dog .`` -> ``dog.``). No object word of the grounding lexicon holds punctuation.
+    """
+    words: list[str] = []
+    pieces: list[list[int]] = []                     # token positions of each word
+    for t, token in enumerate(tokens):
+        if token in special:
+            continue
+        if token.startswith("##") and words:
+            words[-1] += token[2:]
+            pieces[-1].append(t)
+        else:
+            words.append(token.removeprefix("##"))
+            pieces.append([t])
+    if not words:
+        return words, maps.new_zeros((0, *maps.shape[1:]))
+    return words, torch.stack([maps[p].mean(0) for p in pieces])
+
+
 def caption_with_gradcam(model: BlipForConditionalGeneration, processor: BlipProcessor, images: torch.Tensor,
                          gen: GenerationConfig, gradcam_layer: int = -1) -> list[tuple[str, list[str], np.ndarray]]:
-    """uint8 images (B, 3, S, S) -> for each: (caption without the prompt, its tokens, one
-    Grad-CAM map (G, G) per token)."""
+    """uint8 images (B, 3, S, S) -> for each: (caption without the prompt, its words, one
+    Grad-CAM map (G, G) per word).
+
+    The words are the generated WordPiece tokens merged by ``merge_wordpieces``: ``skate ##board``
+    is one word ``skateboard`` whose map is the mean of its two pieces' maps, and special tokens
+    are left out, as the caption's text leaves them out."""
     from capt.blip.gradcam import word_gradcam
 
     tok = processor.tokenizer
     n_prompt = prompt_ids(processor, gen.prompt, 1).shape[1] - 1
     ids = generate_ids(model, processor, images, gen)                       # bf16/fp16 on a GPU
     pixels = pixel_values(processor, images).to(model.device)               # Grad-CAM in fp32
+    special = set(tok.all_special_tokens)
     out = []
     for k in range(len(images)):
-        positions, maps = word_gradcam(model, pixels[k:k + 1], ids[k], n_prompt, gradcam_layer)
+        positions, maps = word_gradcam(model, pixels[k:k + 1], ids[k], n_prompt, gradcam_layer)   # (T, G, G)
         tokens = tok.convert_ids_to_tokens([int(ids[k, t + 1]) for t in positions])
+        words, word_maps = merge_wordpieces(tokens, maps, special)                                # (W, G, G)
         caption = strip_prompt(tok.decode(ids[k], skip_special_tokens=True), gen.prompt)
-        out.append((caption, tokens, maps.cpu().numpy()))
+        out.append((caption, words, word_maps.cpu().numpy()))
     return out
 
 
 def caption_dataset(model: BlipForConditionalGeneration, processor: BlipProcessor, dataset, gen: GenerationConfig,
                     *, batch_size: int = 32, gradcam_layer: int = -1,
                     progress: bool = True) -> dict[int, tuple[str, list[str], np.ndarray]]:
-    """image id -> (caption without the prompt, its tokens, one Grad-CAM map (G, G) per token)
-    for every image of a CaptionDataset."""
+    """image id -> (caption without the prompt, its words, one Grad-CAM map (G, G) per word) for
+    every image of a CaptionDataset: WordPiece pieces merged into words, special tokens left out
+    (``caption_with_gradcam``)."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
