@@ -1,11 +1,14 @@
 """Stage evaluate@<model>-<dataset>: beam search on a test split, every metric.
 
-Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, gradcam_layer). Reads
+Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, tokenizer, gradcam_layer). Reads
 ``models/<model>.pt`` (a Show-Attend-Tell captioner: beam search, attention maps) or the folder
 ``models/<model>/`` (BLIP: its own caption settings, Grad-CAM maps), and
-``data/prepared/<dataset>/test.h5``; writes ``metrics/eval/<model>-<dataset>.json`` (BLEU-1..4,
-CIDEr-D, ROUGE-L, METEOR where Java is, and ``ceiling_bleu4``: one held-out human reference
-scored against the others), the captions in COCO results format,
+``data/prepared/<dataset>/test.h5``; writes ``metrics/eval/<model>-<dataset>.json`` (BLEU-1..4 as
+nltk's corpus BLEU, ``bleu1_coco``..``bleu4_coco`` as coco-caption's, CIDEr-D, ROUGE-L, METEOR
+where Java is, all on the tokens of ``evaluate.tokenizer``: ``simple``, the project's normaliser,
+or ``ptb``, coco-caption's PTBTokenizer as published COCO results use; and the human ceiling on
+leave-one-out folds: ``ceiling_bleu4`` for the humans, ``bleu4_loo`` for the model on the same
+folds, ``ceiling_folds`` their count; capt.eval.metrics), the captions in COCO results format,
 ``results/captions/<model>-<dataset>.json``, and every word's maps on every test image,
 ``results/maps/<technique>/<model>-<dataset>.h5`` (capt.eval.maps: what the figures read): soft
 ``attention`` and ``gradcam`` (on the encoder's last block) for the LSTM models, ``gradcam`` for
@@ -33,7 +36,7 @@ from capt.data.manifest import load_manifest
 from capt.errors import CaptError
 from capt.eval.grounding import dataset_lexicon, load_instances, score_techniques
 from capt.eval.maps import write_word_maps
-from capt.eval.metrics import ceiling_bleu4, score_captions, write_coco_results
+from capt.eval.metrics import TOKENIZERS, ptb_tokenizer_available, score_captions, write_coco_results
 from capt.models.gradcam import lstm_word_gradcam
 from capt.models.saved import load_captioner
 from capt.train.distributed import resolve_device
@@ -48,6 +51,7 @@ class EvaluateConfig:
     max_len: int = 20
     batch_size: int = 32
     meteor: str = "auto"        # auto (when Java is present) | on | off
+    tokenizer: str = "simple"   # simple (capt.text.normalize_caption) | ptb (coco-caption's, needs Java)
     gradcam_layer: int = -1     # BLIP: the cross-attention layer whose maps Grad-CAM weighs
     grounding_tolerance: float = 15.0   # pointing game: pixels (at the original image size) around the mask
     device: str = "auto"        # auto (a GPU where there is one) | cpu | cuda
@@ -59,6 +63,8 @@ class EvaluateConfig:
             object.__setattr__(self, "meteor", "on" if self.meteor else "off")
         if self.meteor not in ("auto", "on", "off"):
             raise CaptError(f"evaluate.meteor must be auto, on or off, got {self.meteor!r}")
+        if self.tokenizer not in TOKENIZERS:
+            raise CaptError(f"evaluate.tokenizer must be {' or '.join(TOKENIZERS)}, got {self.tokenizer!r}")
 
 
 def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
@@ -117,6 +123,8 @@ def _grounding(dataset: str, maps: dict[str, dict], cfg: EvaluateConfig) -> dict
 @stage_main
 def main(model: str, dataset: str) -> None:
     cfg = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
+    if cfg.tokenizer == "ptb" and (why_not := ptb_tokenizer_available()) is not None:   # before any captioning
+        raise CaptError(f"evaluate.tokenizer is ptb (coco-caption's PTBTokenizer), which cannot run: {why_not}")
     test_h5 = Path("data/prepared") / dataset / "test.h5"
     folder = Path("models") / model
     if folder.is_dir():
@@ -124,8 +132,8 @@ def main(model: str, dataset: str) -> None:
     else:
         hypotheses, maps = _lstm(model, CaptionDataset(test_h5), cfg)
     references = read_references(test_h5)
-    scores = score_captions(references, hypotheses, meteor={"auto": None, "on": True, "off": False}[cfg.meteor])
-    scores["ceiling_bleu4"] = ceiling_bleu4(references)
+    scores = score_captions(references, hypotheses, meteor={"auto": None, "on": True, "off": False}[cfg.meteor],
+                            tokenizer=cfg.tokenizer, human_ceiling=True)
     scores["images"] = len(hypotheses)
     scores.update(_grounding(dataset, maps, cfg))
     out = Path("metrics/eval") / f"{model}-{dataset}.json"

@@ -4,8 +4,9 @@ HTML page with all of it.
 One row per model of ``study.models`` (teacher, each student) and BLIP: encoder, LSTM (BLIP: text
 decoder) width, parameters, checkpoint MB, CPU ms per image at ``report.beam_size`` (BLIP: its own
 caption settings), BLEU-4 and CIDEr on every test set of
-``study.test_sets``, and the seed study's BLEU-4 (``report.seed_bleu4``) beside ours where it had
-the variant. Then, for every test set with instance masks, each model's grounding per technique
+``study.test_sets``, the share of the human ceiling there (``bleu4_loo / ceiling_bleu4``: the
+model and the humans scored on the same leave-one-out folds, capt.eval.metrics), and the seed
+study's BLEU-4 (``report.seed_bleu4``) beside ours where it had the variant. Then, for every test set with instance masks, each model's grounding per technique
 (pointing game and mass in mask with their centre and uniform baselines) and CHAIR. Reads
 ``metrics/eval/<model>-<dataset>.json``, ``metrics/train/<model>.json``, ``params.yaml``'s
 ``distill`` section (each student's loss), ``models/<model>.pt``, the training curves
@@ -89,8 +90,7 @@ def main() -> None:
                 scores = json.loads(scores_path.read_text())
             except FileNotFoundError:
                 raise CaptError(f"{scores_path}: missing; run evaluate@{model}-{dataset}") from None
-            row[f"bleu4_{dataset}"], row[f"cider_{dataset}"] = scores["bleu4"], scores["cider"]
-            row[f"ceiling_bleu4_{dataset}"] = scores["ceiling_bleu4"]
+            row.update(score_cells(scores, dataset, f"{scores_path} (evaluate@{model}-{dataset})"))
             if "grounding" in scores:
                 chair[dataset] = {k: scores[k] for k in ("chair_i", "chair_s", "object_mentions")}
                 grounding[dataset] = scores["grounding"]
@@ -105,11 +105,12 @@ def main() -> None:
     columns = [("model", "model"), ("loss", "loss"), ("encoder", "encoder"), ("hidden", "LSTM"),
                ("parameters", "parameters"), ("checkpoint_mb", "checkpoint MB", "{:.2f}"),
                ("cpu_ms_per_image", "CPU ms/image", "{:.1f}"),
-               *[(f"{k}_{d}", f"{h} {d}") for d in test_sets for k, h in (("bleu4", "BLEU-4"), ("cider", "CIDEr"))],
+               *[(f"{key}_{d}", f"{header} {d}", *fmt) for d in test_sets for key, header, *fmt in
+                 (("bleu4", "BLEU-4"), ("cider", "CIDEr"), ("ceiling_share", "share of ceiling", "{:.1%}"))],
                ("seed_bleu4", "seed BLEU-4 (COCO)")]
-    ceilings = ", ".join(f"{d} {rows[0][f'ceiling_bleu4_{d}']:.4f}" for d in test_sets) if rows else ""
-    table1_note = (f"BLEU-4 and CIDEr on each test split (beam {read_params('evaluate', 'beam_size')}); "
-                   f"human ceiling BLEU-4: {ceilings}. CPU ms per image: one image at a time, beam {cfg.beam_size}, "
+    table1_note = (f"BLEU-4 (nltk corpus BLEU against every reference) and CIDEr on each test split "
+                   f"(beam {read_params('evaluate', 'beam_size')}, {read_params('evaluate', 'tokenizer')} tokenizer). "
+                   f"{ceiling_note(rows, test_sets)} CPU ms per image: one image at a time, beam {cfg.beam_size}, "
                    f"{cfg.timing_images} images. The seed's BLEU-4 is on COCO, beside ours for the variants it had.")
     text = f"# Table 1: teacher and students\n\n{table1_note}\n\n" + markdown_table(rows, columns)
     grounding, chair = grounding_rows(rows), chair_rows(rows)
@@ -144,6 +145,33 @@ def main() -> None:
                 "BLIP), with its caption and sentence BLEU-4; the same colour scale in every cell.", width="100%"),
     ])
     log.info("table of %d models -> %s, metrics/summary.json, %s", len(rows), out, page)
+
+
+# What each row keeps of an evaluation's metrics, per test set (metrics/summary.json): nltk and
+# coco-caption BLEU-4, CIDEr, and the leave-one-out pair behind the share of the ceiling.
+SCORE_KEYS = ("bleu4", "bleu4_coco", "cider", "bleu4_loo", "ceiling_bleu4", "ceiling_folds")
+
+def score_cells(scores: dict, dataset: str, where: str) -> dict:
+    """A Table 1 row's cells for one test set, from its evaluation's metrics: ``SCORE_KEYS`` and
+    ``ceiling_share``, ``bleu4_loo / ceiling_bleu4``. Both on the same leave-one-out folds: the
+    model's ``bleu4`` (all n references) over the ceiling (n-1) would overstate the gap to humans."""
+    missing = [k for k in SCORE_KEYS if k not in scores]
+    if missing:
+        raise CaptError(f"{where}: no {', '.join(missing)} in its metrics (an older evaluation); run it again")
+    cells = {f"{k}_{dataset}": scores[k] for k in SCORE_KEYS}
+    cells[f"ceiling_share_{dataset}"] = scores["bleu4_loo"] / scores["ceiling_bleu4"] if scores["ceiling_bleu4"] else None
+    return cells
+
+
+def ceiling_note(rows: list[dict], test_sets: list[str]) -> str:
+    """What the share of the ceiling is, and the human ceiling of each test set (one value for
+    every model: it depends on the references only)."""
+    ceilings = ", ".join(f"{d} {rows[0][f'ceiling_bleu4_{d}']:.4f} ({rows[0][f'ceiling_folds_{d}']} folds)"
+                         for d in test_sets) if rows else "-"
+    return ("Share of ceiling: bleu4_loo / ceiling_bleu4, the model's BLEU-4 over the humans', both on the same "
+            "leave-one-out folds (fold k: each image's reference k is the human caption and its other references "
+            "the references of both; the mean over the folds), not the BLEU-4 column, which is against every "
+            f"reference; human ceiling BLEU-4: {ceilings}.")
 
 
 GROUNDING_COLUMNS = [("model", "model"), ("dataset", "test set"), ("technique", "technique"),

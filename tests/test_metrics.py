@@ -1,5 +1,6 @@
-"""Caption metrics: BLEU equals nltk by hand, the one normaliser is applied, CIDEr/ROUGE/METEOR
-behave, METEOR's Java process never hangs or leaks, the human ceiling, COCO results files.
+"""Caption metrics: BLEU equals nltk by hand and coco-caption's Bleu, the one normaliser or the
+PTB tokenizer is applied, CIDEr/ROUGE/METEOR behave, METEOR's Java process never hangs or leaks,
+the leave-one-out human ceiling and the model on its folds, COCO results files.
 
 Only one real METEOR run (about 15 s of JVM start-up) happens in this file; the other METEOR
 checks use a fake `java` on PATH or a patched `shutil.which`.
@@ -218,50 +219,205 @@ def test_meteor_stalled_java_is_killed_not_hung(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- ceiling
 
 
-def test_ceiling_is_deterministic_and_seeded():
-    refs = {i: [f"a {c} circle above a {d} square" for c, d in
-                [("red", "blue"), ("green", "blue"), ("red", "red"), ("big red", "small blue")]]
-            for i in range(12)}
-    assert ceiling_bleu4(refs, seed=3) == ceiling_bleu4(refs, seed=3)
-    assert ceiling_bleu4(refs) == ceiling_bleu4(refs, seed=0)
-    values = {ceiling_bleu4(refs, seed=s) for s in range(6)}
-    assert len(values) > 1
-    assert all(0.0 < v < 1.0 for v in values)
+def _fold_bleu4(toks: dict, k: int, hyp_of=None) -> float:
+    """nltk corpus BLEU-4 of fold k by hand: reference k (or ``hyp_of(image)``) against the others."""
+    refs = [t[:k] + t[k + 1:] for t in toks.values()]
+    hyps = [t[k] if hyp_of is None else hyp_of[i] for i, t in toks.items()]
+    return corpus_bleu(refs, hyps, weights=W[4])
 
 
-def test_ceiling_equals_hand_computation():
-    refs = {
-        5: ["A red circle above a blue square.", "a red circle above the blue square",
-            "one red circle above a blue square"],
-        9: ["Two green triangles, side by side", "two green triangles side by side on the left"],
-        11: ["a lonely cross"],  # one reference: skipped
-    }
-    toks = {
-        5: [["a", "red", "circle", "above", "a", "blue", "square"],
-            ["a", "red", "circle", "above", "the", "blue", "square"],
-            ["one", "red", "circle", "above", "a", "blue", "square"]],
-        9: [["two", "green", "triangles", "side", "by", "side"],
-            ["two", "green", "triangles", "side", "by", "side", "on", "the", "left"]],
-    }
-    for seed in (0, 1, 2):
-        hyps, others = [], []
-        for image_id in (5, 9):
-            held = int(np.random.default_rng([seed, image_id]).integers(len(toks[image_id])))
-            hyps.append(toks[image_id][held])
-            others.append(toks[image_id][:held] + toks[image_id][held + 1:])
-        want = corpus_bleu(others, hyps, weights=W[4])
-        assert want > 0.1
-        assert ceiling_bleu4(refs, seed=seed) == pytest.approx(want, abs=1e-12, rel=0)
+# Image 5 has three references, 9 has two (so K = 2 and 5 keeps its third in every fold), 11 one
+# (left out), 13 a blank one besides its two (dropped before the folds are counted).
+CEILING_REFS = {
+    5: ["A red circle above a blue square.", "a red circle above the blue square",
+        "one red circle above a blue square"],
+    9: ["Two green triangles, side by side", "two green triangles side by side on the left"],
+    11: ["a lonely cross"],
+    13: ["  .", "a big yellow star in the corner", "a yellow star in the top corner"],
+}
+CEILING_TOKENS = {
+    5: [["a", "red", "circle", "above", "a", "blue", "square"],
+        ["a", "red", "circle", "above", "the", "blue", "square"],
+        ["one", "red", "circle", "above", "a", "blue", "square"]],
+    9: [["two", "green", "triangles", "side", "by", "side"],
+        ["two", "green", "triangles", "side", "by", "side", "on", "the", "left"]],
+    13: [["a", "big", "yellow", "star", "in", "the", "corner"],
+         ["a", "yellow", "star", "in", "the", "top", "corner"]],
+}
+
+
+def test_ceiling_is_the_mean_over_folds_of_nltk_corpus_bleu():
+    by_fold = [_fold_bleu4(CEILING_TOKENS, k) for k in (0, 1)]
+    assert all(v > 0.1 for v in by_fold) and abs(by_fold[0] - by_fold[1]) > 1e-3
+    loo = M.leave_one_out_bleu4(CEILING_REFS)
+    assert (loo.folds, loo.images, loo.skipped) == (2, 3, 1)
+    assert loo.ceiling_by_fold == pytest.approx(by_fold, abs=1e-12, rel=0)
+    assert ceiling_bleu4(CEILING_REFS) == pytest.approx(np.mean(by_fold), abs=1e-12, rel=0)
+    assert loo.bleu4_loo is None and loo.model_by_fold == ()
+    # No random draw: nothing to seed, and the order of the images does not matter.
+    assert ceiling_bleu4(dict(reversed(list(CEILING_REFS.items())))) == ceiling_bleu4(CEILING_REFS)
+    with pytest.raises(TypeError):
+        ceiling_bleu4(CEILING_REFS, seed=0)
     # The one-reference image does not change the value.
-    assert ceiling_bleu4(refs, seed=1) == ceiling_bleu4({k: refs[k] for k in (5, 9)}, seed=1)
+    assert ceiling_bleu4(CEILING_REFS) == ceiling_bleu4({k: CEILING_REFS[k] for k in (5, 9, 13)})
+
+
+def test_bleu4_loo_scores_the_model_on_the_ceilings_own_folds():
+    hyps = {5: "a red circle over a blue square", 9: "two green triangles side by side",
+            11: "a cross", 13: "a yellow star in the corner"}
+    hyp_toks = {i: h.split() for i, h in hyps.items()}
+    loo = M.leave_one_out_bleu4(CEILING_REFS, hyps)
+    assert loo.model_by_fold == pytest.approx([_fold_bleu4(CEILING_TOKENS, k, hyp_toks) for k in (0, 1)],
+                                              abs=1e-12, rel=0)
+    assert loo.bleu4_loo == pytest.approx(np.mean(loo.model_by_fold), abs=1e-15)
+    # A model that says what human k said scores, on fold k, exactly what that human scores: the
+    # two are judged on the same references. Against all n references it would score 1.
+    refs = {i: [r for r in CEILING_REFS[i] if r.strip(" .")] for i in (5, 9, 13)}
+    for k in (0, 1):
+        as_human_k = {i: r[k] for i, r in refs.items()}
+        fold = M.leave_one_out_bleu4(refs, as_human_k)
+        assert fold.ceiling_by_fold[k] == pytest.approx(_fold_bleu4(CEILING_TOKENS, k), abs=1e-12, rel=0)
+        assert fold.model_by_fold[k] == pytest.approx(fold.ceiling_by_fold[k], abs=1e-12, rel=0)
+        assert score_captions(refs, as_human_k, meteor=False)["bleu4"] == pytest.approx(1.0)
+
+
+def test_a_human_in_the_models_place_scores_the_ceiling_on_average():
+    """Unbiased: with n + 1 human captions per image, let each in turn play the model (the other
+    n are the references). On average over who plays it, the model's bleu4_loo is the ceiling,
+    exactly (both sum BLEU-4 over the same ordered pairs of captions); its bleu4 on all n
+    references, the comparison the old ceiling invited, is well above it."""
+    captions = {
+        1: ["a red circle above a blue square", "a red circle above the blue square",
+            "one red circle is above a blue square", "a small red circle above a big blue square"],
+        2: ["two green triangles side by side", "two green triangles next to each other side by side",
+            "two green triangles side by side on the left", "green triangles side by side"],
+        3: ["a big yellow star in the corner", "a yellow star in the top corner",
+            "a big yellow star sits in the corner", "a yellow star in the corner of the image"],
+    }
+    loo, ceiling, full = [], [], []
+    for m in range(4):
+        refs = {i: c[:m] + c[m + 1:] for i, c in captions.items()}
+        hyps = {i: c[m] for i, c in captions.items()}
+        s = score_captions(refs, hyps, meteor=False, human_ceiling=True)
+        assert s["ceiling_folds"] == 3
+        loo.append(s["bleu4_loo"])
+        ceiling.append(s["ceiling_bleu4"])
+        full.append(s["bleu4"])
+    assert len(set(loo)) == 4 and len(set(ceiling)) == 4       # each split on its own differs
+    assert np.mean(loo) == pytest.approx(np.mean(ceiling), abs=1e-12, rel=0)
+    assert np.mean(full) > np.mean(ceiling) + 0.05
+
+
+def test_score_captions_human_ceiling_keys():
+    hyps = {5: "a red circle over a blue square", 9: "two green triangles", 11: "a cross",
+            13: "a yellow star in the corner"}
+    got = score_captions(CEILING_REFS, hyps, meteor=False, human_ceiling=True)
+    loo = M.leave_one_out_bleu4(CEILING_REFS, hyps)
+    assert (got["ceiling_bleu4"], got["bleu4_loo"], got["ceiling_folds"]) == (loo.ceiling_bleu4, loo.bleu4_loo, 2)
+    assert not {"ceiling_bleu4", "bleu4_loo", "ceiling_folds"} & set(score_captions(CEILING_REFS, hyps, meteor=False))
 
 
 def test_ceiling_identical_references_is_one_and_needs_two():
     refs = {1: ["a red circle above a blue square"] * 5, 2: ["Two green triangles side by side."] * 2}
-    assert ceiling_bleu4(refs, seed=7) == pytest.approx(1.0, abs=1e-12)
+    assert ceiling_bleu4(refs) == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(CaptError) as e:
         ceiling_bleu4({1: ["a red circle"], 2: [], 3: ["a blue square", ""]})
     _one_line(e)
+    with pytest.raises(CaptError):
+        score_captions({1: ["a red circle"]}, {1: "a red circle"}, meteor=False, human_ceiling=True)
+
+
+# --------------------------------------------------------------------------- coco-caption BLEU
+
+
+def test_coco_bleu_is_pycocoevalcaps_and_differs_from_nltk_under_four_tokens():
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    refs = {**REFS, 40: ["A cat on a mat.", "a small cat sits on the mat"]}
+    hyps = {**HYPS, 40: "a cat"}                   # 2 tokens: no 3- or 4-gram
+    got = score_captions(refs, hyps, meteor=False)
+    toks = {10: REF_TOKENS[0], 20: REF_TOKENS[1], 30: REF_TOKENS[2],
+            40: [["a", "cat", "on", "a", "mat"], ["a", "small", "cat", "sits", "on", "the", "mat"]]}
+    hyp_toks = {10: HYP_TOKENS[0], 20: HYP_TOKENS[1], 30: HYP_TOKENS[2], 40: ["a", "cat"]}
+    want, _ = Bleu(4).compute_score({i: [" ".join(t) for t in r] for i, r in toks.items()},
+                                    {i: [" ".join(h)] for i, h in hyp_toks.items()}, verbose=0)
+    for n in (1, 2, 3, 4):
+        assert got[f"bleu{n}_coco"] == pytest.approx(want[n - 1], abs=1e-12, rel=0)
+        nltk_n = corpus_bleu(list(toks.values()), list(hyp_toks.values()), weights=W[n])
+        assert got[f"bleu{n}"] == pytest.approx(nltk_n, abs=1e-12, rel=0)
+    # nltk counts the short hypothesis as one unmatched 3- and 4-gram; coco-caption as none.
+    assert got["bleu4_coco"] - got["bleu4"] > 0.02 and got["bleu3_coco"] > got["bleu3"]
+    # Every hypothesis 4 tokens or more, several images: the two agree (up to coco's 1e-9 smoothing).
+    both = score_captions(REFS, HYPS, meteor=False)
+    for n in (1, 2, 3, 4):
+        assert both[f"bleu{n}_coco"] == pytest.approx(both[f"bleu{n}"], abs=1e-8)
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java is not installed: no PTB tokenizer")
+
+
+@needs_java
+def test_ptb_tokenizer_tokens_are_coco_captions():
+    assert M.tokenize_captions(["A man's dog, running."], "ptb") == [["a", "man", "'s", "dog", "running"]]
+    assert M.tokenize_captions(["A man's dog, running."], "simple") == [["a", "mans", "dog", "running"]]
+    captions = ["Two dogs; one cat: ok? yes! (left) -- \"quoted\" can't stop...",
+                "The U.S. flag, 3.5 e-mail's", "...", "Café on\na line\u2028break"]
+    got = M.tokenize_captions(captions, "ptb")
+    assert got[2] == [] and got[3] == ["café", "on", "a", "line", "break"]   # one caption stays one line
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    try:                                             # coco-caption's own: writes a file beside its jar
+        theirs = PTBTokenizer().tokenize({1: [{"caption": c} for c in captions[:3]]})[1]
+    except OSError as e:
+        pytest.skip(f"pycocoevalcap's PTBTokenizer cannot write beside its jar here ({e})")
+    assert [" ".join(t) for t in got[:3]] == theirs
+
+
+@needs_java
+def test_tokenizer_applies_to_every_metric():
+    refs = {1: ["A man's dog, running.", "the man's dog runs"], 2: ["a cat on a mat", "the cat sits on a mat"]}
+    hyps_simple = {1: "a mans dog running", 2: "a cat sits on a mat"}   # the models' own tokens
+    simple = score_captions(refs, hyps_simple, meteor=False)
+    ptb = score_captions(refs, hyps_simple, meteor=False, tokenizer="ptb")
+    for key in ("bleu1", "bleu4", "bleu4_coco", "cider", "rouge_l"):
+        assert ptb[key] < simple[key] - 1e-3, key                     # "mans" against "man 's"
+    # The same captions in coco-caption's tokens: a hypothesis matching its reference scores 1.
+    exact = score_captions({1: ["A man's dog, running."]}, {1: "a man 's dog running"}, meteor=False,
+                           tokenizer="ptb", human_ceiling=False)
+    assert exact["bleu4"] == pytest.approx(1.0)
+    assert ceiling_bleu4(refs, tokenizer="ptb") != ceiling_bleu4(refs)
+
+
+def test_unknown_tokenizer_and_ptb_without_java_are_one_line_errors(monkeypatch):
+    with pytest.raises(CaptError) as e:
+        score_captions(REFS, HYPS, meteor=False, tokenizer="nltk")
+    assert "nltk" in _one_line(e)
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    with pytest.raises(CaptError) as e:
+        score_captions(REFS, HYPS, meteor=False, tokenizer="ptb")
+    assert "Java" in _one_line(e) and "ptb" in _one_line(e)
+    with pytest.raises(CaptError):
+        ceiling_bleu4(REFS, tokenizer="ptb")
+    assert score_captions(REFS, HYPS, meteor=False)["bleu4"] > 0           # simple needs no Java
+
+
+def test_evaluate_config_tokenizer_and_the_profiles(tmp_path):
+    from dvc.utils.hydra import compose_and_dump
+    import yaml
+
+    from stages._common import make_config
+    from stages.evaluate import EvaluateConfig
+
+    assert EvaluateConfig().tokenizer == "simple"
+    with pytest.raises(CaptError) as e:
+        EvaluateConfig(tokenizer="PTB")
+    assert "evaluate.tokenizer" in _one_line(e)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for profile, want in (("coco", "ptb"), ("shapes", "simple")):
+        out = tmp_path / f"{profile}.yaml"
+        compose_and_dump(out, os.path.join(root, "conf"), None, "config", str(tmp_path), [f"profile={profile}"])
+        assert make_config(EvaluateConfig, yaml.safe_load(out.read_text())["evaluate"], "evaluate").tokenizer == want
 
 
 # --------------------------------------------------------------------------- COCO results

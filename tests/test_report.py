@@ -74,3 +74,21 @@ def test_markdown_and_html_tables_format_each_column():
     assert text[1] == "|---|---|"                          # text columns stay left-aligned
     html_table = Table("t", rows, cols, digits=3).html()
     assert "<td>7.83</td><td>24.7</td><td>0.500</td><td>2,040,816</td><td>-</td>" in html_table
+
+
+def test_share_of_the_ceiling_is_bleu4_loo_over_ceiling_bleu4():
+    from capt.errors import CaptError
+    from stages.report import ceiling_note, score_cells
+
+    scores = {"bleu4": 0.52, "bleu4_coco": 0.53, "cider": 2.7, "bleu4_loo": 0.45, "ceiling_bleu4": 0.6,
+              "ceiling_folds": 5, "images": 250}
+    cells = score_cells(scores, "shapes", "metrics/eval/teacher-shapes.json")
+    assert cells["ceiling_share_shapes"] == pytest.approx(0.75)        # not bleu4 / ceiling (0.867)
+    assert (cells["bleu4_shapes"], cells["bleu4_coco_shapes"], cells["ceiling_folds_shapes"]) == (0.52, 0.53, 5)
+    assert "images_shapes" not in cells
+    note = ceiling_note([cells], ["shapes"])
+    assert "bleu4_loo / ceiling_bleu4" in note and "same leave-one-out folds" in note
+    assert "shapes 0.6000 (5 folds)" in note
+    old = {k: v for k, v in scores.items() if k != "bleu4_loo"}       # an evaluation before the LOO folds
+    with pytest.raises(CaptError, match="no bleu4_loo"):
+        score_cells(old, "shapes", "metrics/eval/teacher-shapes.json")

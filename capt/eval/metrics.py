@@ -1,18 +1,42 @@
-"""Caption metrics: corpus BLEU-1..4 (nltk), CIDEr-D, ROUGE-L and METEOR (coco-caption).
+"""Caption metrics: corpus BLEU-1..4 (nltk and coco-caption), CIDEr-D, ROUGE-L, METEOR, and a
+leave-one-out human ceiling with the model scored on the same folds.
 
-Every caption, reference or hypothesis, is tokenised by the project's one normaliser,
-:func:`capt.text.normalize_caption`; no other tokeniser (nltk's ``word_tokenize``,
-coco-caption's ``PTBTokenizer``, which needs Java and the Stanford jar) is used.
+Tokenisation dominates BLEU, so one tokenizer, chosen per call (``tokenizer``), applies to every
+reference and hypothesis of every metric here, the ceiling included:
+
+- ``simple`` (the default): the project's one normaliser, :func:`capt.text.normalize_caption`
+  (lowercase, apostrophes joined, punctuation dropped), the tokens the models are trained on.
+- ``ptb``: coco-caption's tokenisation, what published COCO numbers use: the Stanford
+  ``PTBTokenizer`` (the jar bundled with pycocoevalcap, run through Java, ``-preserveLines
+  -lowerCase``), then coco-caption's punctuation tokens dropped (its ``PUNCTUATIONS`` list, kept
+  as is: ``"A man's dog, running."`` -> ``a man 's dog running``; its quirk of keeping the
+  lowercased bracket tokens ``-lrb-``/``-rrb-`` is kept too, so the numbers stay comparable). It
+  needs Java: without it, CaptError.
+
+Metrics (the names of the returned dict):
 
 - ``bleu1``..``bleu4``: nltk ``corpus_bleu`` on token lists, no smoothing, uniform weights,
-  every reference of each image (the seed study's metric; equal to coco-caption BLEU when
-  every hypothesis has at least 4 tokens).
+  every reference of each image: the seed study's metric, kept under its names.
+- ``bleu1_coco``..``bleu4_coco``: coco-caption's ``Bleu(4)`` (pycocoevalcap) on the same tokens,
+  what COCO papers and leaderboards report. Its corpus BLEU differs from nltk's: a hypothesis
+  shorter than n tokens adds no n-gram to the denominator (nltk counts it as one unmatched
+  n-gram), a zero match count gives a tiny positive score instead of 0 (1e-15 smoothing), and on
+  a single image the brevity penalty uses the mean reference length (nltk: the closest).
 - ``cider``: CIDEr-D from pycocoevalcap. Its idf comes from the references of the scored set,
   so on a single image it is 0 by construction.
 - ``rouge_l``: ROUGE-L from pycocoevalcap.
 - ``meteor``: METEOR 1.5 from pycocoevalcap, a bundled jar run through Java. Where Java (or the
   jar and its paraphrase table) is missing it is skipped with a log line, unless it was asked
   for. The Java process is always killed and reaped, and a watchdog kills it if it stalls.
+- ``ceiling_bleu4``, ``bleu4_loo``, ``ceiling_folds`` (``human_ceiling=True``): humans and the
+  model scored on the same references (:func:`leave_one_out_bleu4`). Fold k takes reference k
+  of each image as a human caption and that image's other references as the references of both
+  the human and the model; nltk corpus BLEU-4 per fold, averaged over the folds. The number of
+  folds K is the fewest (non-blank) references any scored image has (COCO: 5): an image with
+  more keeps its references after the K-th in every fold's reference set, and an image with
+  fewer than two is left out of both numbers. ``bleu4_loo / ceiling_bleu4`` is the model's
+  share of the human ceiling; ``bleu4`` (all n references) is higher than ``bleu4_loo`` and is
+  not comparable with the ceiling.
 """
 
 from __future__ import annotations
@@ -28,25 +52,35 @@ import tempfile
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
+from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor import meteor as _meteor_module
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer import ptbtokenizer as _ptb_module
 
 from capt.errors import CaptError
 from capt.text import normalize_caption
 
-__all__ = ["score_captions", "ceiling_bleu4", "write_coco_results", "meteor_available"]
+__all__ = ["score_captions", "ceiling_bleu4", "leave_one_out_bleu4", "LeaveOneOut", "tokenize_captions",
+           "TOKENIZERS", "write_coco_results", "meteor_available", "ptb_tokenizer_available"]
 
 log = logging.getLogger(__name__)
 
 BLEU_WEIGHTS: dict[str, tuple[float, ...]] = {
     f"bleu{n}": tuple(1.0 / n for _ in range(n)) for n in (1, 2, 3, 4)
 }
+
+TOKENIZERS = ("simple", "ptb")   # capt.text.normalize_caption | coco-caption's PTBTokenizer
+
+# PTBTokenizer: JVM start-up is under a second; tokenising runs at thousands of captions a second.
+PTB_STARTUP_TIMEOUT_S = 120.0
+PTB_PER_CAPTION_TIMEOUT_S = 0.01
 
 # METEOR: Java start-up (loading the paraphrase table) takes ~15 s on a busy 2-core machine;
 # scoring takes about a millisecond per image. The watchdog allows far more than that.
@@ -56,13 +90,142 @@ METEOR_PER_IMAGE_TIMEOUT_S = 0.05
 _EXAMPLES = 3
 
 
+# --------------------------------------------------------------------------- tokenizers
+
+
+def _java_missing() -> str | None:
+    """None when a `java` is on PATH, otherwise why not (METEOR and the PTB tokenizer need it)."""
+    return "Java is not installed (no `java` on PATH)" if shutil.which("java") is None else None
+
+
+def _ptb_jar() -> Path:
+    return Path(os.path.dirname(os.path.abspath(_ptb_module.__file__))) / _ptb_module.STANFORD_CORENLP_3_4_1_JAR
+
+
+def ptb_tokenizer_available() -> str | None:
+    """None when coco-caption's PTB tokenizer can run here, otherwise the reason it cannot."""
+    why = _java_missing()
+    if why is not None:
+        return why
+    if not _ptb_jar().is_file():
+        return f"the Stanford CoreNLP jar is missing from pycocoevalcap ({_ptb_jar()})"
+    return None
+
+
+def _check_tokenizer(tokenizer: str) -> None:
+    if tokenizer not in TOKENIZERS:
+        raise CaptError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not {tokenizer!r}")
+    if tokenizer == "ptb":
+        why_not = ptb_tokenizer_available()
+        if why_not is not None:
+            raise CaptError(f"the ptb tokenizer (coco-caption's PTBTokenizer) cannot run: {why_not}; "
+                            "install Java or use the simple tokenizer")
+
+
+def _ptb_tokenize(captions: list[str]) -> list[list[str]]:
+    """coco-caption's ``PTBTokenizer.tokenize``, without its hazards.
+
+    The same jar, class, flags and punctuation list as pycocoevalcap, so the tokens are the
+    same; but the input file goes to a temporary folder (pycocoevalcap writes it next to the
+    jar, in site-packages), every Unicode line break inside a caption becomes a space (one
+    caption is one line: Java could otherwise split a caption in two and shift every later
+    one), the line count is checked, and a stalled JVM is killed.
+    """
+    if not captions:
+        return []
+    lines = [" ".join(c.split()) for c in captions]
+    timeout = PTB_STARTUP_TIMEOUT_S + PTB_PER_CAPTION_TIMEOUT_S * len(lines)
+    with tempfile.TemporaryDirectory(prefix="capt-ptb-") as tmp:
+        src = Path(tmp) / "captions.txt"
+        src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        cmd = [shutil.which("java") or "java", "-cp", str(_ptb_jar()), "edu.stanford.nlp.process.PTBTokenizer",
+               "-preserveLines", "-lowerCase", str(src)]
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as e:
+            raise CaptError(f"PTB tokenizer: could not start Java ({e})") from None
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, OSError):
+                proc.kill()
+            proc.communicate()
+            raise CaptError(f"PTB tokenizer: Java gave no answer within {timeout:.0f} s and was killed") from None
+    if proc.returncode != 0:
+        tail = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+        raise CaptError(f"PTB tokenizer failed in Java (exit {proc.returncode}): "
+                        f"{tail[-1] if tail else 'no message'}")
+    got = out.decode("utf-8", errors="replace").split("\n")
+    while len(got) > len(lines) and got[-1].strip() == "":
+        got.pop()
+    if len(got) != len(lines):
+        raise CaptError(f"PTB tokenizer: {len(lines)} captions in, {len(got)} lines out")
+    drop = set(_ptb_module.PUNCTUATIONS)
+    return [[w for w in line.rstrip().split(" ") if w and w not in drop] for line in got]
+
+
+def tokenize_captions(captions: list[str], tokenizer: str = "simple") -> list[list[str]]:
+    """Token lists of raw captions, in order: ``simple`` (:func:`capt.text.normalize_caption`) or
+    ``ptb`` (coco-caption's PTBTokenizer: one Java run for the whole list, so callers batch)."""
+    _check_tokenizer(tokenizer)
+    if tokenizer == "ptb":
+        return _ptb_tokenize(list(captions))
+    return [normalize_caption(c) for c in captions]
+
+
 # --------------------------------------------------------------------------- inputs
 
 
-def _check_inputs(
-    references: dict[int, list[str]], hypotheses: dict[int, str]
+def _check_references(references: dict[int, list[str]]) -> dict[int, list[str]]:
+    """The raw reference captions, type-checked, sorted by image id."""
+    out = {}
+    for image_id in sorted(references, key=_sort_key):
+        raw = references[image_id]
+        if isinstance(raw, str) or not isinstance(raw, (list, tuple)):
+            raise CaptError(
+                f"the references of image {image_id!r} are a {type(raw).__name__}, "
+                "not a list of caption strings"
+            )
+        for ref in raw:
+            if not isinstance(ref, str):
+                raise CaptError(
+                    f"a reference of image {image_id!r} is a {type(ref).__name__}, not a string"
+                )
+        out[image_id] = list(raw)
+    return out
+
+
+def _tokenize_all(
+    raw_refs: dict[int, list[str]], raw_hyps: dict[int, str], tokenizer: str
 ) -> tuple[dict[int, list[list[str]]], dict[int, list[str]]]:
-    """Validate both dicts and return them normalised (sorted by image id)."""
+    """Every reference and hypothesis tokenised in one batch (one JVM for ``ptb``); references
+    that tokenise to nothing are dropped with one warning (an image may be left with none)."""
+    flat = [c for refs in raw_refs.values() for c in refs] + [raw_hyps[i] for i in raw_hyps]
+    toks = iter(tokenize_captions(flat, tokenizer))
+    refs: dict[int, list[list[str]]] = {}
+    blank = 0
+    for image_id, raw in raw_refs.items():
+        kept = []
+        for _ in raw:
+            t = next(toks)
+            if t:
+                kept.append(t)
+            else:
+                blank += 1
+        refs[image_id] = kept
+    hyps = {image_id: next(toks) for image_id in raw_hyps}
+    if blank:
+        log.warning("ignored %d blank reference caption(s)", blank)
+    return refs, hyps
+
+
+def _check_inputs(
+    references: dict[int, list[str]], hypotheses: dict[int, str], tokenizer: str
+) -> tuple[dict[int, list[list[str]]], dict[int, list[str]]]:
+    """Validate both dicts and return them tokenised (sorted by image id)."""
     if not isinstance(references, dict) or not isinstance(hypotheses, dict):
         raise CaptError("references and hypotheses must both be dicts keyed by image id")
     ref_ids, hyp_ids = set(references), set(hypotheses)
@@ -77,56 +240,20 @@ def _check_inputs(
         )
     if not ref_ids:
         raise CaptError("no images to score: references and hypotheses are empty")
-    refs = _normalise_references(references, require=1)
-    hyps: dict[int, list[str]] = {}
-    for image_id in refs:
+    raw_refs = _check_references(references)
+    for image_id in raw_refs:
         hyp = hypotheses[image_id]
         if not isinstance(hyp, str):
             raise CaptError(
                 f"the hypothesis for image {image_id!r} is a {type(hyp).__name__}, "
                 "not one caption string"
             )
-        hyps[image_id] = normalize_caption(hyp)
+    refs, hyps = _tokenize_all(raw_refs, {i: hypotheses[i] for i in raw_refs}, tokenizer)
+    for image_id, toks in refs.items():
+        if not toks:
+            what = "no references" if not raw_refs[image_id] else "only blank references"
+            raise CaptError(f"image {image_id!r} has {what}; every scored image needs one")
     return refs, hyps
-
-
-def _normalise_references(
-    references: dict[int, list[str]], *, require: int
-) -> dict[int, list[list[str]]]:
-    """Token lists per image, sorted by id; blank references are dropped.
-
-    An image left with fewer than ``require`` references raises CaptError when ``require`` is
-    1 (it cannot be scored) and is simply left out otherwise (the caller skips it).
-    """
-    out: dict[int, list[list[str]]] = {}
-    blank = 0
-    for image_id in sorted(references, key=_sort_key):
-        raw = references[image_id]
-        if isinstance(raw, str) or not isinstance(raw, (list, tuple)):
-            raise CaptError(
-                f"the references of image {image_id!r} are a {type(raw).__name__}, "
-                "not a list of caption strings"
-            )
-        toks = []
-        for ref in raw:
-            if not isinstance(ref, str):
-                raise CaptError(
-                    f"a reference of image {image_id!r} is a {type(ref).__name__}, not a string"
-                )
-            t = normalize_caption(ref)
-            if t:
-                toks.append(t)
-            else:
-                blank += 1
-        if len(toks) < require:
-            if require == 1:
-                what = "no references" if not raw else "only blank references"
-                raise CaptError(f"image {image_id!r} has {what}; every scored image needs one")
-            continue
-        out[image_id] = toks
-    if blank:
-        log.warning("ignored %d blank reference caption(s)", blank)
-    return out
 
 
 def _sort_key(image_id):
@@ -136,17 +263,26 @@ def _sort_key(image_id):
 # --------------------------------------------------------------------------- BLEU
 
 
-def _bleu(refs: list[list[list[str]]], hyps: list[list[str]]) -> dict[str, float]:
-    """nltk corpus BLEU-1..4, no smoothing; nltk's zero-count warnings become one log line."""
+def _bleu(refs: list[list[list[str]]], hyps: list[list[str]], names=tuple(BLEU_WEIGHTS),
+          quiet: bool = False) -> dict[str, float]:
+    """nltk corpus BLEU (``names`` of BLEU_WEIGHTS), no smoothing; nltk's zero-count warnings
+    become one log line (none when ``quiet``: the ceiling's folds would repeat it)."""
     out = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for name, weights in BLEU_WEIGHTS.items():
-            out[name] = float(corpus_bleu(refs, hyps, weights=weights))
-    if caught:
+        for name in names:
+            out[name] = float(corpus_bleu(refs, hyps, weights=BLEU_WEIGHTS[name]))
+    if caught and not quiet:
         log.info("BLEU without smoothing: some n-gram order has no match (%s)",
                  str(caught[0].message).strip().splitlines()[0])
     return out
+
+
+def _coco_bleu(gts: dict[int, list[str]], res: dict[int, list[str]]) -> dict[str, float]:
+    """coco-caption's corpus BLEU-1..4 (pycocoevalcap ``Bleu(4)``, as COCO papers report it) on
+    space-joined tokens, as ``bleu1_coco``..``bleu4_coco``."""
+    scores, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    return {f"bleu{n}_coco": float(s) for n, s in zip((1, 2, 3, 4), scores)}
 
 
 # --------------------------------------------------------------------------- METEOR
@@ -158,8 +294,9 @@ def _meteor_dir() -> Path:
 
 def meteor_available() -> str | None:
     """None when METEOR can run here, otherwise the reason it cannot."""
-    if shutil.which("java") is None:
-        return "Java is not installed (no `java` on PATH)"
+    why = _java_missing()
+    if why is not None:
+        return why
     jar = _meteor_dir() / _meteor_module.METEOR_JAR
     if not jar.is_file():
         return f"the METEOR jar is missing from pycocoevalcap ({jar})"
@@ -285,24 +422,30 @@ def score_captions(
     hypotheses: dict[int, str],
     *,
     meteor: bool | None = None,
+    tokenizer: str = "simple",
+    human_ceiling: bool = False,
 ) -> dict[str, float]:
     """Score one caption per image against that image's references.
 
     ``references``: image id -> raw reference captions; ``hypotheses``: image id -> one raw
-    caption; the two must cover exactly the same ids. Returns ``bleu1``..``bleu4``, ``cider``,
-    ``rouge_l`` and, when METEOR runs, ``meteor``. ``meteor=None`` runs METEOR where Java is
-    present and otherwise logs why it is skipped; ``True`` requires it (CaptError without
-    Java); ``False`` skips it.
+    caption; the two must cover exactly the same ids. Returns ``bleu1``..``bleu4`` (nltk),
+    ``bleu1_coco``..``bleu4_coco`` (coco-caption), ``cider``, ``rouge_l`` and, when METEOR runs,
+    ``meteor``. ``meteor=None`` runs METEOR where Java is present and otherwise logs why it is
+    skipped; ``True`` requires it (CaptError without Java); ``False`` skips it. ``tokenizer``
+    (``simple`` | ``ptb``, see the module docstring) tokenises every caption for every metric.
+    ``human_ceiling=True`` adds ``ceiling_bleu4``, ``bleu4_loo`` and ``ceiling_folds``
+    (:func:`leave_one_out_bleu4` on the same tokens; CaptError when no image has two references).
     """
     if meteor not in (None, True, False):
         raise CaptError(f"meteor must be None (auto), True or False, not {meteor!r}")
-    refs, hyps = _check_inputs(references, hypotheses)
+    _check_tokenizer(tokenizer)
+    refs, hyps = _check_inputs(references, hypotheses, tokenizer)
     ids = list(refs)
 
     scores = _bleu([refs[i] for i in ids], [hyps[i] for i in ids])
-
     gts = {i: [" ".join(t) for t in refs[i]] for i in ids}
     res = {i: [" ".join(hyps[i])] for i in ids}
+    scores.update(_coco_bleu(gts, res))
     cider, _ = Cider().compute_score(gts, res)
     rouge, _ = Rouge().compute_score(gts, res)
     scores["cider"] = float(cider)
@@ -318,38 +461,95 @@ def score_captions(
             raise CaptError(f"METEOR was required but cannot run: {why_not}")
         else:
             log.warning("METEOR skipped: %s", why_not)
+
+    if human_ceiling:
+        loo = _leave_one_out(refs, hyps)
+        scores.update(ceiling_bleu4=loo.ceiling_bleu4, bleu4_loo=loo.bleu4_loo, ceiling_folds=loo.folds)
     return scores
 
 
-def _entropy(x: int) -> int:
-    """A non-negative int for ``np.random.default_rng`` (negative ids map deterministically)."""
-    return int(x) & 0xFFFF_FFFF_FFFF_FFFF
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """Humans and a model on the same leave-one-out folds (see :func:`leave_one_out_bleu4`).
 
-
-def ceiling_bleu4(references: dict[int, list[str]], seed: int = 0) -> float:
-    """Human-agreement BLEU-4: one held-out reference per image scored against the others.
-
-    The held-out reference of each image is drawn by ``np.random.default_rng([seed, id])``,
-    so it does not depend on which other images are in the set. Images with fewer than two
-    (non-blank) references are skipped. Same normaliser and BLEU as :func:`score_captions`.
+    ``ceiling_by_fold[k]`` / ``model_by_fold[k]``: nltk corpus BLEU-4 of fold k's human captions /
+    of the model's captions; ``ceiling_bleu4`` and ``bleu4_loo`` their means over the folds
+    (``model_by_fold`` empty and ``bleu4_loo`` None without hypotheses). ``images``: the images
+    scored (two or more references), ``skipped``: those left out.
     """
-    if not isinstance(references, dict):
-        raise CaptError("references must be a dict keyed by image id")
-    refs = _normalise_references(references, require=2)
-    if not refs:
+
+    folds: int
+    images: int
+    skipped: int
+    ceiling_by_fold: tuple[float, ...]
+    model_by_fold: tuple[float, ...]
+
+    @property
+    def ceiling_bleu4(self) -> float:
+        return float(np.mean(self.ceiling_by_fold))
+
+    @property
+    def bleu4_loo(self) -> float | None:
+        return float(np.mean(self.model_by_fold)) if self.model_by_fold else None
+
+
+def _leave_one_out(refs: dict[int, list[list[str]]], hyps: dict[int, list[str]] | None = None) -> LeaveOneOut:
+    """The folds on token lists (see :func:`leave_one_out_bleu4`)."""
+    scored = [i for i, toks in refs.items() if len(toks) >= 2]
+    skipped = len(refs) - len(scored)
+    if not scored:
         raise CaptError(
-            f"no image has two or more references ({len(references)} images): "
+            f"no image has two or more references ({len(refs)} images): "
             "the human ceiling needs one to hold out and one to score it against"
         )
-    hyp_list, ref_list = [], []
-    for image_id, toks in refs.items():
-        held = int(np.random.default_rng([_entropy(seed), _entropy(image_id)]).integers(len(toks)))
-        hyp_list.append(toks[held])
-        ref_list.append(toks[:held] + toks[held + 1:])
-    skipped = len(references) - len(refs)
     if skipped:
         log.info("ceiling BLEU-4: skipped %d image(s) with fewer than two references", skipped)
-    return _bleu(ref_list, hyp_list)["bleu4"]
+    folds = min(len(refs[i]) for i in scored)
+    longer = sum(len(refs[i]) > folds for i in scored)
+    if longer:
+        log.info("ceiling BLEU-4: %d fold(s); %d image(s) with more references keep the extra ones in "
+                 "every fold's references", folds, longer)
+    ceiling, model = [], []
+    for k in range(folds):
+        fold_refs = [refs[i][:k] + refs[i][k + 1:] for i in scored]
+        ceiling.append(_bleu(fold_refs, [refs[i][k] for i in scored], names=("bleu4",), quiet=True)["bleu4"])
+        if hyps is not None:
+            model.append(_bleu(fold_refs, [hyps[i] for i in scored], names=("bleu4",), quiet=True)["bleu4"])
+    return LeaveOneOut(folds, len(scored), skipped, tuple(ceiling), tuple(model))
+
+
+def leave_one_out_bleu4(
+    references: dict[int, list[str]],
+    hypotheses: dict[int, str] | None = None,
+    *,
+    tokenizer: str = "simple",
+) -> LeaveOneOut:
+    """The human ceiling and the model's BLEU-4 on the same references.
+
+    Scoring one held-out human reference against the other n-1 while the model is scored
+    against all n overstates the gap to humans (fewer references, lower BLEU), and a random
+    draw of the held-out one adds noise. Here fold k takes reference k of each image (in the
+    given order, blank references dropped) as the human caption and the image's other
+    references as the references of both the human and the model's caption; nltk corpus
+    BLEU-4 per fold, averaged over the K folds. K is the fewest references any scored image
+    has (COCO: 5); an image with more keeps its references after the K-th in every fold's
+    references; images with fewer than two are left out of both. Same tokens and BLEU as
+    :func:`score_captions` (``tokenizer``).
+    """
+    _check_tokenizer(tokenizer)
+    if hypotheses is not None:
+        return _leave_one_out(*_check_inputs(references, hypotheses, tokenizer))
+    if not isinstance(references, dict):
+        raise CaptError("references must be a dict keyed by image id")
+    refs, _ = _tokenize_all(_check_references(references), {}, tokenizer)
+    return _leave_one_out(refs)
+
+
+def ceiling_bleu4(references: dict[int, list[str]], *, tokenizer: str = "simple") -> float:
+    """Human-agreement BLEU-4: the mean over the leave-one-out folds of each fold's human
+    captions scored against the other references (:func:`leave_one_out_bleu4`). Deterministic:
+    no reference is drawn at random."""
+    return leave_one_out_bleu4(references, tokenizer=tokenizer).ceiling_bleu4
 
 
 def write_coco_results(hypotheses: dict[int, str], path: Path) -> None:
