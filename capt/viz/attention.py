@@ -112,8 +112,9 @@ def plot_attention(image: np.ndarray, words: list[str], alphas: np.ndarray, path
     labels = ["image", *words]
     rows = math.ceil(len(cells) / columns)
     grid = [cells[r * columns:(r + 1) * columns] for r in range(rows)]
+    grid[0] += [None] * (columns - len(grid[0]))    # the canvas is always ``columns`` cells wide
     titles = [labels[r * columns:(r + 1) * columns] for r in range(rows)]
-    w, h = _canvas_inches(rows, min(columns, len(cells)), cell=2.0)
+    w, h = _canvas_inches(rows, columns, cell=2.0)      # the full width, so that the title fits
     margin, head = 0.1, 0.55                        # inches: around the canvas, and the title above it
     fig = plt.figure(figsize=(w + 2 * margin, h + margin + head))
     W, H = fig.get_figwidth(), fig.get_figheight()
