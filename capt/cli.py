@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from capt.errors import CaptError
+from capt.eval.maps import TECHNIQUES
 
 DISPLAY_SIZE = 256     # the figure shows the photo at this size, whatever the model's input size
 
@@ -82,12 +83,12 @@ def caption_command(args: argparse.Namespace) -> None:
         read_image(p, 8)
     if model.is_dir():
         results = caption_with_blip(model, args.images, args.image_size)
-        technique = "Grad-CAM"
+        technique = TECHNIQUES["gradcam_crossattn"]
     else:
         if args.beam < 1:
             raise CaptError(f"--beam must be >= 1, got {args.beam}")
         results = caption_with_lstm(model, args.images, args.beam, args.max_len, args.image_size)
-        technique = "attention"
+        technique = TECHNIQUES["attention"]
     for path, (caption, words, maps, _) in zip(args.images, results):
         print(f"{path}\t{caption}")
         if args.attention is not None:

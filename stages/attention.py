@@ -2,8 +2,8 @@
 
 Params: ``attention`` (dataset, image_indices into its test split) and ``study.models`` (and BLIP).
 Reads what the evaluation of each model saved for every test image: its per-word maps
-(``results/maps/<technique>/<model>-<dataset>.h5``: soft attention and Grad-CAM for the LSTM
-models, Grad-CAM for BLIP) and its captions (``results/captions``); nothing is decoded again.
+(``results/maps/<technique>/<model>-<dataset>.h5``: soft attention and Grad-CAM on the encoder for
+the LSTM models, Grad-CAM on cross-attention for BLIP; capt.eval.maps.TECHNIQUES) and its captions (``results/captions``); nothing is decoded again.
 Writes ``results/attention/<model>/<image id>-<technique>.png``: each word with its map upsampled
 onto the image, and ``results/attention/compare/<image id>.png``: every model and technique side
 by side, a row each with its caption and sentence BLEU-4, the same colour scale in every cell.
@@ -21,13 +21,12 @@ import typer
 
 from capt.data.cache import read_references
 from capt.errors import CaptError
-from capt.eval.maps import read_word_maps
+from capt.eval.maps import TECHNIQUES, read_word_maps
 from capt.eval.metrics import sentence_bleu4
 from capt.viz.attention import plot_attention, plot_comparison
 from stages._common import make_config, read_params, stage_main, study_models
 
 log = logging.getLogger("stages.attention")
-TECHNIQUES = {"attention": "soft attention", "gradcam": "Grad-CAM"}    # results/maps/<technique>/, as drawn
 
 
 @dataclass(frozen=True)

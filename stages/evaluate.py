@@ -10,9 +10,10 @@ or ``ptb``, coco-caption's PTBTokenizer as published COCO results use; and the h
 leave-one-out folds: ``ceiling_bleu4`` for the humans, ``bleu4_loo`` for the model on the same
 folds, ``ceiling_folds`` their count; capt.eval.metrics), the captions in COCO results format,
 ``results/captions/<model>-<dataset>.json``, and every word's maps on every test image,
-``results/maps/<technique>/<model>-<dataset>.h5`` (capt.eval.maps: what the figures read): soft
-``attention`` and ``gradcam`` (on the encoder's last block) for the LSTM models, ``gradcam`` for
-BLIP. Where the dataset has instance masks (``data/raw/<dataset>``), the metrics also hold the
+``results/maps/<technique>/<model>-<dataset>.h5`` (capt.eval.maps: what the figures read; its
+TECHNIQUES says what each is): soft ``attention`` and ``gradcam_encoder`` (Grad-CAM on the
+encoder's last block) for the LSTM models, ``gradcam_crossattn`` (Grad-CAM on a cross-attention
+layer) for BLIP. Where the dataset has instance masks (``data/raw/<dataset>``), the metrics also hold the
 grounding of those maps (pointing game and mass in mask, with the centre and uniform baselines, under
 ``grounding.<technique>``) and the captions' hallucination rates ``chair_i`` / ``chair_s``
 (capt.eval.grounding).
@@ -72,7 +73,7 @@ def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
     attention, and Grad-CAM on its encoder's last block for each word's logit."""
     captioner = load_captioner(Path("models") / f"{model}.pt").to(resolve_device(cfg.device))
     vocab = captioner.vocab
-    hypotheses, maps = {}, {"attention": {}, "gradcam": {}}
+    hypotheses, maps = {}, {"attention": {}, "gradcam_encoder": {}}
     for batch in tqdm(DataLoader(test_set, batch_size=cfg.batch_size), desc=f"{model}: caption + Grad-CAM",
                       unit="batch"):
         decoded = captioner.caption(batch["image"], beam_size=cfg.beam_size, max_len=cfg.max_len)
@@ -82,7 +83,7 @@ def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
             words = [vocab.words[t] for t in d.tokens]
             hypotheses[image_id] = captioner.words(d)
             maps["attention"][image_id] = (words, d.alphas.numpy())
-            maps["gradcam"][image_id] = (words, cam.reshape(len(words), math.prod(cam.shape[1:])))   # 0 words: (0, P)
+            maps["gradcam_encoder"][image_id] = (words, cam.reshape(len(words), math.prod(cam.shape[1:])))   # 0 words: (0, P)
     return hypotheses, maps
 
 
@@ -95,7 +96,7 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     out = caption_dataset(model, processor, test_set, read_generation(folder), batch_size=cfg.batch_size,
                           gradcam_layer=cfg.gradcam_layer)
     maps = {i: (tokens, m.reshape(len(tokens), math.prod(m.shape[1:]))) for i, (_, tokens, m) in out.items()}
-    return {i: caption for i, (caption, _, _) in out.items()}, {"gradcam": maps}
+    return {i: caption for i, (caption, _, _) in out.items()}, {"gradcam_crossattn": maps}
 
 
 def _grounding(dataset: str, maps: dict[str, dict], cfg: EvaluateConfig) -> dict:

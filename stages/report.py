@@ -141,8 +141,8 @@ def main() -> None:
         Table("Hallucination", chair, CHAIR_COLUMNS, chair_note, digits=3),
         Figures("Training curves", curves, "Per epoch: training and validation loss, validation BLEU-4."),
         Figures("Where each model looks, word by word", compare,
-                "A row per model and technique (soft attention and Grad-CAM for the LSTM models, Grad-CAM for "
-                "BLIP), with its caption and sentence BLEU-4; the same colour scale in every cell.", width="100%"),
+                "A row per model and technique (soft attention and Grad-CAM on the encoder's last block for the "
+                "LSTM models, Grad-CAM on a cross-attention layer for BLIP), with its caption and sentence BLEU-4; the same colour scale in every cell.", width="100%"),
     ])
     log.info("table of %d models -> %s, metrics/summary.json, %s", len(rows), out, page)
 

@@ -28,6 +28,9 @@ def test_word_maps_refuse_a_word_without_its_map_and_a_non_square_grid(tmp_path)
         write_word_maps(tmp_path / "m.h5", {1: (["a", "b"], np.zeros((1, 4)))}, "attention")
     with pytest.raises(ValueError, match="square"):
         write_word_maps(tmp_path / "m.h5", {1: (["a"], np.zeros((1, 5)))}, "attention")
+    # the LSTM's and BLIP's Grad-CAM are different methods: neither is just "gradcam"
+    with pytest.raises(ValueError, match="gradcam_encoder, gradcam_crossattn"):
+        write_word_maps(tmp_path / "m.h5", {1: (["a"], np.zeros((1, 4)))}, "gradcam")
     assert not (tmp_path / "m.h5").exists()
     (tmp_path / "bad.h5").write_bytes(b"not hdf5")
     with pytest.raises(CaptError, match="bad.h5: cannot read word maps"):

@@ -123,18 +123,18 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     assert summary["student_t20"]["seed_bleu4"] == 0.1207 and summary["student_seq"]["seed_bleu4"] is None
     assert summary["blip"]["encoder"] == "ViT/8 (BLIP)" and 0 <= summary["blip"]["bleu4_shapes"] <= 1
     assert (repo_copy / "models/blip/config.json").exists() and (repo_copy / "metrics/history/blip.csv").exists()
-    technique, blip_maps = read_word_maps(repo_copy / "results/maps/gradcam/blip-shapes.h5")
-    assert technique == "gradcam" and len(blip_maps) == 8
+    technique, blip_maps = read_word_maps(repo_copy / "results/maps/gradcam_crossattn/blip-shapes.h5")
+    assert technique == "gradcam_crossattn" and len(blip_maps) == 8
     assert all(m.shape == (len(w), 8, 8) and (m >= 0).all() for w, m in blip_maps.values())
     drawn = sorted(p.name for p in (repo_copy / "results/attention").iterdir())
     assert drawn == sorted(["teacher", *STUDENTS, "blip", "compare"])
     compare = sorted(p.name for p in (repo_copy / "results/attention/compare").iterdir())
     assert len(compare) == 2
-    for model, techniques in (("teacher", ("attention", "gradcam")), ("blip", ("gradcam",))):
+    for model, techniques in (("teacher", ("attention", "gradcam_encoder")), ("blip", ("gradcam_crossattn",))):
         drawn = sorted(p.name for p in (repo_copy / "results/attention" / model).iterdir())
         assert drawn == sorted(f"{c[:-4]}-{t}.png" for c in compare for t in techniques), drawn
     _, teacher_attention = read_word_maps(repo_copy / "results/maps/attention/teacher-shapes.h5")
-    _, teacher_gradcam = read_word_maps(repo_copy / "results/maps/gradcam/teacher-shapes.h5")
+    _, teacher_gradcam = read_word_maps(repo_copy / "results/maps/gradcam_encoder/teacher-shapes.h5")
     assert [w for w, _ in teacher_attention.values()] == [w for w, _ in teacher_gradcam.values()]
     assert all(m.shape == (len(w), 2, 2) and (m >= 0).all() for w, m in teacher_gradcam.values())
     table1, grounding, chair = (repo_copy / "results/table1.md").read_text().split("\n## ")
@@ -146,7 +146,7 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         scores = json.loads((repo_copy / f"metrics/eval/teacher-{dataset}.json").read_text())
         assert scores["images"] == n and 0 <= scores["bleu4"] <= 1 and 0 < scores["ceiling_bleu4"] <= 1
         assert "meteor" not in scores                          # evaluate.meteor: off
-        for model, techniques in (("teacher", ("attention", "gradcam")), ("blip", ("gradcam",))):
+        for model, techniques in (("teacher", ("attention", "gradcam_encoder")), ("blip", ("gradcam_crossattn",))):
             g = json.loads((repo_copy / f"metrics/eval/{model}-{dataset}.json").read_text())
             assert 0 <= g["chair_i"] <= 1 and 0 <= g["chair_s"] <= 1, g
             assert sorted(g["grounding"]) == sorted(techniques)

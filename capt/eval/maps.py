@@ -9,7 +9,7 @@ Layout of ``<model>-<dataset>.h5`` (N images, M words in all, a G x G grid)::
     words      str     (M,)
     maps       float16 (M, G, G)  each word's map over the grid, as the model made it (not rescaled)
 
-attrs: ``technique`` (e.g. "attention"), ``grid`` (G).
+attrs: ``technique`` (one of :data:`TECHNIQUES`), ``grid`` (G).
 """
 
 from __future__ import annotations
@@ -23,9 +23,26 @@ import numpy as np
 
 from capt.errors import CaptError
 
+# How a map was made: the name in metrics (``grounding.<name>``), in results/maps/<name>/ and in
+# the figures, and what it is. Two gradient methods that share the name Grad-CAM in the
+# literature are different computations here, so they are named apart.
+TECHNIQUES: dict[str, str] = {
+    # the LSTM's own soft attention over the encoder's cells when it emitted the word (Xu et al., 2015)
+    "attention": "soft attention",
+    # Grad-CAM (Selvaraju et al., 2017): the word's logit differentiated with respect to the
+    # encoder's last block, channel weights = pooled gradients, ReLU of the weighted sum
+    "gradcam_encoder": "Grad-CAM on the encoder",
+    # BLIP's (and ALBEF's) Grad-CAM: one text-decoder layer's cross-attention to the image patches
+    # times its positive gradient of the word's log-probability, averaged over heads
+    "gradcam_crossattn": "Grad-CAM on cross-attention",
+}
+
 
 def write_word_maps(path: Path, captions: dict[int, tuple[list[str], np.ndarray]], technique: str) -> None:
-    """``captions``: image id -> (words, maps (len(words), P)) with P a square number of cells."""
+    """``captions``: image id -> (words, maps (len(words), P)) with P a square number of cells;
+    ``technique``: how they were made, one of :data:`TECHNIQUES`."""
+    if technique not in TECHNIQUES:
+        raise ValueError(f"unknown technique {technique!r}: one of {', '.join(TECHNIQUES)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ids = list(captions)
