@@ -155,3 +155,15 @@ def test_evaluation_keeps_an_empty_caption_with_its_empty_maps(lstm, tmp_path, m
         assert words == [] and m.shape[0] == 0 and m.shape[1] == technique_maps[8][1].shape[1]
         write_word_maps(tmp_path / f"{technique}.h5", technique_maps, technique)
         assert read_word_maps(tmp_path / f"{technique}.h5")[1][7][0] == []
+
+
+def test_every_package_says_what_it_holds():
+    import importlib
+    import pkgutil
+
+    import capt
+
+    for info in pkgutil.walk_packages(capt.__path__, "capt."):
+        if info.ispkg:
+            doc = importlib.import_module(info.name).__doc__ or ""
+            assert len(doc) > 80 and "later issues" not in doc, info.name

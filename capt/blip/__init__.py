@@ -1,1 +1,3 @@
-"""Filled in by later issues."""
+"""BLIP through transformers: ``model`` (the pretrained captioner or a small one from a config,
+captions, and its words with WordPiece pieces merged), ``gradcam`` (Grad-CAM on a cross-attention
+layer for each word) and ``train`` (fine-tuning with the shared loop on the study's captions)."""
