@@ -35,10 +35,11 @@ from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset
 from capt.data.manifest import load_manifest
 from capt.errors import CaptError
-from capt.eval.grounding import dataset_lexicon, load_instances, score_techniques
+from capt.eval.grounding import CHAIR_KEYS, dataset_lexicon, load_instances, score_techniques
 from capt.eval.maps import write_word_maps
 from capt.eval.metrics import TOKENIZERS, ptb_tokenizer_available, score_captions, write_coco_results
 from capt.models.gradcam import lstm_word_gradcam
+from capt.text import normalize_caption
 from capt.models.saved import load_captioner
 from capt.train.distributed import resolve_device
 from stages._common import make_config, read_params, stage_main
@@ -99,9 +100,11 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     return {i: caption for i, (caption, _, _) in out.items()}, {"gradcam_crossattn": maps}
 
 
-def _grounding(dataset: str, maps: dict[str, dict], cfg: EvaluateConfig) -> dict:
+def _grounding(dataset: str, maps: dict[str, dict], cfg: EvaluateConfig,
+               references: dict[int, list[str]] | None = None) -> dict:
     """CHAIR of the captions and the grounding of each technique's maps, where the dataset has
-    instance masks."""
+    instance masks. ``references`` (image id -> raw reference captions): the objects they name
+    count as present for CHAIR, as in Rohrbach et al.'s code (the ``_instances`` variants ignore them)."""
     manifest = load_manifest(Path("data/raw") / dataset)
     if not manifest.instances:
         log.info("%s has no instance masks: no grounding or CHAIR scores", dataset)
@@ -110,14 +113,16 @@ def _grounding(dataset: str, maps: dict[str, dict], cfg: EvaluateConfig) -> dict
     instances = load_instances(manifest, image_ids={i for technique_maps in maps.values() for i in technique_maps})
     lexicon = dataset_lexicon(instances.categories)
     out: dict = {"grounding": {}}
-    for technique, s in score_techniques(maps, instances, lexicon, cfg.grounding_tolerance).items():
-        out.update({k: s.pop(k) for k in ("chair_i", "chair_s", "object_mentions")})   # the same words each time
+    reference_words = {i: [normalize_caption(c) for c in refs] for i, refs in (references or {}).items()}
+    for technique, s in score_techniques(maps, instances, lexicon, cfg.grounding_tolerance, reference_words).items():
+        out.update({k: s.pop(k) for k in CHAIR_KEYS})   # the same captions for every technique
         out["grounding"][technique] = s
         log.info("%s grounding on %s (%d words): pointing game %.3f (centre %.3f, uniform %.3f), "
                  "mass in mask %.3f (centre %.3f, uniform %.3f)", technique, dataset, s["grounded_words"],
                  s["pointing_game"], s["pointing_game_centre"], s["pointing_game_uniform"], s["mass_in_mask"],
                  s["mass_in_mask_centre"], s["mass_in_mask_uniform"])
-    log.info("CHAIR-i %.3f, CHAIR-s %.3f (%d object mentions)", out["chair_i"], out["chair_s"], out["object_mentions"])
+    log.info("CHAIR-i %.3f, CHAIR-s %.3f (instances alone: %.3f, %.3f; %d object mentions)", out["chair_i"],
+             out["chair_s"], out["chair_i_instances"], out["chair_s_instances"], out["object_mentions"])
     return out
 
 
@@ -136,7 +141,7 @@ def main(model: str, dataset: str) -> None:
     scores = score_captions(references, hypotheses, meteor={"auto": None, "on": True, "off": False}[cfg.meteor],
                             tokenizer=cfg.tokenizer, human_ceiling=True)
     scores["images"] = len(hypotheses)
-    scores.update(_grounding(dataset, maps, cfg))
+    scores.update(_grounding(dataset, maps, cfg, references))
     out = Path("metrics/eval") / f"{model}-{dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")

@@ -27,6 +27,7 @@ import torch
 import typer
 
 from capt.errors import CaptError
+from capt.eval.grounding import CHAIR_KEYS
 from capt.blip.model import caption_images, load_blip, read_generation
 from capt.eval.table import cpu_ms_per_image, folder_mb, markdown_table, model_size
 from capt.models.saved import load_captioner
@@ -92,7 +93,7 @@ def main() -> None:
                 raise CaptError(f"{scores_path}: missing; run evaluate@{model}-{dataset}") from None
             row.update(score_cells(scores, dataset, f"{scores_path} (evaluate@{model}-{dataset})"))
             if "grounding" in scores:
-                chair[dataset] = {k: scores[k] for k in ("chair_i", "chair_s", "object_mentions")}
+                chair[dataset] = {k: scores[k] for k in CHAIR_KEYS}
                 grounding[dataset] = scores["grounding"]
         row["seed_bleu4"] = cfg.seed_bleu4.get(model)
         if grounding:
@@ -119,9 +120,10 @@ def main() -> None:
                       f"map's maximum within {read_params('evaluate', 'grounding_tolerance'):g} px of the category's "
                       "mask; mass: the share of the map inside the mask. Baselines on the same words: the image's "
                       "centre point, and a uniform map.")
-    chair_note = ("CHAIR (instances-only variant): a mention is hallucinated when no instance of its category is "
-                  "annotated in the image. CHAIR-i: hallucinated mentions / mentions; CHAIR-s: captions with one / "
-                  "captions.")
+    chair_note = ("CHAIR (Rohrbach et al. 2018, their synonym table and rules): a mention is hallucinated when its "
+                  "category is neither annotated in the image nor named by one of its reference captions. CHAIR-i: "
+                  "hallucinated mentions / mentions; CHAIR-s: captions with one / captions. The instances-only "
+                  "columns take the annotated instances alone as the truth.")
     text += ("\n## Grounding\n\n" + grounding_note + "\n\n" + markdown_table(grounding, GROUNDING_COLUMNS)
              + "\n## Hallucination\n\n" + chair_note + "\n\n" + markdown_table(chair, CHAIR_COLUMNS))
     out = Path("results/table1.md")
@@ -180,7 +182,8 @@ GROUNDING_COLUMNS = [("model", "model"), ("dataset", "test set"), ("technique", 
                      ("mass_in_mask", "mass in mask"), ("mass_in_mask_centre", "centre"),
                      ("mass_in_mask_uniform", "uniform")]
 CHAIR_COLUMNS = [("model", "model"), ("dataset", "test set"), ("object_mentions", "object mentions"),
-                 ("chair_i", "CHAIR-i"), ("chair_s", "CHAIR-s")]
+                 ("chair_i", "CHAIR-i"), ("chair_s", "CHAIR-s"),
+                 ("chair_i_instances", "CHAIR-i (instances only)"), ("chair_s_instances", "CHAIR-s (instances only)")]
 
 
 def grounding_rows(rows: list[dict]) -> list[dict]:

@@ -23,16 +23,17 @@ centre within tolerance; mass: 1 if the centre pixel is in the mask) and a unifo
 (pointing: the expected hit rate of a point drawn uniformly, i.e. the share of pixels within
 tolerance; mass: the mask's share of the image).
 
-**CHAIR** (Rohrbach et al., EMNLP 2018), the instances-only variant: a mention is hallucinated
-when its category has no instance in the image (the original also accepts categories named by
-the reference captions; we use the annotated instances alone). CHAIR-i = hallucinated mentions /
-mentions; CHAIR-s = captions with at least one hallucinated mention / captions. Where the words
-are read differently from the reference, on purpose: the captions come as the model's tokens
-(the reference tokenises with NLTK); words are singularised by :func:`singular`, not pattern.en
-(which this project does not use; it turns "glass" into "glas", so the reference's extra "wine
-glas" rule is not needed here); and the table's " motor bike", " cheesecake" and "iPhone", which
-the reference's parsing can never match (a leading space, a capital), count here
-(:func:`read_synonym_table`).
+**CHAIR** (Rohrbach et al., EMNLP 2018), as their code computes it: a mention is hallucinated
+when its category is neither annotated in the image (an instance) nor named by one of its
+reference captions (read by the same rules). CHAIR-i (``chair_i``) = hallucinated mentions /
+mentions; CHAIR-s (``chair_s``) = captions with at least one hallucinated mention / captions.
+Beside them, ``chair_i_instances``/``chair_s_instances`` take the annotated instances alone as
+the truth (stricter: an object the annotators named in words but did not segment counts as
+hallucinated). Where the words are read differently from the reference: the captions come as the
+model's tokens (the reference tokenises the caption string with NLTK; the two differ only on
+punctuation and apostrophes, which name no object), and words are singularised by
+:func:`singular`, not pattern.en (which this project does not use; pattern.en turns "glass" into
+"glas", hence the reference's extra "wine glas" rule, not needed here).
 """
 
 from __future__ import annotations
@@ -59,15 +60,16 @@ from capt.errors import CaptError
 def read_synonym_table(text: str, source: str) -> dict[str, list[str]]:
     """CHAIR's synonym table: one line per category, ``category, word, word, ...``; ``#`` comments.
 
-    -> category -> its words, the category's own name first, each once, lower-cased and stripped of
-    the spaces around it (the reference splits on ``", "`` as is, so its " motor bike" and
-    " cheesecake", written after a double space, and its "iPhone" can never equal a lower-cased
-    caption word; here they count)."""
+    -> category -> its words, the category's own name first, each once, read as the reference
+    reads them: the line stripped, then split on ``", "``. So its entries " motor bike" and
+    " cheesecake" (written after a double space) keep their leading space and "iPhone" its capital,
+    and none of the three ever equals a caption word: a "motor bike" is merged into one word, as a
+    double word, and then names nothing, as in published CHAIR numbers."""
     table: dict[str, list[str]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        words = [w.strip().lower() for w in line.split(",") if w.strip()]
+        words = line.strip().split(", ")
         if words[0] in table:
             raise CaptError(f"{source}:{number}: category {words[0]!r} has a second line")
         table[words[0]] = list(dict.fromkeys(words))
@@ -386,14 +388,20 @@ def mass_in_mask(up_map: np.ndarray, mask: np.ndarray) -> float:
     return float(up_map[mask].sum()) / total if total > 0 else 0.0
 
 
+# The CHAIR numbers of a caption set (the same for every technique's maps of it).
+CHAIR_KEYS = ("chair_i", "chair_s", "chair_i_instances", "chair_s_instances", "object_mentions")
+
+
 @dataclass
 class GroundingScores:
     """Per-mention scores, summed; ``summary`` gives the means."""
 
     mentions: int = 0                  # every mention of a category, present or not
-    hallucinated: int = 0
+    hallucinated: int = 0              # in no instance and no reference caption of the image (CHAIR)
     captions: int = 0
     captions_hallucinating: int = 0
+    hallucinated_instances: int = 0    # in no instance of the image (the instances alone)
+    captions_hallucinating_instances: int = 0
     scored: int = 0                    # mentions of a category present in the image
     hits: float = 0.0
     mass: float = 0.0
@@ -413,6 +421,8 @@ class GroundingScores:
             "grounded_words": self.scored, "degenerate_maps": self.degenerate_maps,
             "chair_i": self.hallucinated / max(self.mentions, 1),
             "chair_s": self.captions_hallucinating / max(self.captions, 1),
+            "chair_i_instances": self.hallucinated_instances / max(self.mentions, 1),
+            "chair_s_instances": self.captions_hallucinating_instances / max(self.captions, 1),
             "object_mentions": self.mentions,
         }
 
@@ -422,9 +432,10 @@ class ImageMasks:
     tolerance: every word and every technique scored on the image shares them (a dilation at
     COCO's size is a convolution over ~300k pixels, the dearest step of the scoring)."""
 
-    def __init__(self, instances: Instances, image_id: int, tolerance: float):
+    def __init__(self, instances: Instances, image_id: int, tolerance: float, named: set[str] = frozenset()):
         self.height, self.width = instances.size(image_id)
         self.masks = instances.masks(image_id)
+        self.named = set(named)        # categories the image's reference captions name (CHAIR's other truth)
         self.tolerance = tolerance
         self._near: dict[str, np.ndarray] = {}
 
@@ -453,9 +464,12 @@ def _score_caption(s: GroundingScores, words: list[str], maps: np.ndarray, image
     mentions = lexicon.find(list(words))
     s.captions += 1
     s.mentions += len(mentions)
-    absent = [c for _, _, c in mentions if c not in masks]
+    absent = [c for _, _, c in mentions if c not in masks and c not in image.named]
     s.hallucinated += len(absent)
     s.captions_hallucinating += bool(absent)
+    unannotated = [c for _, _, c in mentions if c not in masks]
+    s.hallucinated_instances += len(unannotated)
+    s.captions_hallucinating_instances += bool(unannotated)
     cy, cx = (H - 1) // 2, (W - 1) // 2
     for _, end, category in mentions:
         if category not in masks:
@@ -473,8 +487,12 @@ def _score_caption(s: GroundingScores, words: list[str], maps: np.ndarray, image
 
 
 def score_techniques(maps: dict[str, dict[int, tuple[list[str], np.ndarray]]], instances: Instances,
-                     lexicon: Lexicon | ChairLexicon, tolerance: float = 15.0) -> dict[str, dict[str, float | int]]:
-    """``maps``: technique -> its ``captions`` as :func:`score_grounding` takes them.
+                     lexicon: Lexicon | ChairLexicon, tolerance: float = 15.0,
+                     references: dict[int, list[list[str]]] | None = None) -> dict[str, dict[str, float | int]]:
+    """``maps``: technique -> its ``captions`` as :func:`score_grounding` takes them;
+    ``references``: image id -> its reference captions as word lists, whose objects (found by the
+    same lexicon) count as present for CHAIR, as in Rohrbach et al. (``chair_i``/``chair_s``;
+    ``chair_i_instances``/``chair_s_instances`` count the annotated instances alone).
 
     Image by image, so that an image's masks and dilations are made once for all its words and
     all techniques, and only one image's are held at a time. Each technique's sums run over its
@@ -482,7 +500,8 @@ def score_techniques(maps: dict[str, dict[int, tuple[list[str], np.ndarray]]], i
     """
     scores = {technique: GroundingScores() for technique in maps}
     for image_id in dict.fromkeys(i for captions in maps.values() for i in captions):
-        image = ImageMasks(instances, image_id, tolerance)
+        named = {c for words in (references or {}).get(image_id, []) for _, _, c in lexicon.find(list(words))}
+        image = ImageMasks(instances, image_id, tolerance, named)
         for technique, captions in maps.items():
             if image_id in captions:
                 words, word_maps = captions[image_id]
