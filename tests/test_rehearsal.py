@@ -33,12 +33,14 @@ from tests.mirror import MirrorSizes, build_mirror, caption_words, seed_torch_hu
 
 pytestmark = pytest.mark.rehearsal
 
-SIZES = MirrorSizes(coco_train=8, coco_restval=4, coco_val=4, coco_test=4,
-                    flickr_train=4, flickr_val=2, flickr_test=4)
+# Few images: 38 stages each pay ~6 s of Python and torch start-up, so what the budget (10 min on
+# 2 cores) leaves for work is a ResNet pass over a handful of 256 px images per stage.
+SIZES = MirrorSizes(coco_train=4, coco_restval=2, coco_val=2, coco_test=3,
+                    flickr_train=2, flickr_val=1, flickr_test=2)
 # What the rehearsal shrinks, and nothing else: epochs, the images the report times and draws.
 # METEOR is off: its JVM costs 8.5 s per evaluation (x 18); tests/test_metrics.py runs it for real.
-OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=2",
-             "attention.image_indices=[0,1]", "evaluate.meteor=off"]
+OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=1",
+             "attention.image_indices=[0]", "evaluate.meteor=off"]
 # BLIP's WordPiece vocabulary splits these words, as bert-base-uncased splits many COCO words.
 PIECES = {"skateboard": ("skate", "##board"), "puppies": ("pupp", "##ies"), "kittens": ("kitten", "##s")}
 
@@ -180,6 +182,24 @@ def test_every_model_is_evaluated_on_both_test_sets_with_grounding_only_on_coco(
             assert 0 <= scores["bleu4"] <= 1 and "cider" in scores
         assert "chair_i" in on_coco and on_coco["grounding"], model
         assert "chair_i" not in on_flickr and "grounding" not in on_flickr, model
+        # the COCO profile's tokenizer is coco-caption's; the ceiling is on 5 leave-one-out folds
+        assert p["evaluate"]["tokenizer"] == "ptb" and on_coco["ceiling_folds"] == 5
+        assert 0 <= on_coco["bleu4_coco"] <= 1 and 0 <= on_coco["bleu4_loo"] <= 1
+
+
+def test_blip_words_are_whole_words_on_coco(coco_repo):
+    """The mirror's BLIP splits skateboard, puppies and kittens into WordPiece pieces: what
+    grounding and CHAIR read must be the caption's words, never a piece or a special token."""
+    from capt.eval.maps import read_word_maps
+
+    repo, _ = coco_repo
+    technique, maps = read_word_maps(repo / "results/maps/gradcam_crossattn/blip-coco.h5")
+    captions = {c["image_id"]: c["caption"] for c in json.loads((repo / "results/captions/blip-coco.json").read_text())}
+    assert technique == "gradcam_crossattn" and set(maps) == set(captions)
+    for image_id, (words, word_maps) in maps.items():
+        assert not any(w.startswith("##") or (w.startswith("[") and w.endswith("]")) for w in words), words
+        # a piece the random model emits first has no word to join: decode keeps its "##", the words do not
+        assert " ".join(words) == captions[image_id].replace("##", "") and len(word_maps) == len(words)
 
 
 def test_the_report_holds_every_model(coco_repo):
