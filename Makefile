@@ -24,7 +24,7 @@ test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" python -m pytest -q -m "not rehearsal"
 
 rehearsal: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" CAPT_REHEARSAL_REPORT=rehearsal.json python -m pytest -q -m rehearsal
+	PATH="$(abspath $(VENV))/bin:$$PATH" CAPT_REHEARSAL_REPORT=rehearsal.json python -m pytest -q -m rehearsal tests/test_rehearsal.py
 	$(PY) benchmarks/project_coco.py rehearsal.json
 
 bench: $(STAMP)
