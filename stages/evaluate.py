@@ -1,6 +1,7 @@
 """Stage evaluate@<model>-<dataset>: beam search on a test split, every metric.
 
-Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, tokenizer, gradcam_layer). Reads
+Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, tokenizer, gradcam_layer,
+bootstrap_resamples, bootstrap_seed). Reads
 ``models/<model>.pt`` (a Show-Attend-Tell captioner: beam search, attention maps) or the folder
 ``models/<model>/`` (BLIP: its own caption settings, Grad-CAM maps), and
 ``data/prepared/<dataset>/test.h5``; writes ``metrics/eval/<model>-<dataset>.json`` (BLEU-1..4 as
@@ -17,6 +18,13 @@ layer) for BLIP. Where the dataset has instance masks (``data/raw/<dataset>``), 
 grounding of those maps (pointing game and mass in mask, with the centre and uniform baselines, under
 ``grounding.<technique>``) and the captions' hallucination rates ``chair_i`` / ``chair_s``
 (capt.eval.grounding).
+
+Every evaluation carries 95% percentile bootstrap intervals over the test images,
+``bleu4_ci95`` and ``cider_ci95`` (``[low, high]``; ``evaluate.bootstrap_resamples`` resamples
+drawn from ``evaluate.bootstrap_seed`` and the test set's image ids alone, so every model on a test
+set gets the same resamples; capt.eval.bootstrap), and writes the per-image statistics behind them,
+``results/scores/<model>-<dataset>.json`` (the image ids in order, each image's BLEU statistics and
+CIDEr-D), from which the report pairs models on the same resamples without scoring again.
 """
 
 from __future__ import annotations
@@ -35,9 +43,10 @@ from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset
 from capt.data.manifest import load_manifest
 from capt.errors import CaptError
+from capt.eval.bootstrap import MIN_RESAMPLES, confidence_intervals
 from capt.eval.grounding import CHAIR_KEYS, dataset_lexicon, load_instances, score_techniques
 from capt.eval.maps import write_word_maps
-from capt.eval.metrics import TOKENIZERS, ptb_tokenizer_available, score_captions, write_coco_results
+from capt.eval.metrics import TOKENIZERS, ptb_tokenizer_available, score_captions_per_image, write_coco_results
 from capt.models.gradcam import lstm_word_gradcam
 from capt.text import normalize_caption
 from capt.models.saved import load_captioner
@@ -57,6 +66,8 @@ class EvaluateConfig:
     gradcam_layer: int = -1     # BLIP: the cross-attention layer whose maps Grad-CAM weighs
     grounding_tolerance: float = 15.0   # pointing game: pixels (at the original image size) around the mask
     device: str = "auto"        # auto (a GPU where there is one) | cpu | cuda
+    bootstrap_resamples: int = 1000   # percentile bootstrap over the test images (95% intervals)
+    bootstrap_seed: int = 0           # with the test set's image ids, all the resamples depend on
 
     def __post_init__(self):
         # YAML 1.1 readers (PyYAML) read a bare on/off as a boolean; a YAML 1.2 writer (DVC's
@@ -67,6 +78,12 @@ class EvaluateConfig:
             raise CaptError(f"evaluate.meteor must be auto, on or off, got {self.meteor!r}")
         if self.tokenizer not in TOKENIZERS:
             raise CaptError(f"evaluate.tokenizer must be {' or '.join(TOKENIZERS)}, got {self.tokenizer!r}")
+        if (isinstance(self.bootstrap_resamples, bool) or not isinstance(self.bootstrap_resamples, int)
+                or self.bootstrap_resamples < MIN_RESAMPLES):
+            raise CaptError(f"evaluate.bootstrap_resamples must be an integer of at least {MIN_RESAMPLES} (fewer makes "
+                            f"the interval's percentiles noisy), got {self.bootstrap_resamples!r}")
+        if isinstance(self.bootstrap_seed, bool) or not isinstance(self.bootstrap_seed, int) or self.bootstrap_seed < 0:
+            raise CaptError(f"evaluate.bootstrap_seed must be a non-negative integer, got {self.bootstrap_seed!r}")
 
 
 def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
@@ -138,18 +155,22 @@ def main(model: str, dataset: str) -> None:
     else:
         hypotheses, maps = _lstm(model, CaptionDataset(test_h5), cfg)
     references = read_references(test_h5)
-    scores = score_captions(references, hypotheses, meteor={"auto": None, "on": True, "off": False}[cfg.meteor],
-                            tokenizer=cfg.tokenizer, human_ceiling=True)
+    scores, per_image = score_captions_per_image(references, hypotheses, tokenizer=cfg.tokenizer, human_ceiling=True,
+                                                 meteor={"auto": None, "on": True, "off": False}[cfg.meteor])
     scores["images"] = len(hypotheses)
+    scores.update(confidence_intervals(per_image, cfg.bootstrap_resamples, cfg.bootstrap_seed))
     scores.update(_grounding(dataset, maps, cfg, references))
     out = Path("metrics/eval") / f"{model}-{dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
     write_coco_results(hypotheses, Path("results/captions") / f"{model}-{dataset}.json")
+    per_image.write(Path("results/scores") / f"{model}-{dataset}.json", model, dataset)
     for technique, technique_maps in maps.items():
         write_word_maps(Path("results/maps") / technique / f"{model}-{dataset}.h5", technique_maps, technique)
     log.info("%s on %s: %s", model, dataset,
              ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, (int, float))))
+    log.info("95%% intervals over %d resamples of the test images: BLEU-4 [%.4f, %.4f], CIDEr-D [%.4f, %.4f]",
+             cfg.bootstrap_resamples, *scores["bleu4_ci95"], *scores["cider_ci95"])
 
 if __name__ == "__main__":
     typer.run(main)

@@ -13,6 +13,15 @@ study's BLEU-4 (``report.seed_bleu4``) beside ours where it had the variant. The
 (``results/curves``) and the comparison figures (``results/attention/compare``); writes
 ``metrics/summary.json``, ``results/table1.md`` and ``results/report/index.html`` (with its images
 in ``results/report/img/``: the folder opens offline, anywhere).
+
+Does distillation help? metrics/summary.json also compares every student (``study.models`` but the
+teacher) with the baseline (``student_base``) and with the teacher on every test set, paired on the
+same images (capt.eval.bootstrap, from the per-image statistics ``results/scores/<model>-<dataset>.json``
+the evaluations wrote): ``delta_bleu4_vs_base_<dataset>`` (the student's BLEU-4 minus the
+baseline's), ``delta_bleu4_vs_base_ci95_<dataset>`` (its paired percentile bootstrap interval, the
+same ``evaluate.bootstrap_resamples`` resamples of ``evaluate.bootstrap_seed`` as the evaluations'
+intervals) and ``p_bleu4_vs_base_<dataset>`` (a paired approximate randomisation test), and the same
+``..._vs_teacher_...``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import torch
 import typer
 
 from capt.errors import CaptError
+from capt.eval.bootstrap import ImageScores, paired_bleu4
 from capt.eval.grounding import CHAIR_KEYS
 from capt.blip.model import caption_images, load_blip, read_generation
 from capt.eval.table import cpu_ms_per_image, folder_mb, markdown_table, model_size
@@ -102,6 +112,10 @@ def main() -> None:
         log.info("%s: %s", model, row)
 
     summary = {"models": {r["model"]: {k: v for k, v in r.items() if k != "model"} for r in rows}}
+    for student, cells in paired_cells(read_params("study", "models"), test_sets,
+                                       read_params("evaluate", "bootstrap_resamples"),
+                                       read_params("evaluate", "bootstrap_seed")).items():
+        summary["models"][student].update(cells)
     Path("metrics/summary.json").write_text(json.dumps(summary, indent=2) + "\n")   # rows in study order
     columns = [("model", "model"), ("loss", "loss"), ("encoder", "encoder"), ("hidden", "LSTM"),
                ("parameters", "parameters"), ("checkpoint_mb", "checkpoint MB", "{:.2f}"),
@@ -162,6 +176,41 @@ def score_cells(scores: dict, dataset: str, where: str) -> dict:
         raise CaptError(f"{where}: no {', '.join(missing)} in its metrics (an older evaluation); run it again")
     cells = {f"{k}_{dataset}": scores[k] for k in SCORE_KEYS}
     cells[f"ceiling_share_{dataset}"] = scores["bleu4_loo"] / scores["ceiling_bleu4"] if scores["ceiling_bleu4"] else None
+    return cells
+
+
+# What each student is compared with (metrics/summary.json): the name in its keys -> the model.
+BASELINES = {"base": "student_base", "teacher": "teacher"}
+
+
+def paired_cells(models: list[str], test_sets: list[str], resamples: int, seed: int,
+                 scores_dir: Path = Path("results/scores")) -> dict[str, dict]:
+    """Student -> its paired comparisons with each of ``BASELINES`` on each test set:
+    ``delta_bleu4_vs_<name>_<dataset>`` (observed), ``delta_bleu4_vs_<name>_ci95_<dataset>``
+    (``[low, high]``) and ``p_bleu4_vs_<name>_<dataset>``, from the per-image statistics in
+    ``scores_dir``. Every model of ``models`` but the teacher is a student, the baseline too (its
+    comparison with itself reads 0, [0, 0], p 1: every student has the same keys); a baseline not
+    in ``models`` is left out, with a log line."""
+    baselines = {name: m for name, m in BASELINES.items() if m in models}
+    for name, m in BASELINES.items():
+        if name not in baselines:
+            log.info("%s is not in study.models: no comparisons with it", m)
+    students = [m for m in models if m != BASELINES["teacher"]]
+    cells: dict[str, dict] = {m: {} for m in students}
+    for dataset in test_sets:
+        loaded = {m: ImageScores.read(scores_dir / f"{m}-{dataset}.json", f"evaluate@{m}-{dataset}")
+                  for m in dict.fromkeys([*students, *baselines.values()])}
+        for student in students:
+            for name, baseline in baselines.items():
+                try:
+                    c = paired_bleu4(loaded[student], loaded[baseline], resamples, seed)
+                except CaptError as e:
+                    raise CaptError(f"{student} against {baseline} on {dataset} ({scores_dir}): {e}") from None
+                cells[student].update({f"delta_bleu4_vs_{name}_{dataset}": c.delta,
+                                       f"delta_bleu4_vs_{name}_ci95_{dataset}": c.ci95,
+                                       f"p_bleu4_vs_{name}_{dataset}": c.p_value})
+                log.info("%s - %s on %s: BLEU-4 %+.4f [%+.4f, %+.4f], p %.4f (%d resamples)", student, baseline,
+                         dataset, c.delta, *c.ci95, c.p_value, resamples)
     return cells
 
 

@@ -92,3 +92,44 @@ def test_share_of_the_ceiling_is_bleu4_loo_over_ceiling_bleu4():
     old = {k: v for k, v in scores.items() if k != "bleu4_loo"}       # an evaluation before the LOO folds
     with pytest.raises(CaptError, match="no bleu4_loo"):
         score_cells(old, "shapes", "metrics/eval/teacher-shapes.json")
+
+
+def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_test_set(tmp_path):
+    import json
+
+    from capt.errors import CaptError
+    from capt.eval.bootstrap import image_scores
+    from stages.report import paired_cells
+
+    refs = {i: [f"a {c} circle above a {d} square" for c, d in (("red", "blue"), ("big", "small"))]
+            for i in range(1, 31)}
+    hyps = {"teacher": {i: r[0] for i, r in refs.items()},                       # the best captions
+            "student_base": {i: "a circle above a square" for i in refs},
+            "student_kd": {i: (r[1] if i % 2 else "a circle above a square") for i, r in refs.items()}}
+    for model, h in hyps.items():
+        for dataset in ("shapes", "shapes-shift"):
+            image_scores(refs, h).write(tmp_path / f"{model}-{dataset}.json", model, dataset)
+    models = ["teacher", "student_base", "student_kd"]
+    cells = paired_cells(models, ["shapes", "shapes-shift"], 1000, 0, tmp_path)
+    assert set(cells) == {"student_base", "student_kd"}                          # the teacher is no student
+    kd, base = cells["student_kd"], cells["student_base"]
+    assert set(kd) == {f"{k}_vs_{b}{ci}_{d}" for k, ci in (("delta_bleu4", ""), ("delta_bleu4", "_ci95"),
+                                                           ("p_bleu4", "")) for b in ("base", "teacher")
+                       for d in ("shapes", "shapes-shift")}
+    assert (base["delta_bleu4_vs_base_shapes"], base["delta_bleu4_vs_base_ci95_shapes"],
+            base["p_bleu4_vs_base_shapes"]) == (0.0, [0.0, 0.0], 1.0)
+    want = image_scores(refs, hyps["student_kd"]).bleu4 - image_scores(refs, hyps["student_base"]).bleu4
+    assert kd["delta_bleu4_vs_base_shapes"] == pytest.approx(want, abs=1e-15) and want > 0.1
+    low, high = kd["delta_bleu4_vs_base_ci95_shapes"]
+    assert 0 < low < want < high and kd["p_bleu4_vs_base_shapes"] < 0.01
+    assert kd["delta_bleu4_vs_teacher_shapes"] < 0 and kd["p_bleu4_vs_teacher_shapes"] < 0.01
+    shifted = {k.removesuffix("_shapes-shift"): v for k, v in kd.items() if k.endswith("_shapes-shift")}
+    assert shifted == {k.removesuffix("_shapes"): v for k, v in kd.items() if k.endswith("_shapes")}   # same images
+    json.dumps(cells)                                                            # summary.json takes it as is
+
+    only_teacher = paired_cells(["teacher", "student_kd"], ["shapes"], 1000, 0, tmp_path)
+    assert set(only_teacher["student_kd"]) == {"delta_bleu4_vs_teacher_shapes",
+                                               "delta_bleu4_vs_teacher_ci95_shapes", "p_bleu4_vs_teacher_shapes"}
+    (tmp_path / "student_kd-shapes-shift.json").unlink()
+    with pytest.raises(CaptError, match=r"student_kd-shapes-shift.json: missing; run evaluate@student_kd-shapes-shift"):
+        paired_cells(models, ["shapes", "shapes-shift"], 1000, 0, tmp_path)

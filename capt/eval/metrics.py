@@ -65,9 +65,10 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer as _ptb_module
 
 from capt.errors import CaptError
+from capt.eval.bootstrap import ImageScores, bleu_statistics
 from capt.text import normalize_caption
 
-__all__ = ["score_captions", "ceiling_bleu4", "leave_one_out_bleu4", "LeaveOneOut", "tokenize_captions",
+__all__ = ["score_captions", "score_captions_per_image", "ceiling_bleu4", "leave_one_out_bleu4", "LeaveOneOut", "tokenize_captions",
            "TOKENIZERS", "write_coco_results", "meteor_available", "ptb_tokenizer_available"]
 
 log = logging.getLogger(__name__)
@@ -425,7 +426,23 @@ def score_captions(
     tokenizer: str = "simple",
     human_ceiling: bool = False,
 ) -> dict[str, float]:
-    """Score one caption per image against that image's references.
+    """Score one caption per image against that image's references (:func:`score_captions_per_image`
+    without the per-image statistics)."""
+    return score_captions_per_image(references, hypotheses, meteor=meteor, tokenizer=tokenizer,
+                                    human_ceiling=human_ceiling)[0]
+
+
+def score_captions_per_image(
+    references: dict[int, list[str]],
+    hypotheses: dict[int, str],
+    *,
+    meteor: bool | None = None,
+    tokenizer: str = "simple",
+    human_ceiling: bool = False,
+) -> tuple[dict[str, float], ImageScores]:
+    """Score one caption per image against that image's references, and keep what the bootstrap
+    needs per image (capt.eval.bootstrap.ImageScores: BLEU statistics and CIDEr-D, from the same
+    tokens, so its ``bleu4`` and ``cider_mean`` are the scores'; one tokenisation, one CIDEr).
 
     ``references``: image id -> raw reference captions; ``hypotheses``: image id -> one raw
     caption; the two must cover exactly the same ids. Returns ``bleu1``..``bleu4`` (nltk),
@@ -446,7 +463,7 @@ def score_captions(
     gts = {i: [" ".join(t) for t in refs[i]] for i in ids}
     res = {i: [" ".join(hyps[i])] for i in ids}
     scores.update(_coco_bleu(gts, res))
-    cider, _ = Cider().compute_score(gts, res)
+    cider, cider_per_image = Cider().compute_score(gts, res)
     rouge, _ = Rouge().compute_score(gts, res)
     scores["cider"] = float(cider)
     scores["rouge_l"] = float(rouge)
@@ -465,7 +482,9 @@ def score_captions(
     if human_ceiling:
         loo = _leave_one_out(refs, hyps)
         scores.update(ceiling_bleu4=loo.ceiling_bleu4, bleu4_loo=loo.bleu4_loo, ceiling_folds=loo.folds)
-    return scores
+    per_image = ImageScores(tuple(ids), bleu_statistics([refs[i] for i in ids], [hyps[i] for i in ids]),
+                            np.asarray(cider_per_image, np.float64).reshape(len(ids)), tokenizer)
+    return scores, per_image
 
 
 @dataclass(frozen=True)

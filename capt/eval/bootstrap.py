@@ -1,0 +1,329 @@
+"""How sure is a corpus score, and is one model really better than another on the same images?
+
+A test set of a few hundred (or 5,000) images is a sample: a BLEU-4 difference of 0.005 between
+two students may be noise. Two tools answer that, both resampling the *images* of the test set
+(the unit the test set samples), both on corpus-level metrics recomputed on every resample:
+
+- a 95% **percentile bootstrap** interval (:func:`confidence_intervals`): draw N images with
+  replacement, R times; the corpus metric on each draw; the 2.5th and 97.5th percentiles;
+- a **paired** comparison of two models on one test set (:func:`paired_bleu4`): the observed
+  difference, the percentile interval of the difference on the *same* resamples for both models
+  (pairing removes the images' shared difficulty from the noise), and the p-value of a paired
+  approximate randomisation test, as in MT significance testing (Riezler & Maxwell 2005; sacreBLEU's
+  ``--paired-ar``): swap each image's statistics between the two systems with probability 1/2,
+  R times; ``p = (count(|delta| >= |observed|) + 1) / (R + 1)``.
+
+Corpus BLEU is not a mean of per-image scores, so re-running nltk on R resampled corpora would
+cost R full scorings. It is a function of sums, though: per image, the clipped n-gram matches and
+the hypothesis n-gram counts for n = 1..4 (nltk's own ``modified_precision``), the hypothesis
+length and the closest reference length (nltk's ``closest_ref_length``); :func:`corpus_bleu4`
+recomputes nltk's ``corpus_bleu`` (no smoothing) from their sums with nltk's own arithmetic, so
+it is the same float. A resample is a multinomial count vector over the images, so R resampled
+sums are one (R, N) @ (N, K) product: seconds for 1,000 resamples of 5,000 images.
+
+CIDEr-D is resampled as the mean of pycocoevalcap's per-image CIDEr-D scores (its corpus score is
+that mean), with each image's score as computed on the whole test set: the idf is **fixed from
+the whole test set's references**, not recomputed per resample. That keeps each image's score
+fixed (the question is which images the test set holds, not a different idf), and is the usual
+practice.
+
+The resamples (and the randomisation test's swaps) depend only on the seed and the test set's
+sorted image ids, never on the model: two models on one test set get the same resamples, so
+their intervals are comparable and the paired comparison is paired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from nltk.translate.bleu_score import brevity_penalty, closest_ref_length, modified_precision
+
+from capt.errors import CaptError
+
+__all__ = ["BLEU_ORDERS", "BLEU_STATISTICS", "ImageScores", "PairedComparison", "bleu_statistics",
+           "corpus_bleu4", "image_scores", "resample_indices", "resample_counts", "bleu4_resampled",
+           "cider_resampled", "percentile_ci95", "confidence_intervals", "paired_bleu4",
+           "MIN_RESAMPLES"]
+
+BLEU_ORDERS = 4
+# The columns of the per-image BLEU statistics, in order: what corpus BLEU-4 sums over images.
+BLEU_STATISTICS = (*(f"matches_{n}" for n in range(1, BLEU_ORDERS + 1)),      # clipped n-gram matches
+                   *(f"ngrams_{n}" for n in range(1, BLEU_ORDERS + 1)),       # hypothesis n-grams (at least 1)
+                   "hyp_len", "closest_ref_len")
+_MATCHES = slice(0, BLEU_ORDERS)
+_NGRAMS = slice(BLEU_ORDERS, 2 * BLEU_ORDERS)
+_HYP_LEN, _REF_LEN = 2 * BLEU_ORDERS, 2 * BLEU_ORDERS + 1
+_BLEU4_WEIGHT = 1.0 / BLEU_ORDERS      # capt.eval.metrics.BLEU_WEIGHTS["bleu4"]: uniform
+
+MIN_RESAMPLES = 1000      # fewer makes the 2.5th/97.5th percentiles themselves noisy
+CI_PERCENTILES = (2.5, 97.5)
+
+# Independent random streams from one seed: what each draw is for.
+_BOOTSTRAP_STREAM, _RANDOMISATION_STREAM = 0, 1
+
+
+# --------------------------------------------------------------------------- per-image statistics
+
+
+def bleu_statistics(references: list[list[list[str]]], hypotheses: list[list[str]]) -> np.ndarray:
+    """Per image, what nltk's ``corpus_bleu`` sums: (N, 10) int64, columns ``BLEU_STATISTICS``.
+
+    ``references[k]``: image k's reference token lists, ``hypotheses[k]``: its hypothesis tokens.
+    nltk builds ``modified_precision``'s Fraction with ``_normalize=False`` and reads its
+    ``numerator`` / ``denominator`` as the raw match and n-gram counts; a normalised fraction
+    (2/4 read as 1/2) would change the corpus sums, so the denominator is checked against the
+    hypothesis's n-gram count (nltk's ``max(1, ...)``: a hypothesis shorter than n counts one).
+    """
+    if len(references) != len(hypotheses):
+        raise CaptError(f"{len(references)} reference lists for {len(hypotheses)} hypotheses")
+    stats = np.zeros((len(hypotheses), len(BLEU_STATISTICS)), np.int64)
+    for k, (refs, hyp) in enumerate(zip(references, hypotheses)):
+        for n in range(1, BLEU_ORDERS + 1):
+            p = modified_precision(refs, hyp, n)
+            ngrams = max(1, len(hyp) - n + 1)
+            if p.denominator != ngrams:   # pragma: no cover - an nltk that normalises the Fraction
+                raise RuntimeError(f"nltk's modified_precision returned {p.numerator}/{p.denominator} for "
+                                   f"{ngrams} hypothesis {n}-grams: a normalised Fraction, not the counts")
+            stats[k, n - 1] = p.numerator
+            stats[k, BLEU_ORDERS + n - 1] = p.denominator
+        stats[k, _HYP_LEN] = len(hyp)
+        stats[k, _REF_LEN] = closest_ref_length(refs, len(hyp))
+    return stats
+
+
+def _bleu4_of_sums(row: list[int]) -> float:
+    """nltk ``corpus_bleu`` (uniform BLEU-4 weights, no smoothing) from summed statistics, with
+    nltk's arithmetic step by step so the float is the same: 0 without a unigram match; an order
+    without a match gets ``sys.float_info.min`` as its precision (nltk's method0: the score is
+    then about 1e-77, 0 in every printed digit); brevity penalty from the summed lengths."""
+    matches, ngrams = row[_MATCHES], row[_NGRAMS]
+    if matches[0] == 0:
+        return 0.0
+    bp = brevity_penalty(row[_REF_LEN], row[_HYP_LEN])
+    # int / int is correctly rounded: the float nltk's math.log reads from its Fraction.
+    precisions = [m / d if m else sys.float_info.min for m, d in zip(matches, ngrams)]
+    return float(bp * math.exp(math.fsum(_BLEU4_WEIGHT * math.log(p) for p in precisions if p > 0)))
+
+
+def corpus_bleu4(sums: np.ndarray) -> np.ndarray:
+    """Corpus BLEU-4 of summed statistics: (..., 10) -> (...) float64, equal to nltk's
+    ``corpus_bleu`` on the corpus whose per-image statistics were summed. A Python loop over
+    rows (math.log, math.fsum, as nltk): numpy's vectorised log may differ in the last bit, and
+    1,000 rows take milliseconds."""
+    sums = np.asarray(sums)
+    if sums.shape[-1:] != (len(BLEU_STATISTICS),):
+        raise CaptError(f"BLEU statistics have {len(BLEU_STATISTICS)} columns, got shape {sums.shape}")
+    rows = sums.reshape(-1, len(BLEU_STATISTICS)).tolist()
+    return np.array([_bleu4_of_sums(r) for r in rows], np.float64).reshape(sums.shape[:-1])
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """One model's per-image statistics on one test set: what every interval and paired
+    comparison needs, without re-scoring (``results/scores/<model>-<dataset>.json``).
+
+    ``image_ids``: N ids, sorted as capt.eval.metrics sorts them; ``bleu``: (N, 10) int64,
+    columns ``BLEU_STATISTICS``; ``cider``: (N,) float64, each image's CIDEr-D with the idf of the
+    whole test set; ``tokenizer``: the tokens both were computed on.
+    """
+
+    image_ids: tuple
+    bleu: np.ndarray
+    cider: np.ndarray
+    tokenizer: str
+
+    def __post_init__(self):
+        n = len(self.image_ids)
+        if self.bleu.shape != (n, len(BLEU_STATISTICS)) or self.cider.shape != (n,):
+            raise CaptError(f"per-image scores of {n} images with BLEU statistics {self.bleu.shape} "
+                            f"and CIDEr-D {self.cider.shape}")
+
+    @property
+    def bleu4(self) -> float:
+        """The full test set's corpus BLEU-4: score_captions' ``bleu4``."""
+        return float(corpus_bleu4(self.bleu.sum(axis=0)))
+
+    @property
+    def cider_mean(self) -> float:
+        """The full test set's CIDEr-D: score_captions' ``cider``."""
+        return float(self.cider.mean())
+
+    def to_json(self, model: str, dataset: str) -> dict:
+        return {"model": model, "dataset": dataset, "tokenizer": self.tokenizer,
+                "image_ids": [int(i) if isinstance(i, np.integer) else i for i in self.image_ids],
+                "bleu_statistics": list(BLEU_STATISTICS),
+                "bleu": self.bleu.tolist(), "cider": self.cider.tolist()}
+
+    def write(self, path: Path, model: str, dataset: str) -> None:
+        """One JSON file; an image's row of statistics per line (5,000 COCO images: ~300 KB)."""
+        data = self.to_json(model, dataset)
+        head = {k: v for k, v in data.items() if k not in ("image_ids", "bleu", "cider")}
+        lines = [json.dumps(head)[:-1] + ","]
+        lines.append(f' "image_ids": {json.dumps(data["image_ids"])},')
+        lines.append(' "bleu": [\n  ' + ",\n  ".join(json.dumps(r) for r in data["bleu"]) + "\n ],")
+        lines.append(f' "cider": {json.dumps(data["cider"])}' + "\n}\n")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines))
+
+    @classmethod
+    def read(cls, path: Path, stage: str) -> "ImageScores":
+        """The scores an evaluation wrote (``stage`` names it, for the error line)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise CaptError(f"{path}: missing; run {stage}") from None
+        except json.JSONDecodeError as e:
+            raise CaptError(f"{path}: not JSON ({e}); run {stage} again") from None
+        if not isinstance(data, dict) or any(k not in data for k in ("image_ids", "bleu", "cider", "tokenizer")):
+            raise CaptError(f"{path}: not per-image scores (image_ids, bleu, cider, tokenizer); run {stage} again")
+        if data.get("bleu_statistics") != list(BLEU_STATISTICS):
+            raise CaptError(f"{path}: BLEU statistics {data.get('bleu_statistics')}, not {list(BLEU_STATISTICS)}; "
+                            f"run {stage} again")
+        bleu = np.asarray(data["bleu"], np.int64).reshape(-1, len(BLEU_STATISTICS))
+        return cls(tuple(data["image_ids"]), bleu, np.asarray(data["cider"], np.float64), data["tokenizer"])
+
+
+def image_scores(references: dict[int, list[str]], hypotheses: dict[int, str], *,
+                 tokenizer: str = "simple") -> ImageScores:
+    """Per-image BLEU statistics and CIDEr-D of one caption per image: the same inputs, checks,
+    tokens and sort order as :func:`capt.eval.metrics.score_captions` (so ``.bleu4`` and
+    ``.cider_mean`` are its ``bleu4`` and ``cider``). CIDEr-D per image from pycocoevalcap, its
+    idf from the references of every image given."""
+    from capt.eval.metrics import score_captions_per_image    # which imports this module
+
+    return score_captions_per_image(references, hypotheses, meteor=False, tokenizer=tokenizer)[1]
+
+
+# --------------------------------------------------------------------------- resamples
+
+
+def _check_draws(resamples: int, seed: int) -> None:
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
+        raise CaptError(f"bootstrap resamples must be a positive integer, got {resamples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise CaptError(f"the bootstrap seed must be a non-negative integer, got {seed!r}")
+
+
+def _sorted_positions(image_ids) -> np.ndarray:
+    """(N,) positions into ``image_ids`` in sorted-id order; CaptError on duplicates or none."""
+    from capt.eval.metrics import _sort_key
+
+    ids = list(image_ids)
+    if not ids:
+        raise CaptError("no images to resample")
+    if len(set(ids)) != len(ids):
+        raise CaptError(f"image ids repeat ({len(ids)} ids, {len(set(ids))} distinct): one score per image")
+    return np.array(sorted(range(len(ids)), key=lambda k: _sort_key(ids[k])), np.int64)
+
+
+def _rng(image_ids, seed: int, stream: int) -> np.random.Generator:
+    """A generator seeded by (``stream``, ``seed``, the sorted image ids): never by a model."""
+    from capt.eval.metrics import _sort_key
+
+    ids = json.dumps([str(i) for i in sorted(image_ids, key=_sort_key)])
+    digest = np.frombuffer(hashlib.sha256(ids.encode()).digest(), dtype="<u4")
+    return np.random.default_rng(np.random.SeedSequence([stream, int(seed), *digest.tolist()]))
+
+
+def resample_indices(image_ids, resamples: int, seed: int) -> np.ndarray:
+    """(R, N) int64: resample r draws the images ``image_ids[resample_indices[r]]``, N with
+    replacement. Drawn over the sorted ids, then mapped to the given order, so an image's draws
+    depend only on ``seed`` and the test set's ids, whatever order a caller holds them in."""
+    _check_draws(resamples, seed)
+    order = _sorted_positions(image_ids)
+    drawn = _rng(image_ids, seed, _BOOTSTRAP_STREAM).integers(0, len(order), size=(resamples, len(order)))
+    return order[drawn]
+
+
+def resample_counts(image_ids, resamples: int, seed: int) -> np.ndarray:
+    """(R, N) int64: how often resample r draws image k (``image_ids[k]``); each row sums to N.
+    A multinomial count vector per resample: resampled sums are ``counts @ per_image``."""
+    indices = resample_indices(image_ids, resamples, seed)
+    n = indices.shape[1]
+    flat = (indices + n * np.arange(resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=resamples * n).reshape(resamples, n)
+
+
+def bleu4_resampled(scores: ImageScores, counts: np.ndarray) -> np.ndarray:
+    """(R,) corpus BLEU-4 of each resample: ``counts`` (R, N) @ ``scores.bleu`` (N, 10), in
+    integers, then :func:`corpus_bleu4`."""
+    return corpus_bleu4(np.asarray(counts, np.int64) @ scores.bleu)
+
+
+def cider_resampled(scores: ImageScores, counts: np.ndarray) -> np.ndarray:
+    """(R,) CIDEr-D of each resample: the count-weighted mean of the per-image scores (idf fixed)."""
+    counts = np.asarray(counts)
+    return (counts @ scores.cider) / counts.sum(axis=1)
+
+
+def percentile_ci95(values: np.ndarray) -> list[float]:
+    """``[low, high]``: the 2.5th and 97.5th percentiles of (R,) resampled values."""
+    low, high = np.percentile(np.asarray(values, np.float64), CI_PERCENTILES)
+    return [float(low), float(high)]
+
+
+def confidence_intervals(scores: ImageScores, resamples: int, seed: int) -> dict[str, list[float]]:
+    """``bleu4_ci95`` and ``cider_ci95``: percentile bootstrap intervals over the test images."""
+    counts = resample_counts(scores.image_ids, resamples, seed)
+    return {"bleu4_ci95": percentile_ci95(bleu4_resampled(scores, counts)),
+            "cider_ci95": percentile_ci95(cider_resampled(scores, counts))}
+
+
+# --------------------------------------------------------------------------- paired comparison
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """BLEU-4 of model a minus model b on one test set: ``delta`` observed on the whole set,
+    ``ci95`` its paired percentile bootstrap interval, ``p_value`` the paired approximate
+    randomisation test's (two-sided), both from ``resamples`` draws."""
+
+    delta: float
+    ci95: list[float]
+    p_value: float
+    resamples: int
+
+
+def _same_test_set(a: ImageScores, b: ImageScores) -> None:
+    if a.image_ids != b.image_ids:
+        only_a, only_b = set(a.image_ids) - set(b.image_ids), set(b.image_ids) - set(a.image_ids)
+        raise CaptError(f"the two models were scored on different images ({len(a.image_ids)} and "
+                        f"{len(b.image_ids)} images; {len(only_a)} and {len(only_b)} not in the other): "
+                        "a paired comparison needs the same test set")
+    if a.tokenizer != b.tokenizer:
+        raise CaptError(f"the two models were scored on different tokens ({a.tokenizer} and {b.tokenizer}): "
+                        "evaluate both with the same evaluate.tokenizer")
+
+
+def paired_bleu4(a: ImageScores, b: ImageScores, resamples: int, seed: int) -> PairedComparison:
+    """Is a's BLEU-4 higher than b's on this test set, beyond the images it happens to hold?
+
+    Bootstrap: the same (R, N) count matrix for both models (it depends on the ids only), the
+    difference of their corpus BLEU-4 per resample, its 2.5th and 97.5th percentiles.
+    Randomisation: an (R, N) mask swaps image k's statistics between a and b where true (each
+    with probability 1/2, its own seeded stream); the difference of the swapped corpora per
+    round; ``p = (count(|delta_r| >= |delta|) + 1) / (R + 1)``. A model against itself: every
+    difference is 0, so the interval is [0, 0] and p is 1.
+    """
+    _same_test_set(a, b)
+    counts = resample_counts(a.image_ids, resamples, seed)
+    deltas = bleu4_resampled(a, counts) - bleu4_resampled(b, counts)
+    observed = a.bleu4 - b.bleu4
+
+    order = _sorted_positions(a.image_ids)
+    swap_sorted = _rng(a.image_ids, seed, _RANDOMISATION_STREAM).random((resamples, len(order))) < 0.5
+    swap = np.empty_like(swap_sorted)
+    swap[:, order] = swap_sorted                      # image k's coin, whatever order the ids are in
+    moved = swap.astype(np.int64) @ (b.bleu - a.bleu)   # (R, 10): what swapping adds to a's sums
+    total_a, total_b = a.bleu.sum(axis=0), b.bleu.sum(axis=0)
+    shuffled = corpus_bleu4(total_a + moved) - corpus_bleu4(total_b - moved)
+    extreme = int(np.count_nonzero(np.abs(shuffled) >= abs(observed)))
+    return PairedComparison(delta=float(observed), ci95=percentile_ci95(deltas),
+                            p_value=(extreme + 1) / (resamples + 1), resamples=resamples)
