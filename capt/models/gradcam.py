@@ -50,12 +50,15 @@ def lstm_word_gradcam(encoder: Encoder, decoder: AttentionDecoder, images: torch
     for i, words in enumerate(captions):
         tokens[i, :len(words) + 2] = torch.tensor([start, *words, end])
     tokens = tokens.to(dev)
-    lengths = torch.tensor([len(w) + 2 for w in captions], device=dev)
+    # Row r needs the logits of its own step t only: decoding it through step t (length t + 2:
+    # <start> and words 0..t) gives the same logit, since step t reads no later token, and the
+    # decoder's length-sorted batch then runs ~half the row-steps (a caption's rows end at 1..n).
+    row_lengths = step_of_row + 2                                          # (R,)
 
     a = acts[image_of_row].clone().requires_grad_(True)                    # (R, D, h, w): one copy per word
     features = encoder.pool(a).flatten(2).transpose(1, 2)                  # (R, P, D)
     with torch.enable_grad():
-        logits, _ = decoder(features, tokens[image_of_row], lengths[image_of_row])   # (R, T, V)
+        logits, _ = decoder(features, tokens[image_of_row], row_lengths)   # (R, T, V)
         # step t reads token t and predicts token t + 1, i.e. word t (0-based) of the caption
         word_ids = tokens[image_of_row, step_of_row + 1]
         picked = logits[torch.arange(len(rows), device=dev), step_of_row, word_ids]   # (R,)
