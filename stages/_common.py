@@ -106,7 +106,9 @@ def write_training_outputs(name: str, result: dict, title: str, columns: tuple[s
     """A trained model's history and summary where dvc.yaml declares them:
     ``metrics/history/<name>.csv`` (plots; ``columns`` head it even with no epoch rows),
     ``results/curves/<name>.png`` and ``metrics/train/<name>.json`` (metrics). A run of 0 epochs
-    has ``best = {"epoch": None, "bleu4": None}``: no epoch was chosen, none is made up.
+    has ``best = {"epoch": None, "bleu4": None}``: no epoch was chosen, none is made up. A trained
+    run's summary names the metric that chose its epoch (``selected_on``, ``train.select_on``)
+    and that epoch's val BLEU-4 and CIDEr-D.
     Returns the summary."""
     import json
 
@@ -114,14 +116,19 @@ def write_training_outputs(name: str, result: dict, title: str, columns: tuple[s
 
     write_history_csv(result["history"], Path("metrics/history") / f"{name}.csv", columns)
     plot_history(result["history"], Path("results/curves") / f"{name}.png", title)
-    summary = {"best_epoch": result["best"]["epoch"], "val_bleu4": result["best"]["bleu4"],
-               "epochs_run": len(result["history"])}
+    best_epoch = result["best"]["epoch"]
+    best_row = result["history"][best_epoch - 1] if best_epoch else {}
+    summary = {"best_epoch": best_epoch, "val_bleu4": best_row.get("val_bleu4"), "epochs_run": len(result["history"])}
+    if best_row:               # what chose the epoch, and the other val score of that epoch
+        summary["selected_on"] = next(k for k in result["best"] if k != "epoch")
+        summary["val_cider"] = best_row.get("val_cider")
     out = Path("metrics/train") / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if summary["epochs_run"]:
-        logging.getLogger("stages").info("%s: best val BLEU-4 %.4f at epoch %d", name, summary["val_bleu4"],
-                                         summary["best_epoch"])
+        logging.getLogger("stages").info("%s: epoch %d chosen on val %s (BLEU-4 %.4f, CIDEr-D %s)", name,
+                                         summary["best_epoch"], summary["selected_on"], summary["val_bleu4"],
+                                         summary["val_cider"])
     return summary
 
 

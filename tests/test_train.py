@@ -306,3 +306,21 @@ def test_resumed_run_keeps_counting_bad_epochs(tmp_path):
 def test_lr_patience_must_be_positive():
     with pytest.raises(CaptError, match="lr_patience must be >= 1"):
         TrainConfig(lr_patience=0)
+
+
+def test_select_on_cider_chooses_the_epoch_by_cider_not_bleu4(tmp_path):
+    """On `shapes` BLEU-4 can peak in the first epoch, when captions are generic and CIDEr-D is
+    low: with select_on cider the rule reads CIDEr-D alone, for the best epoch as for the decay."""
+    import dataclasses
+
+    ds = TinyFeatures()
+    cfg = dataclasses.replace(CFG, epochs=4, lr_patience=1, lr_decay=0.5, early_stop=10, select_on="cider")
+    task = _scripted(ds, [0.50, 0.40, 0.45, 0.44], cfg)                  # BLEU-4: best at epoch 1
+    ciders = iter([0.4, 1.0, 1.3, 1.2])                                  # CIDEr-D: best at epoch 3
+    bleus = task.validate
+    task.validate = lambda: {**bleus(), "cider": next(ciders)}
+    result = fit(task, ds, cfg, tmp_path, progress=False)
+    assert result["best"] == {"cider": 1.3, "epoch": 3}
+    assert [row["lr"] for row in result["history"]] == pytest.approx([0.01, 0.01, 0.01, 0.01])   # no bad epoch before 4
+    with pytest.raises(CaptError, match="select_on must be one of bleu4, cider, got 'meteor'"):
+        TrainConfig(select_on="meteor")

@@ -6,7 +6,8 @@ rate decay on a validation plateau, early stopping, checkpoints after every epoc
 run resumes where it stopped), the best weights, and a per-epoch history.
 
 One rule (``Plateau``) decides the best epoch, the learning-rate decay and early stopping: an
-epoch is bad when its validation criterion (BLEU-4) is not strictly greater than the best so far,
+epoch is bad when its validation criterion (``train.select_on``: BLEU-4, as Show-Attend-Tell, or
+CIDEr-D) is not strictly greater than the best so far,
 an equal score included. The rate is multiplied by ``lr_decay`` as soon as ``lr_patience``
 consecutive bad epochs have accumulated (with 2: right after the second one; the count then
 restarts), and training stops once ``early_stop`` consecutive bad epochs have.
@@ -43,6 +44,7 @@ from capt.train.distributed import (DEVICES, Runtime, ShardSampler, all_mean, ba
                                     current_runtime, derive_seed, gather_to_main)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+SELECT_ON = ("bleu4", "cider")   # the validation metrics train.select_on may name
 
 
 def cpu_has_native_bf16() -> bool:
@@ -80,6 +82,7 @@ class TrainConfig:
     lr_patience: int = 2          # ... right after this many consecutive epochs whose val BLEU-4 is not
                                   # strictly above the best so far (an equal score counts); then recount
     early_stop: int = 6           # stop after this many such epochs in a row (the same rule: Plateau)
+    select_on: str = "bleu4"      # the val metric of that rule: bleu4 (Show-Attend-Tell's) | cider (CIDEr-D)
     val_beam_size: int = 1        # decoding for the per-epoch val BLEU-4 (1 = greedy)
     max_decode_len: int = 20
     num_workers: int = 0
@@ -105,6 +108,8 @@ class TrainConfig:
             raise CaptError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.device not in DEVICES:
             raise CaptError(f"train.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.select_on not in SELECT_ON:
+            raise CaptError(f"train.select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
 
 
 @dataclass
@@ -166,8 +171,8 @@ class Task(Protocol):
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]: ...
 
     def validate(self) -> dict[str, float]:
-        """Must return at least the early-stopping criterion: ``bleu4``, or the key a task names
-        in a ``criterion`` attribute (higher is better)."""
+        """Must return at least the early-stopping criterion: ``train.select_on`` (``bleu4`` or
+        ``cider``), or the key a task names in a ``criterion`` attribute (higher is better)."""
         ...
 
 
@@ -233,7 +238,7 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
     scaler = torch.amp.GradScaler(rt.device.type, enabled=autocast_dtype == torch.float16)
     optimizer = torch.optim.Adam(task.param_groups(cfg))
     history: list[dict] = []
-    key = getattr(task, "criterion", "bleu4")
+    key = getattr(task, "criterion", None) or cfg.select_on     # a task's own (pretraining: neg_loss) or the param
     plateau = Plateau(cfg.lr_patience)
     start_epoch = 1
     if last.exists():
