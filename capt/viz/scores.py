@@ -1,0 +1,116 @@
+"""The study's answer in one picture: every model's BLEU-4 and CIDEr on every test set, each with
+its 95% bootstrap interval, the training seeds as dots, and the baseline student and the teacher
+as reference lines; and the same numbers as a CSV for ``dvc plots``.
+
+A model's scores come from its evaluations (``metrics/eval/<model>-<dataset>.json``): the score
+(the mean over seeds where there are several), its interval (``bleu4_ci95``, ``cider_ci95``:
+percentile bootstrap over the test images, capt.eval.bootstrap), and one value per seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from capt.errors import CaptError  # noqa: E402
+
+METRICS = (("bleu4", "BLEU-4"), ("cider", "CIDEr-D"))
+REFERENCE_LINES = (("student_base", "baseline student", "tab:blue"), ("teacher", "teacher", "tab:red"))
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """One model's score of one metric on one test set: ``value`` with its 95% interval
+    ``ci95`` (low, high), and ``seeds``: the value of each training seed (one dot each)."""
+
+    model: str
+    dataset: str
+    metric: str
+    value: float
+    ci95: tuple[float, float]
+    seeds: tuple[float, ...] = field(default_factory=tuple)
+
+
+def model_scores(metrics: dict[tuple[str, str], dict]) -> list[ModelScore]:
+    """``metrics[(model, dataset)]``: an evaluation's metrics (``bleu4``, ``bleu4_ci95``, ``cider``,
+    ``cider_ci95``) -> one ModelScore per model, test set and metric, in the given order."""
+    out = []
+    for (model, dataset), m in metrics.items():
+        for metric, _ in METRICS:
+            if metric not in m or f"{metric}_ci95" not in m:
+                raise CaptError(f"{model} on {dataset}: no {metric} or {metric}_ci95 in its evaluation's metrics")
+            out.append(ModelScore(model, dataset, metric, float(m[metric]), tuple(m[f"{metric}_ci95"]),
+                                  (float(m[metric]),)))
+    return out
+
+
+def write_scores_csv(scores: list[ModelScore], dataset: str, path: Path) -> None:
+    """One row per model on ``dataset``: ``model`` and, per metric, the value and its interval
+    (``bleu4``, ``bleu4_low``, ``bleu4_high``, ...): what dvc.yaml's plots of the study read."""
+    rows: dict[str, dict] = {}
+    for s in scores:
+        if s.dataset != dataset:
+            continue
+        row = rows.setdefault(s.model, {"model": s.model})
+        row.update({s.metric: f"{s.value:.6g}", f"{s.metric}_low": f"{s.ci95[0]:.6g}",
+                    f"{s.metric}_high": f"{s.ci95[1]:.6g}"})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["model", *(f"{m}{suffix}" for m, _ in METRICS for suffix in ("", "_low", "_high"))]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows.values())
+    os.replace(tmp, path)
+
+
+def plot_model_scores(scores: list[ModelScore], path: Path, title: str) -> None:
+    """:func:`draw_model_scores` saved as a PNG whose "Title" text is ``title``."""
+    fig = draw_model_scores(scores, title)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Title": title})
+    plt.close(fig)
+
+
+def draw_model_scores(scores: list[ModelScore], title: str) -> plt.Figure:
+    """A panel per metric (rows) and test set (columns): each model a row of the panel, in the
+    order of ``scores``, its interval a horizontal bar, its seeds dots, its score a tick; the
+    baseline student's and the teacher's scores dashed vertical lines through the panel."""
+    if not scores:
+        raise CaptError("no model scores to plot")
+    datasets = list(dict.fromkeys(s.dataset for s in scores))
+    models = list(dict.fromkeys(s.model for s in scores))
+    fig, axes = plt.subplots(len(METRICS), len(datasets), figsize=(4.8 * len(datasets), 0.42 * len(models) * 2 + 2),
+                             squeeze=False)
+    for row, (metric, label) in enumerate(METRICS):
+        for col, dataset in enumerate(datasets):
+            ax = axes[row][col]
+            panel = {s.model: s for s in scores if s.metric == metric and s.dataset == dataset}
+            for y, model in enumerate(models):
+                s = panel.get(model)
+                if s is None:
+                    continue
+                ax.hlines(y, *s.ci95, color="0.35", linewidth=2.5)
+                ax.scatter(s.seeds, [y] * len(s.seeds), s=14, color="black", zorder=3)
+                ax.plot([s.value], [y], marker="|", markersize=14, color="black", zorder=4)
+            for model, name, colour in REFERENCE_LINES:
+                if model in panel:
+                    ax.axvline(panel[model].value, linestyle="--", linewidth=1, color=colour, label=name)
+            ax.set_yticks(range(len(models)), models if col == 0 else [""] * len(models))
+            ax.set_ylim(len(models) - 0.5, -0.5)                 # the first model on top
+            ax.set_xlabel(label)
+            ax.set_title(f"{label} on {dataset}")
+            ax.grid(axis="x", alpha=0.3)
+            if row == 0 and col == len(datasets) - 1 and ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="lower right", fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
