@@ -3,7 +3,9 @@ HTML page with all of it.
 
 One row per model of ``study.models`` (teacher, each student) and BLIP: encoder, LSTM (BLIP: text
 decoder) width, parameters, checkpoint MB, CPU ms per image at ``report.beam_size`` (BLIP: its own
-caption settings), BLEU-4 and CIDEr on every test set of
+caption settings; the median and quartiles of ``report.timing_repeats`` passes over
+``report.timing_images`` test images on ``report.timing_threads`` threads, capt.eval.table), BLEU-4
+and CIDEr on every test set of
 ``study.test_sets``, the share of the human ceiling there (``bleu4_loo / ceiling_bleu4``: the
 model and the humans scored on the same leave-one-out folds, capt.eval.metrics), and the seed
 study's BLEU-4 (``report.seed_bleu4``) beside ours where it had the variant. Then, for every test set with instance masks, each model's grounding per technique
@@ -13,6 +15,10 @@ study's BLEU-4 (``report.seed_bleu4``) beside ours where it had the variant. The
 (``results/curves``) and the comparison figures (``results/attention/compare``); writes
 ``metrics/summary.json``, ``results/table1.md`` and ``results/report/index.html`` (with its images
 in ``results/report/img/``: the folder opens offline, anywhere).
+
+The CPU timings are wall-clock and differ on every run, so they go to ``results/latency.json``
+and the tables, never to ``metrics/summary.json``: after a change to one student,
+``dvc metrics diff`` lists that student's numbers alone.
 
 Does distillation help? metrics/summary.json also compares every student (``study.models`` but the
 teacher) with the baseline (``student_base``) and with the teacher on every test set, paired on the
@@ -39,9 +45,10 @@ from capt.errors import CaptError
 from capt.eval.bootstrap import ImageScores, paired_bleu4
 from capt.eval.grounding import CHAIR_KEYS
 from capt.blip.model import caption_images, load_blip, read_generation
-from capt.eval.table import cpu_ms_per_image, folder_mb, markdown_table, model_size
+from capt.eval.table import folder_mb, markdown_table, model_size, time_per_image
 from capt.models.saved import load_captioner
 from capt.viz.report import Figures, Table, write_report
+from capt.viz.scores import model_scores, plot_model_scores, write_scores_csv
 from stages._common import make_config, read_params, stage_main, study_models
 
 log = logging.getLogger("stages.report")
@@ -49,10 +56,18 @@ log = logging.getLogger("stages.report")
 
 @dataclass(frozen=True)
 class ReportConfig:
-    timing_images: int = 16                # captioned one at a time for the CPU latency
+    timing_images: int = 8                 # test images captioned one at a time for the CPU latency
+    timing_repeats: int = 3                # timed passes over them: the median and quartiles
+    timing_threads: int = 1                # torch CPU threads while timing: the same on every machine
     beam_size: int = 3
     max_len: int = 20
     seed_bleu4: dict = field(default_factory=dict)   # model -> the seed study's BLEU-4 (its Table 1)
+
+    def __post_init__(self):
+        for name in ("timing_images", "timing_repeats", "timing_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CaptError(f"report.{name} must be a positive integer, got {value!r}")
 
 
 def _loss(variant: dict | None) -> str:
@@ -76,7 +91,7 @@ def main() -> None:
     timing_set = Path("data/prepared") / test_sets[0] / "test.h5"
     with h5py.File(timing_set, "r") as f:
         images = torch.from_numpy(f["images"][: cfg.timing_images])
-    rows = []
+    rows, captioners, evaluations = [], {}, {}
     for model in study_models():
         path = Path("models") / model
         if path.is_dir():                      # BLIP
@@ -87,13 +102,14 @@ def main() -> None:
                    "encoder": f"ViT/{blip.config.vision_config.patch_size} (BLIP)", "fine_tuned": True,
                    "hidden": blip.config.text_config.hidden_size,
                    "parameters": sum(p.numel() for p in blip.parameters()), "checkpoint_mb": folder_mb(path)}
-            caption_one = lambda im: caption_images(blip, processor, im, gen)  # noqa: E731
+            captioners[model] = lambda im, blip=blip, processor=processor, gen=gen: caption_images(
+                blip, processor, im, gen)
         else:
             captioner = load_captioner(path.with_suffix(".pt"))
             row = {"model": model, "loss": _loss(variants.get(model)), **model_size(captioner, path.with_suffix(".pt"))}
-            caption_one = lambda im: captioner.caption(im, beam_size=cfg.beam_size, max_len=cfg.max_len)  # noqa: E731
+            captioners[model] = lambda im, captioner=captioner: captioner.caption(
+                im, beam_size=cfg.beam_size, max_len=cfg.max_len)
         row["checkpoint_mb"] = round(row["checkpoint_mb"], 2)
-        row["cpu_ms_per_image"] = round(cpu_ms_per_image(caption_one, images), 1)
         chair, grounding = {}, {}
         for dataset in test_sets:
             scores_path = Path("metrics/eval") / f"{model}-{dataset}.json"
@@ -102,6 +118,7 @@ def main() -> None:
             except FileNotFoundError:
                 raise CaptError(f"{scores_path}: missing; run evaluate@{model}-{dataset}") from None
             row.update(score_cells(scores, dataset, f"{scores_path} (evaluate@{model}-{dataset})"))
+            evaluations[(model, dataset)] = scores
             if "grounding" in scores:
                 chair[dataset] = {k: scores[k] for k in CHAIR_KEYS}
                 grounding[dataset] = scores["grounding"]
@@ -112,6 +129,9 @@ def main() -> None:
         log.info("%s: %s", model, row)
 
     summary = {"models": {r["model"]: {k: v for k, v in r.items() if k != "model"} for r in rows}}
+    latency = write_latency(captioners, images, cfg, test_sets[0], Path("results/latency.json"))
+    for row in rows:                           # the tables show it; metrics/summary.json never does
+        row["cpu_ms_per_image"] = latency_cell(latency[row["model"]])
     for student, cells in paired_cells(read_params("study", "models"), test_sets,
                                        read_params("evaluate", "bootstrap_resamples"),
                                        read_params("evaluate", "bootstrap_seed")).items():
@@ -119,14 +139,16 @@ def main() -> None:
     Path("metrics/summary.json").write_text(json.dumps(summary, indent=2) + "\n")   # rows in study order
     columns = [("model", "model"), ("loss", "loss"), ("encoder", "encoder"), ("hidden", "LSTM"),
                ("parameters", "parameters"), ("checkpoint_mb", "checkpoint MB", "{:.2f}"),
-               ("cpu_ms_per_image", "CPU ms/image", "{:.1f}"),
+               ("cpu_ms_per_image", "CPU ms/image"),
                *[(f"{key}_{d}", f"{header} {d}", *fmt) for d in test_sets for key, header, *fmt in
                  (("bleu4", "BLEU-4"), ("cider", "CIDEr"), ("ceiling_share", "share of ceiling", "{:.1%}"))],
                ("seed_bleu4", "seed BLEU-4 (COCO)")]
     table1_note = (f"BLEU-4 (nltk corpus BLEU against every reference) and CIDEr on each test split "
                    f"(beam {read_params('evaluate', 'beam_size')}, {read_params('evaluate', 'tokenizer')} tokenizer). "
-                   f"{ceiling_note(rows, test_sets)} CPU ms per image: one image at a time, beam {cfg.beam_size}, "
-                   f"{cfg.timing_images} images. The seed's BLEU-4 is on COCO, beside ours for the variants it had.")
+                   f"{ceiling_note(rows, test_sets)} CPU ms per image: one {test_sets[0]} test image at a time, beam "
+                   f"{cfg.beam_size}, {cfg.timing_threads} thread(s); the median (quartiles) of {cfg.timing_repeats} "
+                   f"passes over {len(images)} images, every model timed in turn in each pass (a wall-clock "
+                   "time: results/latency.json, not the metrics). The seed's BLEU-4 is on COCO, beside ours for the variants it had.")
     text = f"# Table 1: teacher and students\n\n{table1_note}\n\n" + markdown_table(rows, columns)
     grounding, chair = grounding_rows(rows), chair_rows(rows)
     grounding_note = ("Each mention of an object category in a model's own test captions whose category is in the "
@@ -144,6 +166,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
 
+    figure = write_figure1(evaluations, test_sets, Path("results/figure1.png"), Path("results/plots"))
     curves = [(Path("results/curves") / f"{r['model']}.png", f"{r['model']}: training curves") for r in rows
               if (Path("results/curves") / f"{r['model']}.png").exists()]
     compare = [(p, f"test image {p.stem}") for p in sorted(Path("results/attention/compare").glob("*.png"),
@@ -151,6 +174,7 @@ def main() -> None:
     page = write_report(Path("results/report"), "capt: the study", (
         f"Every model of the study on {', '.join(test_sets)}: the numbers of metrics/summary.json and the figures "
         "of the DAG, made by the report stage."), [
+        Figures("Figure 1: does distillation help?", [figure], FIGURE1_NOTE, width="100%"),
         Table("Table 1: teacher, students and BLIP", rows, columns, table1_note),
         Table("Grounding: does each word's map land on what it names?", grounding, GROUNDING_COLUMNS, grounding_note,
               digits=3),
@@ -161,6 +185,41 @@ def main() -> None:
                 "LSTM models, Grad-CAM on a cross-attention layer for BLIP), with its caption and sentence BLEU-4; the same colour scale in every cell.", width="100%"),
     ])
     log.info("table of %d models -> %s, metrics/summary.json, %s", len(rows), out, page)
+
+
+def write_latency(captioners: dict, images: torch.Tensor, cfg: ReportConfig, dataset: str, path: Path) -> dict:
+    """Time every model (capt.eval.table.time_per_image) and write ``path``: the settings and, per
+    model, ``median_ms``, ``p25_ms``, ``p75_ms``. Returns model -> Latency."""
+    latency = time_per_image(captioners, images, repeats=cfg.timing_repeats, threads=cfg.timing_threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "what": "wall-clock CPU milliseconds to caption one image, one at a time (not a deterministic metric)",
+        "test_set": dataset, "images": len(images), "repeats": cfg.timing_repeats, "threads": cfg.timing_threads,
+        "beam_size": cfg.beam_size, "models": {m: t.to_json() for m, t in latency.items()}}, indent=2) + "\n")
+    for m, t in latency.items():
+        log.info("%s: %.1f ms per image on the CPU (quartiles %.1f-%.1f over %d passes, %d thread(s))",
+                 m, t.median_ms, t.p25_ms, t.p75_ms, t.repeats, t.threads)
+    return latency
+
+
+def latency_cell(t) -> str:
+    """A table's CPU ms cell: the median and, in brackets, the quartiles of the passes."""
+    return f"{t.median_ms:.1f} ({t.p25_ms:.1f}-{t.p75_ms:.1f})"
+
+
+FIGURE1_NOTE = ("Each model's BLEU-4 and CIDEr-D on each test set: the bar is its 95% percentile bootstrap interval "
+                "over the test images, the tick its score, the dots its training seeds; dashed lines: the baseline "
+                "student and the teacher. metrics/summary.json pairs every student with both on the same resamples.")
+
+
+def write_figure1(evaluations: dict, test_sets: list[str], png: Path, plots_dir: Path) -> tuple[Path, str]:
+    """The report's lead figure (capt.viz.scores) from every evaluation's metrics, and one CSV per
+    test set, ``plots_dir/figure1-<dataset>.csv``, for dvc.yaml's plots. Returns (png, caption)."""
+    scores = model_scores(evaluations)
+    plot_model_scores(scores, png, "Figure 1: every model's BLEU-4 and CIDEr-D with its 95% interval")
+    for dataset in test_sets:
+        write_scores_csv(scores, dataset, plots_dir / f"figure1-{dataset}.csv")
+    return png, "BLEU-4 and CIDEr-D per model with 95% intervals; dashed: the baseline student and the teacher"
 
 
 # What each row keeps of an evaluation's metrics, per test set (metrics/summary.json): nltk and

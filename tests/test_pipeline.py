@@ -216,11 +216,21 @@ def test_exp_run_on_one_temperature_reruns_that_student_alone_and_a_queue_sweeps
     assert yaml.safe_load((repo_copy / "params.yaml").read_text())["distill"]["student_t20"]["temperature"] == 30
     after = json.loads((repo_copy / "metrics/summary.json").read_text())["models"]
     assert after["student_t20"]["loss"].endswith("T=30)") and before["student_t20"]["loss"].endswith("T=20)")
-    assert {k: v for k, v in after["student_base"].items() if k != "cpu_ms_per_image"} == \
-        {k: v for k, v in before["student_base"].items() if k != "cpu_ms_per_image"}
+    assert {m: v for m, v in after.items() if m != "student_t20"} == \
+        {m: v for m, v in before.items() if m != "student_t20"}
     diff = _run(["dvc", "params", "diff"], repo_copy)
     assert re.search(r"distill\.student_t20\.temperature\s+20(\.0)?\s+30", diff), diff
-    assert "metrics/summary.json" in _run(["dvc", "metrics", "diff"], repo_copy)
+    # `dvc metrics diff` lists the changed student's numbers alone: no wall-clock timing in a metric.
+    changed = {(path, key) for path, keys in json.loads(_run(["dvc", "metrics", "diff", "--json"], repo_copy)).items()
+               for key, d in keys.items() if d.get("old") != d.get("new")}
+    assert ("metrics/summary.json", "models.student_t20.bleu4_shapes") in changed, changed
+    assert {path for path, _ in changed} <= {"metrics/summary.json", "metrics/train/student_t20.json",
+                                             *(f"metrics/eval/student_t20-{d}.json" for d in TEST_SETS)}, changed
+    assert all(key.startswith("models.student_t20.") for path, key in changed if path == "metrics/summary.json"), changed
+    latency = json.loads((repo_copy / "results/latency.json").read_text())
+    assert set(latency["models"]) == set(after) and latency["repeats"] >= 1
+    assert all(0 < t["p25_ms"] <= t["median_ms"] <= t["p75_ms"] for t in latency["models"].values()), latency
+    assert not any("cpu_ms_per_image" in m for m in after.values()), after
 
     # A queued sweep, run by DVC's queue, each point an experiment of its own. The sweep is over a
     # param of the report alone, to keep the test fast: the exp run above already showed what a

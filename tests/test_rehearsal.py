@@ -39,7 +39,7 @@ SIZES = MirrorSizes(coco_train=4, coco_restval=2, coco_val=2, coco_test=3,
                     flickr_train=2, flickr_val=1, flickr_test=2)
 # What the rehearsal shrinks, and nothing else: epochs, the images the report times and draws.
 # METEOR is off: its JVM costs 8.5 s per evaluation (x 18); tests/test_metrics.py runs it for real.
-OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=1",
+OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=1", "report.timing_repeats=1",
              "attention.image_indices=[0]", "evaluate.meteor=off"]
 # BLIP's WordPiece vocabulary splits these words, as bert-base-uncased splits many COCO words.
 PIECES = {"skateboard": ("skate", "##board"), "puppies": ("pupp", "##ies"), "kittens": ("kitten", "##s")}

@@ -133,3 +133,43 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
     (tmp_path / "student_kd-shapes-shift.json").unlink()
     with pytest.raises(CaptError, match=r"student_kd-shapes-shift.json: missing; run evaluate@student_kd-shapes-shift"):
         paired_cells(models, ["shapes", "shapes-shift"], 1000, 0, tmp_path)
+
+
+def test_latency_is_the_median_of_passes_with_every_model_timed_in_turn():
+    """A fake clock: model a takes 10 ms per image, b 30 ms, and in the third pass the machine is
+    ten times slower for both. The medians drop that pass; the quartiles are of the passes; the
+    warm-up is untimed; the models alternate within each pass; torch runs on the asked threads."""
+    import torch
+
+    from capt.errors import CaptError
+    from capt.eval.table import time_per_image
+
+    now, clock_reads, calls, threads_seen = [0.0], [], [], set()
+
+    def clock():
+        clock_reads.append(now[0])
+        return now[0]
+
+    def model(name, seconds):
+        def caption(image):
+            assert image.shape == (1, 3, 4, 4)
+            calls.append(name)
+            threads_seen.add(torch.get_num_threads())
+            timed_pass = (len(clock_reads) - 1) // 4            # two reads per model per pass
+            now[0] += seconds * (10 if len(clock_reads) % 2 == 1 and timed_pass == 2 else 1)
+        return caption
+
+    images = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
+    before = torch.get_num_threads()
+    latency = time_per_image({"a": model("a", 0.010), "b": model("b", 0.030)}, images, warmup=1, repeats=5,
+                             threads=1, clock=clock)
+    assert torch.get_num_threads() == before and threads_seen == {1}
+    assert calls[:2] == ["a", "b"]                                   # warm-up: one image each, untimed
+    assert calls[2:] == (["a"] * 3 + ["b"] * 3) * 5                  # each pass: every model in turn
+    assert latency["a"].median_ms == pytest.approx(10.0) and latency["b"].median_ms == pytest.approx(30.0)
+    assert (latency["a"].p25_ms, latency["a"].p75_ms) == pytest.approx((10.0, 10.0))
+    assert (latency["a"].repeats, latency["a"].images, latency["a"].threads) == (5, 3, 1)
+    slow = time_per_image({"a": model("a", 0.010)}, images, warmup=0, repeats=1, clock=clock)
+    assert slow["a"].median_ms == pytest.approx(10.0)
+    with pytest.raises(CaptError, match="at least one image, repeat and thread"):
+        time_per_image({"a": model("a", 0.010)}, images, repeats=0)

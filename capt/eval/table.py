@@ -4,23 +4,67 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from capt.errors import CaptError
 from capt.models.saved import Captioner, count_parameters
 
 
-def cpu_ms_per_image(caption_batch: Callable[[torch.Tensor], object], images: torch.Tensor, warmup: int = 2) -> float:
-    """Mean wall-clock milliseconds of ``caption_batch`` on one uint8 image (1, 3, S, S) at a time
-    (whatever the model does to caption it, on whatever threads torch has): the latency a user of
-    the model sees."""
-    for image in images[:warmup]:
-        caption_batch(image[None])
-    start = time.perf_counter()
-    for image in images:
-        caption_batch(image[None])
-    return 1000.0 * (time.perf_counter() - start) / len(images)
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds to caption one image, one image at a time, on ``threads`` CPU threads: the
+    median over ``repeats`` timed passes of each pass's mean over ``images`` images, and the
+    spread of those passes (``p25_ms``, ``p75_ms``). A wall-clock time: it varies from run to run
+    and machine to machine, so it is kept out of the deterministic metrics."""
+
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    repeats: int
+    images: int
+    threads: int
+
+    def to_json(self) -> dict:
+        return {"median_ms": round(self.median_ms, 2), "p25_ms": round(self.p25_ms, 2),
+                "p75_ms": round(self.p75_ms, 2)}
+
+
+def time_per_image(models: dict[str, Callable[[torch.Tensor], object]], images: torch.Tensor, *, warmup: int = 2,
+                   repeats: int = 5, threads: int = 1, clock: Callable[[], float] = time.perf_counter,
+                   ) -> dict[str, Latency]:
+    """Each model's :class:`Latency` on uint8 ``images`` (N, 3, S, S), captioned one (1, 3, S, S)
+    at a time by ``models[name]`` (whatever the model does to caption it: the latency a user sees).
+
+    Every model first captions ``warmup`` images untimed (lazy allocations, caches); then each of
+    the ``repeats`` passes times every model in turn over all N images, so a slow phase of the
+    machine (another process, a frequency change) falls on every model's same pass and the median
+    over passes drops it. torch runs on ``threads`` threads meanwhile (restored after): the same
+    number on every machine, and no thread pool contending with the other model's leftovers.
+    ``clock``: seconds (a test passes a fake one)."""
+    if repeats < 1 or len(images) < 1 or threads < 1 or warmup < 0:
+        raise CaptError(f"timing needs at least one image, repeat and thread and no negative warm-up; got "
+                        f"{len(images)} images, {repeats} repeats, {threads} threads, {warmup} warm-up")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for caption in models.values():
+            for image in images[:warmup]:
+                caption(image[None])
+        passes: dict[str, list[float]] = {name: [] for name in models}
+        for _ in range(repeats):
+            for name, caption in models.items():
+                start = clock()
+                for image in images:
+                    caption(image[None])
+                passes[name].append(1000.0 * (clock() - start) / len(images))
+    finally:
+        torch.set_num_threads(previous)
+    return {name: Latency(float(np.median(ms)), float(np.percentile(ms, 25)), float(np.percentile(ms, 75)),
+                          repeats, len(images), threads) for name, ms in passes.items()}
 
 
 def folder_mb(path: Path) -> float:
