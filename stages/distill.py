@@ -10,12 +10,18 @@ prepared split files, the teacher's feature cache of its dataset (only a variant
 without the training-only projection), ``metrics/history/<variant>.csv``,
 ``results/curves/<variant>.png``, ``metrics/train/<variant>.json`` and resumable checkpoints in
 ``checkpoints/<variant>/``.
+
+Stage replicate@<variant>-<seed> is the same student trained with another seed (``--seed``, one of
+``study.replicate_seeds``; ``students.train.seed`` is the study's own): the same data, subset,
+teacher and loss, another initialisation, batch order and dropout. It writes
+``models/replicates/<variant>-s<seed>.pt`` and the history, curves, training summary and
+checkpoints under the name ``<variant>-s<seed>``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -45,13 +51,22 @@ class StudentsConfig:
 
 
 @stage_main
-def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
+def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints")),
+         seed: int = typer.Option(None, help="another training seed: the replicate <variant>-s<seed>")) -> None:
     section = read_params("students")
     shared = make_config(StudentsConfig, {k: v for k, v in section.items() if k not in ("encoder", "decoder", "train")},
                          "students")
     enc_cfg = make_config(EncoderConfig, section["encoder"], "students.encoder")
     dec_cfg = make_config(DecoderConfig, section["decoder"], "students.decoder")
     cfg = make_config(TrainConfig, section["train"], "students.train")
+    name, model_path = variant, Path("models") / f"{variant}.pt"
+    if seed is not None:
+        if seed == cfg.seed:
+            raise CaptError(f"replicate seed {seed} is students.train.seed, the study's own students' "
+                            "(distill@<variant>); study.replicate_seeds lists the others")
+        cfg = replace(cfg, seed=seed)
+        name = f"{variant}-s{seed}"
+        model_path, ckpt_root = Path("models/replicates") / f"{name}.pt", ckpt_root / "replicates"
     variant_params = read_params("distill", variant)
     kd = make_config(DistillConfig, variant_params, f"distill.{variant}")
     dataset = read_params("teacher", "dataset")
@@ -97,17 +112,18 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> N
                        val_set=val_set, val_references=read_references(prepared / "val.h5"), cfg=cfg,
                        feature_grid=base.feature_grid,
                        encoded_size=teacher.encoder.cfg.encoded_size if kd.uses_teacher_features else None)
-    fingerprint = run_fingerprint({"students": section, "variant": variant_params}, Path("models/teacher.pt"),
+    fingerprint = run_fingerprint({"students": section, "variant": variant_params,
+                                   **({"replicate_seed": seed} if seed is not None else {})}, Path("models/teacher.pt"),
                                   Path("models/encoders/students.pt"),
                                   prepared / "word_map.json", *([captions_h5] if kd.targets == "teacher" else []))
     with training_runtime(cfg.device) as runtime:
-        result = fit(task, train_set, cfg, ckpt_root / variant, fingerprint=fingerprint, runtime=runtime)
+        result = fit(task, train_set, cfg, ckpt_root / name, fingerprint=fingerprint, runtime=runtime)
     if not runtime.is_main:
         return
     task.to(torch.device("cpu"))
     task.model.load_state_dict(result["best_state"])
-    save_captioner(Path("models") / f"{variant}.pt", encoder, decoder, vocab, base.image_size)    # the projection stays behind
-    write_training_outputs(variant, result, f"{variant} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")
+    save_captioner(model_path, encoder, decoder, vocab, base.image_size)    # the projection stays behind
+    write_training_outputs(name, result, f"{name} ({enc_cfg.name}, LSTM {dec_cfg.decoder_dim})")
 
 
 if __name__ == "__main__":
