@@ -44,6 +44,7 @@ import typer
 from capt.errors import CaptError
 from capt.eval.bootstrap import ImageScores, paired_bleu4
 from capt.eval.grounding import CHAIR_KEYS
+from capt.eval.seeds import mean_sd, paired_bleu4_over_seeds
 from capt.blip.model import caption_images, load_blip, read_generation
 from capt.eval.table import folder_mb, markdown_table, model_size, time_per_image
 from capt.models.saved import load_captioner
@@ -132,23 +133,38 @@ def main() -> None:
     latency = write_latency(captioners, images, cfg, test_sets[0], Path("results/latency.json"))
     for row in rows:                           # the tables show it; metrics/summary.json never does
         row["cpu_ms_per_image"] = latency_cell(latency[row["model"]])
+        row["epochs"] = epochs_cell(row["model"])
     for student, cells in paired_cells(read_params("study", "models"), test_sets,
                                        read_params("evaluate", "bootstrap_resamples"),
                                        read_params("evaluate", "bootstrap_seed")).items():
         summary["models"][student].update(cells)
+    replicate_seeds = read_params("study", "replicate_seeds")
+    seed_values: dict = {}
+    if replicate_seeds:
+        seeds = [read_params("students", "train")["seed"], *replicate_seeds]
+        for student, cells in seed_cells(read_params("study", "models"), test_sets, seeds,
+                                         read_params("evaluate", "bootstrap_resamples"),
+                                         read_params("evaluate", "bootstrap_seed"), seed_values).items():
+            summary["models"][student].update(cells)
+            next(r for r in rows if r["model"] == student).update(seed_table_cells(cells, test_sets))
     Path("metrics/summary.json").write_text(json.dumps(summary, indent=2) + "\n")   # rows in study order
     columns = [("model", "model"), ("loss", "loss"), ("encoder", "encoder"), ("hidden", "LSTM"),
                ("parameters", "parameters"), ("checkpoint_mb", "checkpoint MB", "{:.2f}"),
-               ("cpu_ms_per_image", "CPU ms/image"),
+               ("cpu_ms_per_image", "CPU ms/image"), ("epochs", "epoch chosen"),
                *[(f"{key}_{d}", f"{header} {d}", *fmt) for d in test_sets for key, header, *fmt in
                  (("bleu4", "BLEU-4"), ("cider", "CIDEr"), ("ceiling_share", "share of ceiling", "{:.1%}"))],
+               *([(f"{key}_{d}", f"{header} {d}") for d in test_sets for key, header in
+                  (("bleu4_over_seeds", "BLEU-4 over seeds"), ("delta_over_seeds", "vs student_base over seeds"))]
+                 if replicate_seeds else []),
                ("seed_bleu4", "seed BLEU-4 (COCO)")]
     table1_note = (f"BLEU-4 (nltk corpus BLEU against every reference) and CIDEr on each test split "
                    f"(beam {read_params('evaluate', 'beam_size')}, {read_params('evaluate', 'tokenizer')} tokenizer). "
                    f"{ceiling_note(rows, test_sets)} CPU ms per image: one {test_sets[0]} test image at a time, beam "
                    f"{cfg.beam_size}, {cfg.timing_threads} thread(s); the median (quartiles) of {cfg.timing_repeats} "
                    f"passes over {len(images)} images, every model timed in turn in each pass (a wall-clock "
-                   "time: results/latency.json, not the metrics). The seed's BLEU-4 is on COCO, beside ours for the variants it had.")
+                   "time: results/latency.json, not the metrics). Epoch chosen: the best of the epochs run on the "
+                   "val score of train.select_on (metrics/train); a model whose last epoch is its best was still "
+                   "improving when its epochs ran out. The seed's BLEU-4 is on COCO, beside ours for the variants it had.")
     text = f"# Table 1: teacher and students\n\n{table1_note}\n\n" + markdown_table(rows, columns)
     grounding, chair = grounding_rows(rows), chair_rows(rows)
     grounding_note = ("Each mention of an object category in a model's own test captions whose category is in the "
@@ -166,7 +182,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
 
-    figure = write_figure1(evaluations, test_sets, Path("results/figure1.png"), Path("results/plots"))
+    figure = write_figure1(evaluations, test_sets, Path("results/figure1.png"), Path("results/plots"), seed_values)
     curves = [(Path("results/curves") / f"{r['model']}.png", f"{r['model']}: training curves") for r in rows
               if (Path("results/curves") / f"{r['model']}.png").exists()]
     compare = [(p, f"test image {p.stem}") for p in sorted(Path("results/attention/compare").glob("*.png"),
@@ -202,6 +218,19 @@ def write_latency(captioners: dict, images: torch.Tensor, cfg: ReportConfig, dat
     return latency
 
 
+def epochs_cell(model: str) -> str:
+    """Table 1's "epoch chosen" cell: ``<best> of <run> (<metric>)`` from ``metrics/train/<model>.json``;
+    ``0 epochs`` for a model that was not trained here (zero-shot BLIP)."""
+    path = Path("metrics/train") / f"{model}.json"
+    try:
+        t = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CaptError(f"{path}: missing; run the stage that trains {model}") from None
+    if not t.get("epochs_run"):
+        return "0 epochs"
+    return f"{t['best_epoch']} of {t['epochs_run']} ({t.get('selected_on', 'bleu4')})"
+
+
 def latency_cell(t) -> str:
     """A table's CPU ms cell: the median and, in brackets, the quartiles of the passes."""
     return f"{t.median_ms:.1f} ({t.p25_ms:.1f}-{t.p75_ms:.1f})"
@@ -212,10 +241,12 @@ FIGURE1_NOTE = ("Each model's BLEU-4 and CIDEr-D on each test set: the bar is it
                 "student and the teacher. metrics/summary.json pairs every student with both on the same resamples.")
 
 
-def write_figure1(evaluations: dict, test_sets: list[str], png: Path, plots_dir: Path) -> tuple[Path, str]:
-    """The report's lead figure (capt.viz.scores) from every evaluation's metrics, and one CSV per
-    test set, ``plots_dir/figure1-<dataset>.csv``, for dvc.yaml's plots. Returns (png, caption)."""
-    scores = model_scores(evaluations)
+def write_figure1(evaluations: dict, test_sets: list[str], png: Path, plots_dir: Path,
+                  seed_values: dict | None = None) -> tuple[Path, str]:
+    """The report's lead figure (capt.viz.scores) from every evaluation's metrics (and each seed's
+    score where students were replicated: ``seed_values``), and one CSV per test set,
+    ``plots_dir/figure1-<dataset>.csv``, for dvc.yaml's plots. Returns (png, caption)."""
+    scores = model_scores(evaluations, seed_values)
     plot_model_scores(scores, png, "Figure 1: every model's BLEU-4 and CIDEr-D with its 95% interval")
     for dataset in test_sets:
         write_scores_csv(scores, dataset, plots_dir / f"figure1-{dataset}.csv")
@@ -271,6 +302,55 @@ def paired_cells(models: list[str], test_sets: list[str], resamples: int, seed: 
                 log.info("%s - %s on %s: BLEU-4 %+.4f [%+.4f, %+.4f], p %.4f (%d resamples)", student, baseline,
                          dataset, c.delta, *c.ci95, c.p_value, resamples)
     return cells
+
+
+def seed_cells(models: list[str], test_sets: list[str], seeds: list[int], resamples: int, seed: int,
+               seed_values: dict, scores_dir: Path = Path("results/scores")) -> dict[str, dict]:
+    """Student -> its scores over the training ``seeds`` (the study's own first, then
+    ``study.replicate_seeds``) on each test set (capt.eval.seeds): ``bleu4_seeds_<dataset>`` (per
+    seed), ``bleu4_mean_<dataset>``, ``bleu4_sd_<dataset>``, and against the baseline trained with
+    the same seed ``delta_bleu4_vs_base_seeds_<dataset>``, ``..._mean_<dataset>``, ``..._sd_<dataset>``
+    and ``delta_bleu4_vs_base_mean_ci95_<dataset>`` (the two-level bootstrap over images and
+    seeds). Fills ``seed_values[(model, dataset, metric)]`` with each seed's BLEU-4 and CIDEr-D."""
+    students = [m for m in models if m != BASELINES["teacher"]]
+    cells: dict[str, dict] = {m: {"seeds": list(seeds)} for m in students}
+    for dataset in test_sets:
+        by_seed = {}
+        for m in students:
+            by_seed[m] = {seeds[0]: ImageScores.read(scores_dir / f"{m}-{dataset}.json", f"evaluate@{m}-{dataset}")}
+            for s in seeds[1:]:
+                by_seed[m][s] = ImageScores.read(scores_dir / "replicates" / f"{m}-s{s}-{dataset}.json",
+                                                 f"evaluate_replicate@{m}-{s}-{dataset}")
+            bleu = [by_seed[m][s].bleu4 for s in seeds]
+            mean, sd = mean_sd(bleu)
+            cells[m].update({f"bleu4_seeds_{dataset}": bleu, f"bleu4_mean_{dataset}": mean, f"bleu4_sd_{dataset}": sd})
+            seed_values[(m, dataset, "bleu4")] = tuple(bleu)
+            seed_values[(m, dataset, "cider")] = tuple(by_seed[m][s].cider_mean for s in seeds)
+        if BASELINES["base"] not in by_seed:
+            continue
+        for m in students:
+            c = paired_bleu4_over_seeds(by_seed[m], by_seed[BASELINES["base"]], resamples, seed)
+            cells[m].update({f"delta_bleu4_vs_base_seeds_{dataset}": list(c.deltas),
+                             f"delta_bleu4_vs_base_mean_{dataset}": c.mean,
+                             f"delta_bleu4_vs_base_sd_{dataset}": c.sd,
+                             f"delta_bleu4_vs_base_mean_ci95_{dataset}": c.ci95})
+            log.info("%s - student_base on %s over seeds %s: BLEU-4 %+.4f (sd %s) [%+.4f, %+.4f]", m, dataset,
+                     seeds, c.mean, "-" if c.sd is None else f"{c.sd:.4f}", *c.ci95)
+    return cells
+
+
+def seed_table_cells(cells: dict, test_sets: list[str]) -> dict:
+    """Table 1's text cells from :func:`seed_cells`: BLEU-4 mean +- sd (n seeds), and the mean
+    difference to the baseline with its interval."""
+    out = {}
+    for d in test_sets:
+        sd = cells[f"bleu4_sd_{d}"]
+        out[f"bleu4_over_seeds_{d}"] = (f"{cells[f'bleu4_mean_{d}']:.3f} ± {sd:.3f} ({len(cells['seeds'])} seeds)"
+                                        if sd is not None else f"{cells[f'bleu4_mean_{d}']:.3f}")
+        if f"delta_bleu4_vs_base_mean_{d}" in cells:
+            low, high = cells[f"delta_bleu4_vs_base_mean_ci95_{d}"]
+            out[f"delta_over_seeds_{d}"] = f"{cells[f'delta_bleu4_vs_base_mean_{d}']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return out
 
 
 def ceiling_note(rows: list[dict], test_sets: list[str]) -> str:

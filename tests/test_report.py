@@ -173,3 +173,51 @@ def test_latency_is_the_median_of_passes_with_every_model_timed_in_turn():
     assert slow["a"].median_ms == pytest.approx(10.0)
     with pytest.raises(CaptError, match="at least one image, repeat and thread"):
         time_per_image({"a": model("a", 0.010)}, images, repeats=0)
+
+
+def test_students_over_seeds_mean_sd_and_the_two_level_interval_against_the_baseline(tmp_path):
+    """Seed 0 is the study's own evaluation (results/scores), seeds 1 and 2 replicates
+    (results/scores/replicates): per seed BLEU-4, mean and sd, the paired difference with the
+    baseline of the same seed, and capt.eval.seeds' interval; Table 1's text cells from them."""
+    import json
+
+    from capt.errors import CaptError
+    from capt.eval.bootstrap import image_scores
+    from capt.eval.seeds import paired_bleu4_over_seeds
+    from stages.report import seed_cells, seed_table_cells
+
+    refs = {i: [f"a {c} circle above a {d} square" for c, d in (("red", "blue"), ("big", "small"))]
+            for i in range(1, 31)}
+    weak = "a circle above a square"
+
+    def hyps(model, seed):
+        good = {"student_base": 3 + seed, "student_kd": 9 + seed}[model]          # images captioned well
+        return {i: (r[0] if i <= good else weak) for i, r in refs.items()}
+
+    scores = {}
+    for model in ("student_base", "student_kd"):
+        for seed in (0, 1, 2):
+            scores[model, seed] = image_scores(refs, hyps(model, seed))
+            path = (tmp_path / f"{model}-shapes.json" if seed == 0
+                    else tmp_path / "replicates" / f"{model}-s{seed}-shapes.json")
+            scores[model, seed].write(path, model, "shapes")
+    dots: dict = {}
+    cells = seed_cells(["teacher", "student_base", "student_kd"], ["shapes"], [0, 1, 2], 1000, 0, dots, tmp_path)
+    kd = cells["student_kd"]
+    per_seed = [scores["student_kd", s].bleu4 for s in (0, 1, 2)]
+    assert kd["seeds"] == [0, 1, 2] and kd["bleu4_seeds_shapes"] == per_seed
+    assert kd["bleu4_mean_shapes"] == pytest.approx(np.mean(per_seed))
+    assert kd["bleu4_sd_shapes"] == pytest.approx(np.std(per_seed, ddof=1)) and kd["bleu4_sd_shapes"] > 0
+    want = paired_bleu4_over_seeds({s: scores["student_kd", s] for s in (0, 1, 2)},
+                                   {s: scores["student_base", s] for s in (0, 1, 2)}, 1000, 0)
+    assert kd["delta_bleu4_vs_base_seeds_shapes"] == list(want.deltas) and all(d > 0 for d in want.deltas)
+    assert kd["delta_bleu4_vs_base_mean_ci95_shapes"] == want.ci95 and want.ci95[0] > 0
+    assert cells["student_base"]["delta_bleu4_vs_base_mean_ci95_shapes"] == [0.0, 0.0]
+    assert dots["student_kd", "shapes", "bleu4"] == tuple(per_seed) and len(dots["student_kd", "shapes", "cider"]) == 3
+    table = seed_table_cells(kd, ["shapes"])
+    assert table["bleu4_over_seeds_shapes"] == f"{np.mean(per_seed):.3f} ± {np.std(per_seed, ddof=1):.3f} (3 seeds)"
+    assert table["delta_over_seeds_shapes"].startswith(f"{want.mean:+.3f} [")
+    json.dumps(cells)
+    (tmp_path / "replicates" / "student_kd-s2-shapes.json").unlink()
+    with pytest.raises(CaptError, match=r"student_kd-s2-shapes.json: missing; run evaluate_replicate@student_kd-2-shapes"):
+        seed_cells(["student_base", "student_kd"], ["shapes"], [0, 1, 2], 1000, 0, {}, tmp_path)

@@ -38,16 +38,18 @@ class ModelScore:
     seeds: tuple[float, ...] = field(default_factory=tuple)
 
 
-def model_scores(metrics: dict[tuple[str, str], dict]) -> list[ModelScore]:
+def model_scores(metrics: dict[tuple[str, str], dict], seeds: dict | None = None) -> list[ModelScore]:
     """``metrics[(model, dataset)]``: an evaluation's metrics (``bleu4``, ``bleu4_ci95``, ``cider``,
-    ``cider_ci95``) -> one ModelScore per model, test set and metric, in the given order."""
+    ``cider_ci95``) -> one ModelScore per model, test set and metric, in the given order. Its dots
+    are ``seeds[(model, dataset, metric)]`` (every training seed's score) where given, else the
+    one score."""
     out = []
     for (model, dataset), m in metrics.items():
         for metric, _ in METRICS:
             if metric not in m or f"{metric}_ci95" not in m:
                 raise CaptError(f"{model} on {dataset}: no {metric} or {metric}_ci95 in its evaluation's metrics")
             out.append(ModelScore(model, dataset, metric, float(m[metric]), tuple(m[f"{metric}_ci95"]),
-                                  (float(m[metric]),)))
+                                  tuple((seeds or {}).get((model, dataset, metric), (float(m[metric]),)))))
     return out
 
 
