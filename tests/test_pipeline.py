@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -116,7 +117,8 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     student = (repo_copy / "metrics/history/student_t20.csv").read_text().splitlines()
     assert {"train_task", "train_kd_enc", "train_kd_dec", "val_bleu4"} <= set(student[0].split(","))
     with h5py.File(repo_copy / "data/distill/shapes/teacher_captions.h5") as f:
-        assert f["captions"].shape == (20, 1, 22)              # half of the 40 training images
+        fraction = yaml.safe_load((repo_copy / "params.yaml").read_text())["students"]["train_fraction"]
+        assert f["captions"].shape == (round(40 * fraction), 1, 22)   # the students' share of the 40 images
     summary = json.loads((repo_copy / "metrics/summary.json").read_text())["models"]
     assert list(summary) == ["teacher", *STUDENTS, "blip"]
     assert all(summary[s]["parameters"] < summary["teacher"]["parameters"] for s in STUDENTS)
@@ -139,6 +141,14 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     assert all(m.shape == (len(w), 2, 2) and (m >= 0).all() for w, m in teacher_gradcam.values())
     table1, grounding, chair = (repo_copy / "results/table1.md").read_text().split("\n## ")
     assert table1.count("\n| student_") == 3 and "T=20" in table1
+    assert re.search(r"\| teacher \|.*\| [12] of 2 \(cider\) \|", table1), table1     # the epoch chosen, on what
+    with open(repo_copy / "results/plots/figure1-shapes.csv") as f:                    # Figure 1's numbers
+        figure_rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert list(figure_rows) == ["teacher", *STUDENTS, "blip"]
+    teacher_eval = json.loads((repo_copy / "metrics/eval/teacher-shapes.json").read_text())
+    assert float(figure_rows["teacher"]["bleu4_low"]) == pytest.approx(teacher_eval["bleu4_ci95"][0], rel=1e-5)
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], repo_copy))          # dvc.yaml's plots read it
+    assert any("figure1-shapes.csv" in json.dumps(v) for v in plots.values()), list(plots)
     # a row per model and technique on each test set: teacher and students x 2 techniques, BLIP x 1
     assert grounding.startswith("Grounding") and grounding.count("\n| ") == 1 + 2 * (2 * (1 + len(STUDENTS)) + 1)
     assert chair.startswith("Hallucination") and chair.count("\n| ") == 1 + 2 * (2 + len(STUDENTS))
@@ -248,6 +258,28 @@ def test_exp_run_on_one_temperature_reruns_that_student_alone_and_a_queue_sweeps
     swept = {exp["data"]["params"]["params.yaml"]["data"]["report"]["timing_images"]
              for commit in shown for exp in (commit.get("experiments") or []) for exp in exp["revs"]}
     assert {1, 3} <= swept, swept
+
+
+def test_a_replicate_seed_runs_only_its_own_stages(repo_copy):
+    """study.replicate_seeds multiplies the students: adding seed 1 plans the students' replicate
+    trainings and evaluations and the report, nothing else; a replicate is the same student with
+    another seed, scored like the study's own."""
+    _run(["dvc", "repro"], repo_copy)
+    _set_param(repo_copy, "study", "replicate_seeds", [1])
+    planned = _ran(_run(["dvc", "repro", "--dry"], repo_copy))
+    assert planned == {*(f"replicate@{m}-1" for m in STUDENTS),
+                       *(f"evaluate_replicate@{m}-1-{d}" for m in STUDENTS for d in TEST_SETS), "report"}, planned
+    out = _run(["dvc", "repro", "evaluate_replicate@student_t20-1-shapes"], repo_copy)
+    assert _ran(out) == {"replicate@student_t20-1", "evaluate_replicate@student_t20-1-shapes"}, out
+    replicate = torch.load(repo_copy / "models/replicates/student_t20-s1.pt", weights_only=True)
+    own = torch.load(repo_copy / "models/student_t20.pt", weights_only=True)
+    assert replicate["decoder_config"] == own["decoder_config"]
+    assert not torch.equal(replicate["decoder"]["fc.weight"], own["decoder"]["fc.weight"])     # another seed
+    scores = json.loads((repo_copy / "metrics/replicates/student_t20-s1-shapes.json").read_text())
+    assert scores["images"] == 8 and scores["bleu4_ci95"][0] <= scores["bleu4_ci95"][1]
+    assert json.loads((repo_copy / "metrics/train/student_t20-s1.json").read_text())["epochs_run"] == 2
+    _set_param(repo_copy, "study", "replicate_seeds", [])
+    assert "up to date" in _run(["dvc", "status"], repo_copy)
 
 
 def test_stage_user_error_is_one_line(repo_copy):
