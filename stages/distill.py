@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, Optional
 
 import h5py
 import torch
@@ -52,7 +53,8 @@ class StudentsConfig:
 
 @stage_main
 def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints")),
-         seed: int = typer.Option(None, help="another training seed: the replicate <variant>-s<seed>")) -> None:
+         seed: Annotated[Optional[int], typer.Option(help="another training seed: the replicate <variant>-s<seed>")]
+         = None) -> None:
     section = read_params("students")
     shared = make_config(StudentsConfig, {k: v for k, v in section.items() if k not in ("encoder", "decoder", "train")},
                          "students")

@@ -88,9 +88,15 @@ MODEL_STAGES = {"pretrain@teacher", "pretrain@students", "features", "teacher_ca
 
 
 def _set_param(repo: Path, section: str, key: str, value) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    """One value of params.yaml, read and written as DVC does (ruamel.yaml, YAML 1.2): after a
+    `dvc exp run -S` has written a bare `off`, PyYAML's 1.1 round trip would turn it into false."""
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    params = rt.load((repo / "params.yaml").read_text())
     params[section][key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with open(repo / "params.yaml", "w") as f:
+        rt.dump(params, f)
 
 
 def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
@@ -169,7 +175,7 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     assert len(pngs) == 4
     report = (repo_copy / "results/report/index.html").read_text()
     n_images = report.count("<img ")
-    assert n_images == len(STUDENTS) + 2 + len(compare)          # every model's curves, BLIP's, each comparison
+    assert n_images == 1 + len(STUDENTS) + 2 + len(compare)      # Figure 1, every model's curves, BLIP's, each comparison
     if shutil.which("chromium"):                                 # CI installs it; tests/test_report.py says so
         dom = rendered_dom(repo_copy / "results/report/index.html")
         assert f'data-images-loaded="{n_images}"' in dom and 'data-images-broken="0"' in dom
@@ -233,7 +239,7 @@ def test_exp_run_on_one_temperature_reruns_that_student_alone_and_a_queue_sweeps
     # `dvc metrics diff` lists the changed student's numbers alone: no wall-clock timing in a metric.
     changed = {(path, key) for path, keys in json.loads(_run(["dvc", "metrics", "diff", "--json"], repo_copy)).items()
                for key, d in keys.items() if d.get("old") != d.get("new")}
-    assert ("metrics/summary.json", "models.student_t20.bleu4_shapes") in changed, changed
+    assert ("metrics/summary.json", "models.student_t20.loss") in changed, changed
     assert {path for path, _ in changed} <= {"metrics/summary.json", "metrics/train/student_t20.json",
                                              *(f"metrics/eval/student_t20-{d}.json" for d in TEST_SETS)}, changed
     assert all(key.startswith("models.student_t20.") for path, key in changed if path == "metrics/summary.json"), changed
@@ -261,12 +267,12 @@ def test_exp_run_on_one_temperature_reruns_that_student_alone_and_a_queue_sweeps
 
 
 def test_a_replicate_seed_runs_only_its_own_stages(repo_copy):
-    """study.replicate_seeds multiplies the students: adding seed 1 plans the students' replicate
-    trainings and evaluations and the report, nothing else; a replicate is the same student with
+    """study.replicate_seeds multiplies the students: adding seed 1 changes the students' replicate
+    trainings and evaluations (new stages) and the report, nothing else (`dvc status`); a replicate is the same student with
     another seed, scored like the study's own."""
     _run(["dvc", "repro"], repo_copy)
     _set_param(repo_copy, "study", "replicate_seeds", [1])
-    planned = _ran(_run(["dvc", "repro", "--dry"], repo_copy))
+    planned = set(json.loads(_run(["dvc", "status", "--json"], repo_copy)))
     assert planned == {*(f"replicate@{m}-1" for m in STUDENTS),
                        *(f"evaluate_replicate@{m}-1-{d}" for m in STUDENTS for d in TEST_SETS), "report"}, planned
     out = _run(["dvc", "repro", "evaluate_replicate@student_t20-1-shapes"], repo_copy)
@@ -305,7 +311,7 @@ def test_training_stage_under_torchrun_with_two_gloo_processes(repo_copy, tmp_pa
     try:
         out = _run([sys.executable, "-m", "stages.launch", "2", "stages.train_teacher", "--name", name,
                     "--ckpt-root", str(tmp_path)], repo_copy)
-        assert out.count(f"{name}: best val BLEU-4") == 1, out            # rank 0 alone reports and writes
+        assert len(re.findall(rf"{name}: epoch \d+ chosen on val", out)) == 1, out   # rank 0 alone reports and writes
         history = (repo_copy / f"metrics/history/{name}.csv").read_text().splitlines()
         assert len(history) == 1 + params["teacher"]["train"]["epochs"]
         last = torch.load(tmp_path / name / "last.pt", weights_only=True)
