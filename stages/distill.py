@@ -1,8 +1,9 @@
 """Stage distill@<variant>: one student distilled from the frozen teacher.
 
 Params: ``students`` (what every student shares: the training subset, encoder, decoder, train)
-and ``distill.<variant>`` (that variant's loss: beta, temperature, w_enc, w_dec, targets), so
-changing one variant reruns that student alone. Reads the teacher (``models/teacher.pt``), the
+and ``distill.<variant>`` (that variant's loss: beta, temperature, w_enc, w_dec, targets, projection; and
+fine_tune, which overrides ``students.encoder.fine_tune`` for it), so changing one variant reruns that
+student alone. Reads the teacher (``models/teacher.pt``), the
 students' pretrained trunk (``models/encoders/students.pt``, stage pretrain@students), the
 prepared split files, the teacher's feature cache of its dataset (only a variant with a KD term:
 ``beta`` > 0 and ``w_enc`` or ``w_dec`` > 0), and, for sequence-level KD,
@@ -71,6 +72,8 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints")),
         model_path, ckpt_root = Path("models/replicates") / f"{name}.pt", ckpt_root / "replicates"
     variant_params = read_params("distill", variant)
     kd = make_config(DistillConfig, variant_params, f"distill.{variant}")
+    if kd.fine_tune is not None:                    # the variant's own choice (the frozen-encoder follow-ups)
+        enc_cfg = replace(enc_cfg, fine_tune=kd.fine_tune)
     dataset = read_params("teacher", "dataset")
     prepared, features = Path("data/prepared") / dataset, Path("data/features") / dataset
 

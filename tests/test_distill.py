@@ -72,10 +72,12 @@ def test_kd_encoder_loss_is_the_mse_and_refuses_unprojected_widths():
         kd_encoder_loss(torch.randn(2, 4, 3), b)
 
 
-def test_projection_appears_only_when_widths_differ():
+def test_projection_appears_only_when_widths_differ_unless_always():
     assert feature_projection(128, 128) is None
     proj = feature_projection(64, 128)
     assert isinstance(proj, torch.nn.Linear) and (proj.in_features, proj.out_features) == (64, 128)
+    always = feature_projection(128, 128, always=True)
+    assert isinstance(always, torch.nn.Linear) and (always.in_features, always.out_features) == (128, 128)
 
 
 def test_variant_config_refuses_nonsense():
@@ -85,6 +87,15 @@ def test_variant_config_refuses_nonsense():
         DistillConfig(beta=0.3, w_dec=1, temperature=0)
     with pytest.raises(CaptError, match="targets"):
         DistillConfig(targets="students")
+    with pytest.raises(CaptError, match="projection must be one of auto, always"):
+        DistillConfig(beta=0.3, w_enc=1, projection="sometimes")
+    with pytest.raises(CaptError, match="no encoder KD"):
+        DistillConfig(beta=0.3, w_dec=1, projection="always")
+    with pytest.raises(CaptError, match="fine_tune is false"):
+        DistillConfig(beta=0.3, w_enc=1, fine_tune=False)
+    with pytest.raises(CaptError, match="fine_tune must be true, false or null"):
+        DistillConfig(fine_tune="no")
+    assert DistillConfig(beta=0.3, w_dec=1, fine_tune=False).uses_decoder_kd
 
 
 def test_student_subset_is_deterministic_and_sized_by_the_fraction():
@@ -185,9 +196,17 @@ def test_projection_trains_with_the_student_and_stays_out_of_the_saved_one(tmp_p
     saved = torch.load(tmp_path / "s.pt", weights_only=True)
     assert not any("projection" in k for part in ("encoder", "decoder") for k in saved[part])
     assert load_captioner(tmp_path / "s.pt").decoder.feature_dim == 64
-    # Equal widths: no projection at all.
+    # Equal widths: no projection at all, unless always; then it learns and stays behind just the same.
     same, *_ = _setup(DistillConfig(beta=0.5, w_enc=1.0))
     assert same.projection is None and "projection" not in same.model
+    always, ds, _, cfg = _setup(DistillConfig(beta=0.5, w_enc=1.0, projection="always"))
+    assert always.projection.in_features == always.projection.out_features == 128 and "projection" in always.model
+    before = always.projection.weight.clone()
+    fit(always, ds, cfg, tmp_path / "always", progress=False, stop_after_steps=1)
+    assert not torch.equal(before, always.projection.weight)
+    loss, stats = always.loss(_batch(ds))
+    projected = always.projection(always.encoder(_batch(ds)["image"]))
+    assert stats["kd_enc"] == pytest.approx(kd_encoder_loss(projected, _batch(ds)["features"]).item(), rel=1e-5)
 
 
 def test_encoder_kd_needs_a_student_encoder_that_learns():
@@ -344,6 +363,25 @@ def test_a_kd_student_reads_the_native_cache_pooled_to_the_teachers_cells(study)
     assert out / "train.h5" in _opened_during("student_dec")
     history = Path("metrics/history/student_dec.csv").read_text().splitlines()
     assert "train_kd_dec" in history[0] and len(history) == 2
+
+
+def test_a_frozen_encoder_variant_keeps_the_pretrained_trunk_and_a_fine_tuned_one_moves_it(study):
+    """distill.<variant>.fine_tune overrides students.encoder.fine_tune for that student alone."""
+    from capt.models.saved import load_encoder, save_encoder
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["distill"]["student_frozen"] = {"beta": 0.0, "fine_tune": False}
+    params["students"]["encoder"]["stages"] = 2                 # through layer2: a block that can learn
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    save_encoder(Path("models/encoders/students.pt"), Encoder(EncoderConfig(**params["students"]["encoder"])))
+    trunk = load_encoder(Path("models/encoders/students.pt"),
+                         EncoderConfig(**params["students"]["encoder"])).state_dict()
+    _opened_during("student_frozen")
+    _opened_during("student_base")
+    frozen, tuned = (load_captioner(Path(f"models/{m}.pt")).encoder for m in ("student_frozen", "student_base"))
+    assert not frozen.cfg.fine_tune and tuned.cfg.fine_tune
+    assert all(torch.equal(v, trunk[k]) for k, v in frozen.state_dict().items())       # BN statistics included
+    assert any(not torch.equal(v, trunk[k]) for k, v in tuned.state_dict().items() if k.startswith("blocks"))
 
 
 def test_teacher_captions_config_takes_a_device_and_names_a_wrong_one():

@@ -40,6 +40,7 @@ from capt.models.encoder import Encoder, pool_cells
 from capt.train.captioner import CaptionerTask, flatten_captions, top5_accuracy
 
 TARGETS = ("references", "teacher")
+PROJECTIONS = ("auto", "always")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class DistillConfig:
     w_enc: float = 0.0           # weight of the encoder feature MSE inside the KD term
     w_dec: float = 0.0           # weight of the decoder KL inside the KD term
     targets: str = "references"  # references: human captions | teacher: its beam-search captions (seq-KD)
+    fine_tune: bool | None = None  # the student encoder's blocks 2-4 learn; None: students.encoder.fine_tune.
+                                   # False freezes them: with and without decoder KD, the seed study's 2x2
+    projection: str = "auto"     # encoder KD through a learned 1x1 projection: auto (only when the widths
+                                 # differ) | always (FitNets' regressor: two trunks share no channel basis)
 
     def __post_init__(self):
         if not 0.0 <= self.beta <= 1.0:
@@ -63,6 +68,14 @@ class DistillConfig:
             raise CaptError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
         if self.beta > 0 and self.w_enc == 0 and self.w_dec == 0:
             raise CaptError(f"beta is {self.beta} but w_enc and w_dec are both 0: no KD term to weigh")
+        if self.fine_tune is not None and not isinstance(self.fine_tune, bool):
+            raise CaptError(f"fine_tune must be true, false or null (students.encoder's), got {self.fine_tune!r}")
+        if self.projection not in PROJECTIONS:
+            raise CaptError(f"projection must be one of {', '.join(PROJECTIONS)}, got {self.projection!r}")
+        if self.projection == "always" and not self.uses_encoder_kd:
+            raise CaptError("projection is always but there is no encoder KD (beta and w_enc > 0): nothing to project")
+        if self.fine_tune is False and self.uses_encoder_kd:
+            raise CaptError("encoder KD needs a student encoder that learns, but fine_tune is false")
 
     @property
     def uses_encoder_kd(self) -> bool:
@@ -117,10 +130,12 @@ def kd_encoder_loss(student_features: torch.Tensor, teacher_features: torch.Tens
     return F.mse_loss(student_features, teacher_features)
 
 
-def feature_projection(student_dim: int, teacher_dim: int) -> nn.Module | None:
-    """The learned 1x1 projection from the student's feature width to the teacher's, or None when
-    the widths agree. On (B, P, D) features a Linear over D is exactly a 1x1 convolution."""
-    return None if student_dim == teacher_dim else nn.Linear(student_dim, teacher_dim)
+def feature_projection(student_dim: int, teacher_dim: int, always: bool = False) -> nn.Module | None:
+    """The learned 1x1 projection from the student's feature width to the teacher's; None when the
+    widths agree, unless ``always``. On (B, P, D) features a Linear over D is exactly a 1x1
+    convolution. Equal widths are not a shared basis: channel k of one trunk need not mean what
+    channel k of another does, which is why FitNets' hints always go through a regressor."""
+    return None if student_dim == teacher_dim and not always else nn.Linear(student_dim, teacher_dim)
 
 
 @torch.no_grad()
@@ -157,7 +172,8 @@ class DistillTask(CaptionerTask):
         super().__init__(decoder, encoder=encoder, **kwargs)
         self.kd = kd
         self.teacher = teacher_decoder.eval().requires_grad_(False)
-        self.projection = feature_projection(encoder.feature_dim, teacher_dim) if kd.uses_encoder_kd else None
+        self.projection = (feature_projection(encoder.feature_dim, teacher_dim, always=kd.projection == "always")
+                           if kd.uses_encoder_kd else None)
         if self.projection is not None:
             self.model["projection"] = self.projection
 
