@@ -92,3 +92,30 @@ def test_coco_profile_dag_and_status_without_downloading(coco_repo):
     status = json.loads(_dvc(coco_repo, "status", "--json"))
     assert set(status) == expected                        # everything to run, nothing fetched to find out
     assert not list((coco_repo).glob("data"))
+
+
+@pytest.mark.parametrize("profile", ["shapes", "coco"])
+def test_the_seed_studys_follow_ups_compose_with_either_profile_and_the_seeds(tmp_path, profile):
+    """`dvc exp run -S profile=<p> -S followups=seed_study -S seeds=five`: three more students, each
+    with its evaluations and replicates, and every one a variant the distill stage accepts."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    _dvc(repo, "init", "--no-scm", "-q")
+    default = compose(tmp_path / "default.yaml", f"profile={profile}")
+    p = compose(repo / "params.yaml", f"profile={profile}", "followups=seed_study", "seeds=five")
+    new = ["student_frozen", "student_frozen_dec", "student_enc_proj"]
+    assert list(p["distill"]) == [*default["distill"], *new]
+    assert p["study"]["models"] == [*default["study"]["models"], *new]
+    kd = {name: make_config(DistillConfig, v, f"distill.{name}") for name, v in p["distill"].items()}
+    assert (kd["student_frozen"].fine_tune, kd["student_frozen_dec"].fine_tune) == (False, False)
+    assert kd["student_frozen_dec"].uses_decoder_kd and kd["student_enc_proj"].projection == "always"
+    # the 2x2's other corners: the same losses, fine-tuned (students.encoder.fine_tune)
+    assert p["students"]["encoder"]["fine_tune"] is True
+    assert {k: v for k, v in p["distill"]["student_frozen_dec"].items() if k != "fine_tune"} == \
+        p["distill"]["student_dec"]
+    stages = {line.split()[0] for line in _dvc(repo, "stage", "list").splitlines() if line.strip()}
+    for m in new:
+        assert {f"distill@{m}", f"replicate@{m}-1", f"replicate@{m}-4"} <= stages
+        assert {f"evaluate@{m}-{d}" for d in p["study"]["test_sets"]} <= stages
+    assert all("fine_tune" not in v and "projection" not in v for v in default["distill"].values())
