@@ -27,7 +27,9 @@ the evaluations wrote): ``delta_bleu4_vs_base_<dataset>`` (the student's BLEU-4 
 baseline's), ``delta_bleu4_vs_base_ci95_<dataset>`` (its paired percentile bootstrap interval, the
 same ``evaluate.bootstrap_resamples`` resamples of ``evaluate.bootstrap_seed`` as the evaluations'
 intervals) and ``p_bleu4_vs_base_<dataset>`` (a paired approximate randomisation test), and the same
-``..._vs_teacher_...``.
+``..._vs_teacher_...``. A student whose variant freezes its encoder (``fine_tune: false``, the
+follow-ups of ``conf/followups/seed_study.yaml``) is also paired with its fine-tuned twin, the
+student of the same loss (``..._vs_finetuned_...``, and Table 1's fine-tuning x KD section).
 """
 
 from __future__ import annotations
@@ -81,7 +83,31 @@ def _loss(variant: dict | None) -> str:
         return "task"
     terms = [t for t, w in (("enc", variant.get("w_enc", 0)), ("dec", variant.get("w_dec", 0))) if w]
     temp = f", T={variant['temperature']:g}" if "dec" in terms else ""
-    return f"task + KD {'+'.join(terms)} (beta={beta:g}{temp})"
+    projected = " through a 1x1 projection" if "enc" in terms and variant.get("projection") == "always" else ""
+    return f"task + KD {'+'.join(terms)} (beta={beta:g}{temp}){projected}"
+
+
+def finetuning_twins(variants: dict, models: list[str], fine_tune: bool = True) -> dict[str, str]:
+    """Each student of ``models`` whose encoder is frozen (its variant's ``fine_tune``, else
+    ``students.encoder.fine_tune``: ``fine_tune``) -> the first student of ``models`` with the same
+    loss and a fine-tuned encoder: the two cells of one row of the seed study's fine-tuning x KD
+    comparison. A frozen student without such a twin is left out, with a log line."""
+    def tuned(m: str) -> bool:
+        value = variants[m].get("fine_tune")
+        return fine_tune if value is None else value
+
+    def loss(m: str) -> dict:
+        return {k: x for k, x in variants[m].items() if k != "fine_tune"}
+
+    students = [m for m in models if m in variants]
+    twins = {}
+    for m in (m for m in students if not tuned(m)):
+        twin = next((t for t in students if tuned(t) and loss(t) == loss(m)), None)
+        if twin is None:
+            log.info("%s: no student in study.models has its loss with a fine-tuned encoder: no twin", m)
+        else:
+            twins[m] = twin
+    return twins
 
 
 @stage_main
@@ -139,16 +165,22 @@ def main() -> None:
                                        read_params("evaluate", "bootstrap_seed")).items():
         summary["models"][student].update(cells)
     replicate_seeds = read_params("study", "replicate_seeds")
+    seeds = [read_params("students", "train")["seed"], *replicate_seeds]
+    twins = finetuning_twins(variants, read_params("study", "models"), read_params("students", "encoder")["fine_tune"])
+    twin_values = twin_cells(twins, test_sets, seeds, read_params("evaluate", "bootstrap_resamples"),
+                             read_params("evaluate", "bootstrap_seed"))
+    for student, cells in twin_values.items():
+        summary["models"][student].update(cells)
     seed_values: dict = {}
     if replicate_seeds:
-        seeds = [read_params("students", "train")["seed"], *replicate_seeds]
         for student, cells in seed_cells(read_params("study", "models"), test_sets, seeds,
                                          read_params("evaluate", "bootstrap_resamples"),
                                          read_params("evaluate", "bootstrap_seed"), seed_values).items():
             summary["models"][student].update(cells)
             next(r for r in rows if r["model"] == student).update(seed_table_cells(cells, test_sets))
     Path("metrics/summary.json").write_text(json.dumps(summary, indent=2) + "\n")   # rows in study order
-    columns = [("model", "model"), ("loss", "loss"), ("encoder", "encoder"), ("hidden", "LSTM"),
+    columns = [("model", "model"), ("loss", "loss"), ("encoder", "encoder"), ("fine_tuned", "encoder fine-tuned"),
+               ("hidden", "LSTM"),
                ("parameters", "parameters"), ("checkpoint_mb", "checkpoint MB", "{:.2f}"),
                ("cpu_ms_per_image", "CPU ms/image"), ("epochs", "epoch chosen"),
                *[(f"{key}_{d}", f"{header} {d}", *fmt) for d in test_sets for key, header, *fmt in
@@ -176,6 +208,15 @@ def main() -> None:
                   "category is neither annotated in the image nor named by one of its reference captions. CHAIR-i: "
                   "hallucinated mentions / mentions; CHAIR-s: captions with one / captions. The instances-only "
                   "columns take the annotated instances alone as the truth.")
+    twin_table = twin_rows(twins, twin_values, summary["models"], test_sets)
+    twin_note = ("The seed study's follow-up (a): its students, fine-tuned, beat its teacher, whose encoder was "
+                 "frozen. Each student with a frozen encoder (distill.<variant>.fine_tune: false) beside the "
+                 "student with the same loss and a fine-tuned encoder; frozen - fine-tuned is paired on the same "
+                 "test images (95% bootstrap interval, p from approximate randomisation). With the baseline and "
+                 "decoder KD, the two rows are a 2x2: fine-tuning's effect with and without KD.")
+    if twin_table:
+        text += ("\n## Encoder fine-tuning x KD\n\n" + twin_note + "\n\n"
+                 + markdown_table(twin_table, twin_columns(test_sets, len(seeds) > 1)))
     text += ("\n## Grounding\n\n" + grounding_note + "\n\n" + markdown_table(grounding, GROUNDING_COLUMNS)
              + "\n## Hallucination\n\n" + chair_note + "\n\n" + markdown_table(chair, CHAIR_COLUMNS))
     out = Path("results/table1.md")
@@ -192,6 +233,8 @@ def main() -> None:
         "of the DAG, made by the report stage."), [
         Figures("Figure 1: does distillation help?", [figure], FIGURE1_NOTE, width="100%"),
         Table("Table 1: teacher, students and BLIP", rows, columns, table1_note),
+        *([Table("Encoder fine-tuning x KD", twin_table, twin_columns(test_sets, len(seeds) > 1), twin_note)]
+          if twin_table else []),
         Table("Grounding: does each word's map land on what it names?", grounding, GROUNDING_COLUMNS, grounding_note,
               digits=3),
         Table("Hallucination", chair, CHAIR_COLUMNS, chair_note, digits=3),
@@ -302,6 +345,62 @@ def paired_cells(models: list[str], test_sets: list[str], resamples: int, seed: 
                 log.info("%s - %s on %s: BLEU-4 %+.4f [%+.4f, %+.4f], p %.4f (%d resamples)", student, baseline,
                          dataset, c.delta, *c.ci95, c.p_value, resamples)
     return cells
+
+
+def twin_cells(twins: dict[str, str], test_sets: list[str], seeds: list[int], resamples: int, seed: int,
+               scores_dir: Path = Path("results/scores")) -> dict[str, dict]:
+    """Frozen-encoder student -> what fine-tuning its encoder changes (:func:`finetuning_twins`),
+    paired on the same images: ``finetuned_twin``, and per test set ``delta_bleu4_vs_finetuned_<dataset>``
+    (the frozen student's BLEU-4 minus its fine-tuned twin's), ``..._ci95_<dataset>`` and
+    ``p_bleu4_vs_finetuned_<dataset>``; with replicate ``seeds`` (more than one) also
+    ``delta_bleu4_vs_finetuned_mean_<dataset>`` and ``..._mean_ci95_<dataset>`` over them, each
+    seed's frozen student against the twin trained with the same seed."""
+    cells: dict[str, dict] = {m: {"finetuned_twin": t} for m, t in twins.items()}
+    for dataset in test_sets:
+        def read(m: str, s: int) -> ImageScores:
+            if s == seeds[0]:
+                return ImageScores.read(scores_dir / f"{m}-{dataset}.json", f"evaluate@{m}-{dataset}")
+            return ImageScores.read(scores_dir / "replicates" / f"{m}-s{s}-{dataset}.json",
+                                    f"evaluate_replicate@{m}-{s}-{dataset}")
+        for frozen, twin in twins.items():
+            c = paired_bleu4(read(frozen, seeds[0]), read(twin, seeds[0]), resamples, seed)
+            cells[frozen].update({f"delta_bleu4_vs_finetuned_{dataset}": c.delta,
+                                  f"delta_bleu4_vs_finetuned_ci95_{dataset}": c.ci95,
+                                  f"p_bleu4_vs_finetuned_{dataset}": c.p_value})
+            log.info("%s - %s on %s (the encoder frozen - fine-tuned): BLEU-4 %+.4f [%+.4f, %+.4f], p %.4f",
+                     frozen, twin, dataset, c.delta, *c.ci95, c.p_value)
+            if len(seeds) > 1:
+                over = paired_bleu4_over_seeds({s: read(frozen, s) for s in seeds}, {s: read(twin, s) for s in seeds},
+                                               resamples, seed)
+                cells[frozen].update({f"delta_bleu4_vs_finetuned_mean_{dataset}": over.mean,
+                                      f"delta_bleu4_vs_finetuned_mean_ci95_{dataset}": over.ci95})
+    return cells
+
+
+def twin_rows(twins: dict[str, str], cells: dict[str, dict], summary: dict, test_sets: list[str]) -> list[dict]:
+    """The fine-tuning x KD table: one row per frozen student, beside its fine-tuned twin."""
+    rows = []
+    for frozen, twin in twins.items():
+        row = {"loss": summary[frozen]["loss"], "frozen": frozen, "finetuned": twin}
+        for d in test_sets:
+            low, high = cells[frozen][f"delta_bleu4_vs_finetuned_ci95_{d}"]
+            row[f"bleu4_frozen_{d}"] = summary[frozen][f"bleu4_{d}"]
+            row[f"bleu4_finetuned_{d}"] = summary[twin][f"bleu4_{d}"]
+            row[f"delta_{d}"] = (f"{cells[frozen][f'delta_bleu4_vs_finetuned_{d}']:+.3f} [{low:+.3f}, {high:+.3f}], "
+                                 f"p {cells[frozen][f'p_bleu4_vs_finetuned_{d}']:.3f}")
+            if f"delta_bleu4_vs_finetuned_mean_{d}" in cells[frozen]:
+                low, high = cells[frozen][f"delta_bleu4_vs_finetuned_mean_ci95_{d}"]
+                row[f"delta_seeds_{d}"] = f"{cells[frozen][f'delta_bleu4_vs_finetuned_mean_{d}']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        rows.append(row)
+    return rows
+
+
+def twin_columns(test_sets: list[str], over_seeds: bool) -> list[tuple]:
+    return [("loss", "loss"), ("frozen", "frozen encoder"), ("finetuned", "fine-tuned encoder"),
+            *[c for d in test_sets for c in (
+                (f"bleu4_frozen_{d}", f"BLEU-4 {d}, frozen"), (f"bleu4_finetuned_{d}", f"BLEU-4 {d}, fine-tuned"),
+                (f"delta_{d}", f"frozen - fine-tuned {d}"),
+                *([(f"delta_seeds_{d}", f"frozen - fine-tuned {d} over seeds")] if over_seeds else []))]]
 
 
 def seed_cells(models: list[str], test_sets: list[str], seeds: list[int], resamples: int, seed: int,

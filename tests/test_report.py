@@ -221,3 +221,54 @@ def test_students_over_seeds_mean_sd_and_the_two_level_interval_against_the_base
     (tmp_path / "replicates" / "student_kd-s2-shapes.json").unlink()
     with pytest.raises(CaptError, match=r"student_kd-s2-shapes.json: missing; run evaluate_replicate@student_kd-2-shapes"):
         seed_cells(["student_base", "student_kd"], ["shapes"], [0, 1, 2], 1000, 0, {}, tmp_path)
+
+
+def test_a_frozen_encoder_student_is_paired_with_its_fine_tuned_twin(tmp_path):
+    """The seed study's follow-up (a): each fine_tune-false variant finds the variant with the same
+    loss and a fine-tuned encoder, and the report pairs the two on the same images (per seed too)."""
+    from capt.eval.bootstrap import image_scores, paired_bleu4
+    from capt.eval.seeds import paired_bleu4_over_seeds
+    from stages.report import finetuning_twins, twin_cells, twin_columns, twin_rows
+
+    variants = {"student_base": {"beta": 0.0}, "student_dec": {"beta": 0.3, "temperature": 20.0, "w_dec": 1.0},
+                "student_frozen": {"beta": 0.0, "fine_tune": False},
+                "student_frozen_dec": {"beta": 0.3, "temperature": 20.0, "w_dec": 1.0, "fine_tune": False},
+                "student_frozen_t5": {"beta": 0.3, "temperature": 5.0, "w_dec": 1.0, "fine_tune": False}}
+    models = ["teacher", *variants]
+    assert finetuning_twins(variants, models) == {"student_frozen": "student_base",
+                                                  "student_frozen_dec": "student_dec"}   # t5: no twin
+    assert finetuning_twins(variants, ["teacher", "student_frozen", "student_dec"]) == {}  # its twin not studied
+    # students.encoder.fine_tune false: the variants without fine_tune are the frozen ones
+    assert finetuning_twins({"a": {"beta": 0.0}, "b": {"beta": 0.0, "fine_tune": True}}, ["a", "b"], False) == {"a": "b"}
+
+    refs = {i: [f"a {c} circle above a {d} square" for c, d in (("red", "blue"), ("big", "small"))]
+            for i in range(1, 31)}
+    good = {"student_base": 20, "student_dec": 24, "student_frozen": 6, "student_frozen_dec": 15}
+    scores = {}
+    for model, n in good.items():
+        for seed in (0, 1):
+            scores[model, seed] = image_scores(refs, {i: (r[0] if i <= n + seed else "a circle above a square")
+                                                      for i, r in refs.items()})
+            scores[model, seed].write(tmp_path / f"{model}-shapes.json" if seed == 0 else
+                                      tmp_path / "replicates" / f"{model}-s{seed}-shapes.json", model, "shapes")
+    twins = finetuning_twins(variants, models)
+    cells = twin_cells(twins, ["shapes"], [0], 1000, 0, tmp_path)
+    want = paired_bleu4(scores["student_frozen", 0], scores["student_base", 0], 1000, 0)
+    frozen = cells["student_frozen"]
+    assert frozen["finetuned_twin"] == "student_base"
+    assert (frozen["delta_bleu4_vs_finetuned_shapes"], frozen["delta_bleu4_vs_finetuned_ci95_shapes"],
+            frozen["p_bleu4_vs_finetuned_shapes"]) == (want.delta, want.ci95, want.p_value)
+    assert want.delta < 0 and want.ci95[1] < 0                              # fine-tuning helps here
+    assert "delta_bleu4_vs_finetuned_mean_shapes" not in frozen              # one seed: nothing over seeds
+
+    over = twin_cells(twins, ["shapes"], [0, 1], 1000, 0, tmp_path)["student_frozen_dec"]
+    want = paired_bleu4_over_seeds({s: scores["student_frozen_dec", s] for s in (0, 1)},
+                                   {s: scores["student_dec", s] for s in (0, 1)}, 1000, 0)
+    assert (over["delta_bleu4_vs_finetuned_mean_shapes"], over["delta_bleu4_vs_finetuned_mean_ci95_shapes"]) == \
+        (want.mean, want.ci95)
+    summary = {m: {"loss": m, "bleu4_shapes": scores[m, 0].bleu4} for m in good}
+    rows = twin_rows(twins, cells, summary, ["shapes"])
+    assert [(r["frozen"], r["finetuned"]) for r in rows] == list(twins.items())
+    assert rows[0]["bleu4_frozen_shapes"] == scores["student_frozen", 0].bleu4
+    assert rows[0]["delta_shapes"].startswith(f"{frozen['delta_bleu4_vs_finetuned_shapes']:+.3f} [")
+    assert {c[0] for c in twin_columns(["shapes"], True)} >= set(rows[0]) | {"delta_seeds_shapes"}
