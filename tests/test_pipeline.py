@@ -248,10 +248,11 @@ def test_exp_run_on_one_temperature_reruns_that_student_alone_and_a_queue_sweeps
     assert all(0 < t["p25_ms"] <= t["median_ms"] <= t["p75_ms"] for t in latency["models"].values()), latency
     assert not any("cpu_ms_per_image" in m for m in after.values()), after
 
-    # A queued sweep, run by DVC's queue, each point an experiment of its own. The sweep is over a
-    # param of the report alone, to keep the test fast: the exp run above already showed what a
-    # temperature reruns, and the queue runs each point through the same `dvc exp run`.
-    _run(["dvc", "exp", "run", "--queue", "-S", "report.timing_images=1,3"], repo_copy)
+    # The README's queued sweep over one student's KD weights (the seed study's follow-up (c)), run
+    # by DVC's queue, each point an experiment of its own, then read back by stages.sweep. Two points
+    # keep the test fast: w_dec 1 is the workspace's (every stage skips), w_dec 0.5 reruns student_t20.
+    _run(["dvc", "exp", "run", "--queue", "-S", "distill.student_t20.w_enc=1",
+          "-S", "distill.student_t20.w_dec=0.5,1"], repo_copy)
     _run(["dvc", "queue", "start", "-j", "1"], repo_copy)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -261,9 +262,23 @@ def test_exp_run_on_one_temperature_reruns_that_student_alone_and_a_queue_sweeps
         time.sleep(2)
     assert status.count("Success") == 2, status
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo_copy))
-    swept = {exp["data"]["params"]["params.yaml"]["data"]["report"]["timing_images"]
-             for commit in shown for exp in (commit.get("experiments") or []) for exp in exp["revs"]}
-    assert {1, 3} <= swept, swept
+    swept = {exp["data"]["params"]["params.yaml"]["data"]["distill"]["student_t20"]["w_dec"]: exp["data"]
+             for commit in shown for exp in (commit.get("experiments") or []) for exp in exp["revs"]
+             if exp["data"]["params"]["params.yaml"]["data"]["distill"]["student_t20"]["temperature"] == 30}
+    assert {0.5, 1} <= set(swept), swept.keys()
+    assert swept[0.5]["deps"]["models/student_t20.pt"]["hash"] != swept[1]["deps"]["models/student_t20.pt"]["hash"]
+    _run([sys.executable, "-m", "stages.sweep", "student_t20"], repo_copy)
+    grid = json.loads((repo_copy / "results/sweep/student_t20.json").read_text())
+    # HEAD (T=20) is another study: only the points of the workspace's params, each with its experiment's
+    # scores, the intervals too (which `dvc exp show` leaves out: they are lists)
+    assert [(p["x"], p["y"]) for p in grid["points"]] == [(1.0, 0.5), (1.0, 1.0)], grid
+    for point, w_dec in zip(grid["points"], (0.5, 1)):
+        shown_scores = swept[w_dec]["metrics"]["metrics/summary.json"]["data"]["models"]["student_t20"]
+        assert point["scores"] == {**shown_scores, **{k: v for k, v in point["scores"].items() if k not in shown_scores}}
+        assert len(point["scores"]["delta_bleu4_vs_base_ci95_shapes"]) == 2
+    table = (repo_copy / "results/sweep/student_t20.md").read_text()
+    assert "| w_enc \\ w_dec | 0.5 | 1 |" in table
+    assert f"| 1 | {grid['points'][0]['scores']['bleu4_shapes']:.3f} (" in table, table
 
 
 def test_a_replicate_seed_runs_only_its_own_stages(repo_copy):
