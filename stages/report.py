@@ -356,22 +356,21 @@ def twin_cells(twins: dict[str, str], test_sets: list[str], seeds: list[int], re
     ``delta_bleu4_vs_finetuned_mean_<dataset>`` and ``..._mean_ci95_<dataset>`` over them, each
     seed's frozen student against the twin trained with the same seed."""
     cells: dict[str, dict] = {m: {"finetuned_twin": t} for m, t in twins.items()}
+    models = dict.fromkeys(m for pair in twins.items() for m in pair)
     for dataset in test_sets:
-        def read(m: str, s: int) -> ImageScores:
-            if s == seeds[0]:
-                return ImageScores.read(scores_dir / f"{m}-{dataset}.json", f"evaluate@{m}-{dataset}")
-            return ImageScores.read(scores_dir / "replicates" / f"{m}-s{s}-{dataset}.json",
-                                    f"evaluate_replicate@{m}-{s}-{dataset}")
+        loaded = {m: {s: ImageScores.read(scores_dir / f"{m}-{dataset}.json", f"evaluate@{m}-{dataset}")
+                      if s == seeds[0] else
+                      ImageScores.read(scores_dir / "replicates" / f"{m}-s{s}-{dataset}.json",
+                                       f"evaluate_replicate@{m}-{s}-{dataset}") for s in seeds} for m in models}
         for frozen, twin in twins.items():
-            c = paired_bleu4(read(frozen, seeds[0]), read(twin, seeds[0]), resamples, seed)
+            c = paired_bleu4(loaded[frozen][seeds[0]], loaded[twin][seeds[0]], resamples, seed)
             cells[frozen].update({f"delta_bleu4_vs_finetuned_{dataset}": c.delta,
                                   f"delta_bleu4_vs_finetuned_ci95_{dataset}": c.ci95,
                                   f"p_bleu4_vs_finetuned_{dataset}": c.p_value})
             log.info("%s - %s on %s (the encoder frozen - fine-tuned): BLEU-4 %+.4f [%+.4f, %+.4f], p %.4f",
                      frozen, twin, dataset, c.delta, *c.ci95, c.p_value)
             if len(seeds) > 1:
-                over = paired_bleu4_over_seeds({s: read(frozen, s) for s in seeds}, {s: read(twin, s) for s in seeds},
-                                               resamples, seed)
+                over = paired_bleu4_over_seeds(loaded[frozen], loaded[twin], resamples, seed)
                 cells[frozen].update({f"delta_bleu4_vs_finetuned_mean_{dataset}": over.mean,
                                       f"delta_bleu4_vs_finetuned_mean_ci95_{dataset}": over.ci95})
     return cells
