@@ -26,7 +26,8 @@ from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary
 from capt.train.loop import TrainConfig, fit
-from stages._common import make_config, read_params, run_fingerprint, stage_main, training_runtime, write_training_outputs
+from stages._common import make_config, read_params, stage_main
+from stages._training import run_fingerprint, training_runtime, write_training_outputs
 
 log = logging.getLogger("stages.blip")
 INIT, OUT = Path("models/blip_init"), Path("models/blip")

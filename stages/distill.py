@@ -39,7 +39,8 @@ from capt.models.encoder import EncoderConfig
 from capt.models.saved import count_parameters, load_captioner, load_encoder, save_captioner
 from capt.train.distill import DistillConfig, DistillTask, add_stem_features, student_subset
 from capt.train.loop import TrainConfig, fit
-from stages._common import make_config, read_params, run_fingerprint, stage_main, training_runtime, write_training_outputs
+from stages._common import make_config, read_params, stage_main
+from stages._training import run_fingerprint, training_runtime, write_training_outputs
 
 log = logging.getLogger("stages.distill")
 

@@ -29,7 +29,8 @@ from capt.models.encoder import Encoder, EncoderConfig
 from capt.models.saved import save_encoder
 from capt.train.loop import fit
 from capt.train.pretrain import CellLabelled, EncoderPretrainer, PretrainConfig, PretrainTask, cell_labels
-from stages._common import make_config, read_params, run_fingerprint, stage_main, training_runtime
+from stages._common import make_config, read_params, stage_main
+from stages._training import run_fingerprint, training_runtime
 
 log = logging.getLogger("stages.pretrain")
 ROLES = ("teacher", "students")

@@ -26,7 +26,8 @@ from capt.models.saved import save_captioner
 from capt.train.captioner import CaptionerTask
 from capt.train.checkpoint import load_checkpoint
 from capt.train.loop import TrainConfig, fit
-from stages._common import make_config, read_params, run_fingerprint, stage_main, training_runtime, write_training_outputs
+from stages._common import make_config, read_params, stage_main
+from stages._training import run_fingerprint, training_runtime, write_training_outputs
 
 log = logging.getLogger("stages.train_teacher")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages._common import run_fingerprint
+from stages._training import run_fingerprint
 
 
 def test_fingerprint_changes_with_params_inputs_and_code(tmp_path):
