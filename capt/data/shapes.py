@@ -67,6 +67,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SIZES: tuple[str, ...] = ("small", "large")
 WORLDS: tuple[str, ...] = ("default", "shift")
 NUMBERS: dict[int, str] = {1: "one", 2: "two", 3: "three", 4: "four"}
+# Every phrase R of a relation caption "a R b"; relations_between says which hold.
+RELATIONS: tuple[str, ...] = ("above", "below", "to the left of", "to the right of", "next to")
 
 MAX_OBJECTS = 4  # the count words and the 18-word sentence limit are sized for this
 MAX_CAPTIONS = 8  # every scene, even one lone object, has more distinct true captions
@@ -403,9 +405,21 @@ def _position(obj: _Object, size: int) -> str | None:
 
 def _relations(a: _Object, b: _Object, size: int) -> list[str]:
     """Phrases R for which "a R b" is clearly true of the boxes."""
-    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a.box, b.box
-    dx, dy = b.centre[0] - a.centre[0], b.centre[1] - a.centre[1]
-    clear = 0.02 * size
+    return relations_between(a.box, b.box, size)
+
+
+def relations_between(box_a: tuple[float, float, float, float], box_b: tuple[float, float, float, float],
+                      image_size: float) -> list[str]:
+    """Phrases R (of RELATIONS, in that order) for which "a R b" is clearly true of two boxes.
+
+    Boxes are (x0, y0, x1, y1) in pixels, y down; ``image_size`` is the side of the square image.
+    The generator's own rule, public so that an evaluation judges a caption's relations by the
+    rule that wrote the references (capt.eval.content), not by a copy of it.
+    """
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box_a, box_b
+    # Centres from the corners: exactly an object's x + side / 2 for the generator's integer boxes.
+    dx, dy = (bx0 + bx1) / 2 - (ax0 + ax1) / 2, (by0 + by1) / 2 - (ay0 + ay1) / 2
+    clear = 0.02 * image_size
     found = []
     # Directions need the boxes apart along that axis and that axis to dominate (1.5x).
     if abs(dy) >= 1.5 * abs(dx):
@@ -422,7 +436,7 @@ def _relations(a: _Object, b: _Object, size: int) -> list[str]:
     overlap_x = min(ax1, bx1) - max(ax0, bx0) > 0
     overlap_y = min(ay1, by1) - max(ay0, by0) > 0
     gap = max(bx0 - ax1, ax0 - bx1, by0 - ay1, ay0 - by1)
-    if (overlap_x or overlap_y) and gap <= 0.12 * size:
+    if (overlap_x or overlap_y) and gap <= 0.12 * image_size:
         found.append("next to")
     return found
 
