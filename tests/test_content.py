@@ -336,3 +336,20 @@ def test_every_reference_of_a_generated_world_is_true_and_fully_read(tmp_path):
     assert relations >= 20
     constant = score_content({i: "a picture of a small orange diamond" for i in by_image}, instances).summary()
     assert constant["object_f1"] < 0.2
+
+
+def test_a_shapes_world_is_told_from_coco_by_its_instances(tmp_path):
+    """The evaluation scores objects and relations only where the truth has them: a shapes world's
+    instances (every category a shape, every object with its colour and size words)."""
+    from capt.data.shapes import ShapesConfig, generate_shapes
+    from capt.eval.content import is_shapes_world
+
+    generate_shapes(ShapesConfig(n_train=0, n_val=0, n_test=3), tmp_path, progress=False)
+    data = json.loads((tmp_path / "instances.json").read_text())
+    assert is_shapes_world(Instances(data, "shapes"))
+    del data["annotations"][0]["color"]
+    assert not is_shapes_world(Instances(data, "shapes, a colour missing"))
+    coco_like = {"images": [{"id": 1, "height": 10, "width": 10}], "categories": [{"id": 1, "name": "dog"}],
+                 "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2], "area": 4,
+                                  "iscrowd": 0, "segmentation": [[0, 0, 2, 0, 2, 2]]}]}
+    assert not is_shapes_world(Instances(coco_like, "coco"))

@@ -32,7 +32,9 @@ from pycocoevalcap.cider.cider import Cider
 from capt.errors import CaptError
 from capt.eval.metrics import _sort_key, tokenize_captions
 
-__all__ = ["best_constant_caption", "nearest_neighbour_captions", "pooled_features", "caption_diagnostics"]
+__all__ = ["BASELINE_MODELS", "best_constant_caption", "nearest_neighbour_captions", "pooled_features", "caption_diagnostics"]
+
+BASELINE_MODELS = ("constant", "nearest")     # their names where models have theirs (metrics/eval/<name>-<dataset>.json)
 
 
 def best_constant_caption(train_captions: list[str], val_references: dict[int, list[str]], *,

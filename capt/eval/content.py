@@ -71,7 +71,7 @@ from capt.eval.grounding import ChairLexicon, Instances, Lexicon, dataset_lexico
 from capt.eval.metrics import _sort_key
 from capt.text import normalize_caption
 
-__all__ = ["CONTENT_STATISTICS", "COVERAGE_STATISTICS", "StatedObject", "StatedRelation", "StatedContent",
+__all__ = ["CONTENT_STATISTICS", "COVERAGE_STATISTICS", "StatedObject", "is_shapes_world", "StatedRelation", "StatedContent",
            "TrueObject", "ContentScores", "CoverageScores", "parse_caption", "image_truth", "match_objects",
            "content_statistics", "content_metrics", "score_content", "coverage_statistics", "coverage_metrics",
            "score_coverage"]
@@ -223,6 +223,14 @@ class TrueObject:
     colour: str
     size: str
     box: tuple[float, float, float, float]
+
+
+def is_shapes_world(instances: Instances) -> bool:
+    """Whether the instances are a shapes world's, whose truth the content metric reads: every
+    category a shape of capt.data.shapes, every annotation with its ``color`` and ``size`` words."""
+    anns = instances.coco.dataset.get("annotations", [])
+    return (bool(instances.categories) and set(instances.categories) <= set(SHAPES)
+            and all("color" in a and "size" in a for a in anns))
 
 
 def image_truth(instances: Instances, image_id) -> tuple[list[TrueObject], float]:

@@ -1,6 +1,7 @@
-"""The study's answer in one picture: every model's BLEU-4 and CIDEr on every test set, each with
-its 95% bootstrap interval, the training seeds as dots, and the baseline student and the teacher
-as reference lines; and the same numbers as a CSV for ``dvc plots``.
+"""The study's answer in one picture: every model's BLEU-4, CIDEr-D and (on a shapes world) content
+object F1 on every test set, each with its 95% bootstrap interval, the training seeds as dots,
+and the baseline student, the teacher and the two baselines every model must beat (a constant
+caption, the nearest neighbour) as reference lines; and the same numbers as a CSV for ``dvc plots``.
 
 A model's scores come from its evaluations (``metrics/eval/<model>-<dataset>.json``): the score
 (the mean over seeds where there are several), its interval (``bleu4_ci95``, ``cider_ci95``:
@@ -21,8 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from capt.errors import CaptError  # noqa: E402
 
-METRICS = (("bleu4", "BLEU-4"), ("cider", "CIDEr-D"))
-REFERENCE_LINES = (("student_base", "baseline student", "tab:blue"), ("teacher", "teacher", "tab:red"))
+METRICS = (("bleu4", "BLEU-4"), ("cider", "CIDEr-D"), ("object_f1", "object F1 (content)"))
+OPTIONAL_METRICS = ("object_f1",)      # only a shapes world's evaluations have the content metric
+REFERENCE_LINES = (("student_base", "baseline student", "tab:blue"), ("teacher", "teacher", "tab:red"),
+                   ("constant", "constant caption", "0.45"), ("nearest", "nearest neighbour", "tab:green"))
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ def model_scores(metrics: dict[tuple[str, str], dict], seeds: dict | None = None
     out = []
     for (model, dataset), m in metrics.items():
         for metric, _ in METRICS:
+            if metric in OPTIONAL_METRICS and m.get(metric) is None:
+                continue
             if metric not in m or f"{metric}_ci95" not in m:
                 raise CaptError(f"{model} on {dataset}: no {metric} or {metric}_ci95 in its evaluation's metrics")
             out.append(ModelScore(model, dataset, metric, float(m[metric]), tuple(m[f"{metric}_ci95"]),
@@ -65,7 +70,8 @@ def write_scores_csv(scores: list[ModelScore], dataset: str, path: Path) -> None
                     f"{s.metric}_high": f"{s.ci95[1]:.6g}"})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["model", *(f"{m}{suffix}" for m, _ in METRICS for suffix in ("", "_low", "_high"))]
+    present = {s.metric for s in scores if s.dataset == dataset}
+    fields = ["model", *(f"{m}{suffix}" for m, _ in METRICS if m in present for suffix in ("", "_low", "_high"))]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -85,14 +91,17 @@ def plot_model_scores(scores: list[ModelScore], path: Path, title: str) -> None:
 def draw_model_scores(scores: list[ModelScore], title: str) -> plt.Figure:
     """A panel per metric (rows) and test set (columns): each model a row of the panel, in the
     order of ``scores``, its interval a horizontal bar, its seeds dots, its score a tick; the
-    baseline student's and the teacher's scores dashed vertical lines through the panel."""
+    baseline student's, the teacher's and the two baselines' (a constant caption, the nearest
+    neighbour) scores vertical lines through the panel. A panel per metric of ``METRICS`` that
+    some score has (the content metric: a shapes world's evaluations only)."""
     if not scores:
         raise CaptError("no model scores to plot")
     datasets = list(dict.fromkeys(s.dataset for s in scores))
     models = list(dict.fromkeys(s.model for s in scores))
-    fig, axes = plt.subplots(len(METRICS), len(datasets), figsize=(4.8 * len(datasets), 0.42 * len(models) * 2 + 2),
+    metrics = [(m, label) for m, label in METRICS if any(s.metric == m for s in scores)]
+    fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.8 * len(datasets), 0.42 * len(models) * len(metrics) + 2),
                              squeeze=False)
-    for row, (metric, label) in enumerate(METRICS):
+    for row, (metric, label) in enumerate(metrics):
         for col, dataset in enumerate(datasets):
             ax = axes[row][col]
             panel = {s.model: s for s in scores if s.metric == metric and s.dataset == dataset}
