@@ -4,6 +4,7 @@ turning user mistakes (CaptError) into one clear line instead of a traceback."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import functools
 import logging
 import sys
@@ -61,6 +62,19 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
         record_stage_cost(time.perf_counter() - start)
 
     return wrapper
+
+
+def write_json(path: Path, data: dict, sort_keys: bool = True) -> None:
+    """``data`` as JSON at ``path``, written to a temporary file in its folder and renamed: a full
+    disk or a kill never leaves a half-written file (metrics are not in DVC's cache to restore)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 STAGE_COSTS = "CAPT_STAGE_COSTS"    # env: a JSON-lines file each finished stage appends its cost to

@@ -1,5 +1,10 @@
 """Stage evaluate@<model>-<dataset>: beam search on a test split, every metric.
 
+The same command scores BLIP (``evaluate_blip@<dataset>``) and the two baselines every model must
+beat (``evaluate_baseline@<baseline>-<dataset>``: ``constant`` and ``nearest``, whose captions stage
+baselines@<dataset> wrote to ``results/baselines/``; they have no maps, so no grounding, but CHAIR
+and everything else).
+
 Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, tokenizer, gradcam_layer,
 bootstrap_resamples, bootstrap_seed). Reads
 ``models/<model>.pt`` (a Show-Attend-Tell captioner: beam search, attention maps) or the folder
@@ -25,6 +30,17 @@ drawn from ``evaluate.bootstrap_seed`` and the test set's image ids alone, so ev
 set gets the same resamples; capt.eval.bootstrap), and writes the per-image statistics behind them,
 ``results/scores/<model>-<dataset>.json`` (the image ids in order, each image's BLEU statistics and
 CIDEr-D), from which the report pairs models on the same resamples without scoring again.
+
+What the captions say (capt.eval.content), where the dataset has instances: ``coverage`` (the
+share of each image's annotated categories the caption names) and, on a shapes world, the
+content metric against the truth: ``object_f1`` (objects stated with their shape and every colour
+or size named, matched to true objects), ``shape_f1``, ``attribute_f1``, ``relation_accuracy``
+(None when no relation is stated), their precisions, recalls and count totals, each headline
+with its ``_ci95`` on the same resamples; the per-image counts go to
+``results/content/<model>-<dataset>.json`` for the report's paired comparisons. And what the
+captions look like as a set (capt.eval.baselines.caption_diagnostics, against the training
+captions of ``teacher.dataset``): ``distinct_captions``, ``distinct_share``, ``vocabulary_used``,
+``novel_share`` (not a training caption verbatim).
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import typer
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -43,17 +60,22 @@ from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset
 from capt.data.manifest import load_manifest
 from capt.errors import CaptError
-from capt.eval.bootstrap import MIN_RESAMPLES, confidence_intervals
-from capt.eval.grounding import CHAIR_KEYS, dataset_lexicon, load_instances, score_techniques
+from capt.eval.baselines import BASELINE_MODELS, caption_diagnostics
+from capt.eval.bootstrap import MIN_RESAMPLES, confidence_intervals, resample_counts
+from capt.eval.content import is_shapes_world, score_content, score_coverage
+from capt.eval.grounding import CHAIR_KEYS, Instances, dataset_lexicon, load_instances, score_techniques
 from capt.eval.maps import write_word_maps
 from capt.eval.metrics import TOKENIZERS, ptb_tokenizer_available, score_captions_per_image, write_coco_results
 from capt.models.gradcam import lstm_word_gradcam
 from capt.text import normalize_caption
 from capt.models.saved import load_captioner
 from capt.train.distributed import resolve_device
-from stages._common import make_config, read_params, stage_main
+from stages._common import make_config, read_params, stage_main, write_json
 
 log = logging.getLogger("stages.evaluate")
+# The content scores given an interval in the metrics (capt.eval.content has more, in the per-image file).
+CONTENT_INTERVALS = {"coverage": ("coverage",),
+                     "content": ("object_f1", "shape_f1", "attribute_f1", "relation_accuracy")}
 
 
 @dataclass(frozen=True)
@@ -117,30 +139,83 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     return {i: caption for i, (caption, _, _) in out.items()}, {"gradcam_crossattn": maps}
 
 
-def _grounding(dataset: str, maps: dict[str, dict], cfg: EvaluateConfig,
-               references: dict[int, list[str]] | None = None) -> dict:
-    """CHAIR of the captions and the grounding of each technique's maps, where the dataset has
-    instance masks. ``references`` (image id -> raw reference captions): the objects they name
-    count as present for CHAIR, as in Rohrbach et al.'s code (the ``_instances`` variants ignore them)."""
+def _baseline(model: str, dataset: str):
+    """A baseline's captions (stage baselines@<dataset>) and no maps: it attends to nothing."""
+    path = Path("results/baselines") / f"{model}-{dataset}.json"
+    try:
+        rows = json.loads(path.read_text())
+        return {int(r["image_id"]): r["caption"] for r in rows}, {}
+    except FileNotFoundError:
+        raise CaptError(f"{path}: missing; run baselines@{dataset}") from None
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
+        raise CaptError(f"{path}: not COCO results ({e}); run baselines@{dataset} again") from None
+
+
+def test_instances(dataset: str, image_ids) -> Instances | None:
+    """The instances of a test set's images (data/raw/<dataset>), None where it has none. Only the
+    scored images': COCO's train file holds none of Karpathy's test images."""
     manifest = load_manifest(Path("data/raw") / dataset)
     if not manifest.instances:
-        log.info("%s has no instance masks: no grounding or CHAIR scores", dataset)
+        log.info("%s has no instance masks: no grounding, CHAIR or content scores", dataset)
+        return None
+    return load_instances(manifest, image_ids=set(image_ids))
+
+
+def caption_content(hypotheses: dict[int, str], instances: Instances | None) -> dict:
+    """The captions' per-image content statistics (capt.eval.content): object coverage on every
+    dataset with instances, objects, attributes and relations on a shapes world;
+    ``{"coverage": CoverageScores, "content": ContentScores}``, what there is of them."""
+    if instances is None:
         return {}
-    # Only the scored (test) images' instances: COCO's train file holds none of Karpathy's test images.
-    instances = load_instances(manifest, image_ids={i for technique_maps in maps.values() for i in technique_maps})
+    per_image = {"coverage": score_coverage(hypotheses, instances)}
+    if is_shapes_world(instances):
+        per_image["content"] = score_content(hypotheses, instances)
+    return per_image
+
+
+def _grounding(instances: Instances | None, hypotheses: dict[int, str], maps: dict[str, dict], cfg: EvaluateConfig,
+               references: dict[int, list[str]] | None = None) -> dict:
+    """CHAIR of the captions and the grounding of each technique's maps, where the dataset has
+    instance masks (a model without maps, a baseline: CHAIR alone). ``references`` (image id -> raw
+    reference captions): the objects they name count as present for CHAIR, as in Rohrbach et al.'s
+    code (the ``_instances`` variants ignore them)."""
+    if instances is None:
+        return {}
     lexicon = dataset_lexicon(instances.categories)
     out: dict = {"grounding": {}}
     reference_words = {i: [normalize_caption(c) for c in refs] for i, refs in (references or {}).items()}
-    for technique, s in score_techniques(maps, instances, lexicon, cfg.grounding_tolerance, reference_words).items():
+    captions_only = {None: {i: (normalize_caption(h), None) for i, h in hypotheses.items()}}   # CHAIR alone
+    for technique, s in score_techniques(maps or captions_only, instances, lexicon, cfg.grounding_tolerance,
+                                         reference_words).items():
         out.update({k: s.pop(k) for k in CHAIR_KEYS})   # the same captions for every technique
+        if technique is None:
+            del out["grounding"]
+            break
         out["grounding"][technique] = s
-        log.info("%s grounding on %s (%d words): pointing game %.3f (centre %.3f, uniform %.3f), "
-                 "mass in mask %.3f (centre %.3f, uniform %.3f)", technique, dataset, s["grounded_words"],
+        log.info("%s grounding (%d words): pointing game %.3f (centre %.3f, uniform %.3f), "
+                 "mass in mask %.3f (centre %.3f, uniform %.3f)", technique, s["grounded_words"],
                  s["pointing_game"], s["pointing_game_centre"], s["pointing_game_uniform"], s["mass_in_mask"],
                  s["mass_in_mask_centre"], s["mass_in_mask_uniform"])
     log.info("CHAIR-i %.3f, CHAIR-s %.3f (instances alone: %.3f, %.3f; %d object mentions)", out["chair_i"],
              out["chair_s"], out["chair_i_instances"], out["chair_s_instances"], out["object_mentions"])
     return out
+
+
+def content_cells(per_image: dict, cfg: EvaluateConfig) -> dict:
+    """The content scores of the captions (capt.eval.content) with a 95% percentile bootstrap
+    interval, on the same resamples as BLEU's, for each of ``CONTENT_INTERVALS`` (None where
+    undefined: no relation stated)."""
+    cells = {}
+    for kind, scores in per_image.items():
+        cells.update(scores.summary())
+        for name in CONTENT_INTERVALS[kind]:
+            if cells[name] is None:
+                cells[f"{name}_ci95"] = None
+                continue
+            low, high = np.nanpercentile(scores.resampled(resample_counts(scores.image_ids, cfg.bootstrap_resamples,
+                                                                          cfg.bootstrap_seed))[name], (2.5, 97.5))
+            cells[f"{name}_ci95"] = [float(low), float(high)]
+    return cells
 
 
 @stage_main
@@ -150,7 +225,9 @@ def main(model: str, dataset: str) -> None:
         raise CaptError(f"evaluate.tokenizer is ptb (coco-caption's PTBTokenizer), which cannot run: {why_not}")
     test_h5 = Path("data/prepared") / dataset / "test.h5"
     folder = Path("models") / model
-    if folder.is_dir():
+    if model in BASELINE_MODELS:
+        hypotheses, maps = _baseline(model, dataset)
+    elif folder.is_dir():
         hypotheses, maps = _blip(folder, CaptionDataset(test_h5), cfg)
     else:
         hypotheses, maps = _lstm(model, CaptionDataset(test_h5), cfg)
@@ -158,19 +235,29 @@ def main(model: str, dataset: str) -> None:
     scores, per_image = score_captions_per_image(references, hypotheses, tokenizer=cfg.tokenizer, human_ceiling=True,
                                                  meteor={"auto": None, "on": True, "off": False}[cfg.meteor])
     scores["images"] = len(hypotheses)
+    train_h5 = Path("data/prepared") / read_params("teacher", "dataset") / "train.h5"
+    scores.update(caption_diagnostics(hypotheses, [c for refs in read_references(train_h5).values() for c in refs]))
     scores.update(confidence_intervals(per_image, cfg.bootstrap_resamples, cfg.bootstrap_seed))
-    scores.update(_grounding(dataset, maps, cfg, references))
-    out = Path("metrics/eval") / f"{model}-{dataset}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+    instances = test_instances(dataset, hypotheses)
+    scores.update(_grounding(instances, hypotheses, maps, cfg, references))
+    content = caption_content(hypotheses, instances)
+    scores.update(content_cells(content, cfg))
+    write_json(Path("metrics/eval") / f"{model}-{dataset}.json", scores)
     write_coco_results(hypotheses, Path("results/captions") / f"{model}-{dataset}.json")
     per_image.write(Path("results/scores") / f"{model}-{dataset}.json", model, dataset)
+    write_json(Path("results/content") / f"{model}-{dataset}.json",
+               {"model": model, "dataset": dataset, **{kind: c.to_json() for kind, c in content.items()}})
     for technique, technique_maps in maps.items():
         write_word_maps(Path("results/maps") / technique / f"{model}-{dataset}.h5", technique_maps, technique)
     log.info("%s on %s: %s", model, dataset,
              ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, (int, float))))
     log.info("95%% intervals over %d resamples of the test images: BLEU-4 [%.4f, %.4f], CIDEr-D [%.4f, %.4f]",
              cfg.bootstrap_resamples, *scores["bleu4_ci95"], *scores["cider_ci95"])
+    log.info("%d distinct captions for %d images (%d words; %.1f%% not a training caption verbatim)%s",
+             scores["distinct_captions"], scores["images"], scores["vocabulary_used"], 100 * scores["novel_share"],
+             "".join(f", {k} {scores[k]:.3f}" for k in ("object_f1", "attribute_f1", "relation_accuracy", "coverage")
+                     if scores.get(k) is not None))
+
 
 if __name__ == "__main__":
     typer.run(main)

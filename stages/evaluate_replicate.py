@@ -5,15 +5,16 @@ bootstrap_seed), as every evaluation. Reads ``models/replicates/<variant>-s<seed
 replicate@<variant>-<seed>) and ``data/prepared/<dataset>/test.h5``; writes
 ``metrics/replicates/<variant>-s<seed>-<dataset>.json`` (the same scores as evaluate@: BLEU-1..4,
 coco-caption BLEU, CIDEr-D, ROUGE-L, the leave-one-out pair, the 95% bootstrap intervals) and
-``results/scores/replicates/<variant>-s<seed>-<dataset>.json``, the per-image statistics from
-which the report compares the variants over seeds (capt.eval.seeds). A replicate answers "how
+``results/scores/replicates/<variant>-s<seed>-<dataset>.json`` and
+``results/content/replicates/<variant>-s<seed>-<dataset>.json`` (where ``data/raw/<dataset>`` has
+instances: the content metric's per-image counts, capt.eval.content), the per-image statistics
+from which the report compares the variants over seeds (capt.eval.seeds). A replicate answers "how
 much does another seed change the score?": it draws no maps (no Grad-CAM, grounding or CHAIR),
 which the study's own students (evaluate@) have. METEOR is not computed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -28,8 +29,8 @@ from capt.eval.bootstrap import confidence_intervals
 from capt.eval.metrics import ptb_tokenizer_available, score_captions_per_image
 from capt.models.saved import load_captioner
 from capt.train.distributed import resolve_device
-from stages._common import make_config, read_params, stage_main
-from stages.evaluate import EvaluateConfig
+from stages._common import make_config, read_params, stage_main, write_json
+from stages.evaluate import EvaluateConfig, caption_content, content_cells, test_instances
 
 log = logging.getLogger("stages.evaluate_replicate")
 
@@ -52,10 +53,12 @@ def main(variant: str, seed: int, dataset: str) -> None:
                                                  human_ceiling=True, meteor=False)
     scores["images"] = len(hypotheses)
     scores.update(confidence_intervals(per_image, cfg.bootstrap_resamples, cfg.bootstrap_seed))
-    out = Path("metrics/replicates") / f"{name}-{dataset}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+    content = caption_content(hypotheses, test_instances(dataset, hypotheses))
+    scores.update(content_cells(content, cfg))
+    write_json(Path("metrics/replicates") / f"{name}-{dataset}.json", scores)
     per_image.write(Path("results/scores/replicates") / f"{name}-{dataset}.json", name, dataset)
+    write_json(Path("results/content/replicates") / f"{name}-{dataset}.json",
+               {"model": name, "dataset": dataset, **{kind: c.to_json() for kind, c in content.items()}})
     log.info("%s on %s: BLEU-4 %.4f [%.4f, %.4f], CIDEr-D %.4f", name, dataset, scores["bleu4"],
              *scores["bleu4_ci95"], scores["cider"])
 

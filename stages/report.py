@@ -44,15 +44,17 @@ import torch
 import typer
 
 from capt.errors import CaptError
-from capt.eval.bootstrap import ImageScores, paired_bleu4
+from capt.eval.baselines import BASELINE_MODELS
+from capt.eval.bootstrap import ImageScores, format_p, paired_bleu4
+from capt.eval.compare import COMPARED_METRICS, METRIC_NAMES, PerImage, compare_models, evaluation_statistics
 from capt.eval.grounding import CHAIR_KEYS
-from capt.eval.seeds import mean_sd, paired_bleu4_over_seeds
+from capt.eval.seeds import compare_over_seeds, mean_sd, paired_bleu4_over_seeds
 from capt.blip.model import caption_images, load_blip, read_generation
 from capt.eval.table import folder_mb, markdown_table, model_size, time_per_image
 from capt.models.saved import load_captioner
 from capt.viz.report import Figures, Table, write_report
 from capt.viz.scores import model_scores, plot_model_scores, write_scores_csv
-from stages._common import make_config, read_params, stage_main, study_models
+from stages._common import BLIP_MODEL, make_config, read_params, stage_main, study_models, write_json
 
 log = logging.getLogger("stages.report")
 
@@ -154,16 +156,42 @@ def main() -> None:
             row["chair"], row["grounding"] = chair, grounding
         rows.append(row)
         log.info("%s: %s", model, row)
+    for baseline in BASELINE_MODELS:           # what every model must beat, scored as the models are
+        row, chair = {"model": baseline, "loss": BASELINE_LOSS[baseline]}, {}
+        for dataset in test_sets:
+            scores_path = Path("metrics/eval") / f"{baseline}-{dataset}.json"
+            try:
+                scores = json.loads(scores_path.read_text())
+            except FileNotFoundError:
+                raise CaptError(f"{scores_path}: missing; run {evaluation_stage(baseline, dataset)}") from None
+            row.update(score_cells(scores, dataset, f"{scores_path} ({evaluation_stage(baseline, dataset)})"))
+            evaluations[(baseline, dataset)] = scores
+            if "chair_i" in scores:
+                chair[dataset] = {k: scores[k] for k in CHAIR_KEYS}
+        if chair:
+            row["chair"] = chair
+        rows.append(row)
+    for row in rows:
+        row.update(above_constant_cells(row, next(r for r in rows if r["model"] == "constant"), test_sets))
 
     summary = {"models": {r["model"]: {k: v for k, v in r.items() if k != "model"} for r in rows}}
     latency = write_latency(captioners, images, cfg, test_sets[0], Path("results/latency.json"))
     for row in rows:                           # the tables show it; metrics/summary.json never does
-        row["cpu_ms_per_image"] = latency_cell(latency[row["model"]])
-        row["epochs"] = epochs_cell(row["model"])
-    for student, cells in paired_cells(read_params("study", "models"), test_sets,
-                                       read_params("evaluate", "bootstrap_resamples"),
-                                       read_params("evaluate", "bootstrap_seed")).items():
+        if row["model"] in captioners:
+            row["cpu_ms_per_image"] = latency_cell(latency[row["model"]])
+            row["epochs"] = epochs_cell(row["model"])
+    resamples, boot_seed = read_params("evaluate", "bootstrap_resamples"), read_params("evaluate", "bootstrap_seed")
+    study = read_params("study", "models")
+    for m, name in BASELINES.items():
+        if name not in study:
+            log.info("%s is not in study.models: no comparisons with it", name)
+    students = [m for m in study if m != BASELINES["teacher"]]
+    for student, cells in paired_cells(students, {n: m for n, m in BASELINES.items() if m in study}, test_sets,
+                                       resamples, boot_seed, content_dir=Path("results/content")).items():
         summary["models"][student].update(cells)
+    for model, cells in paired_cells(study_models(), CAPTION_BASELINES, test_sets, resamples, boot_seed,
+                                     content_dir=Path("results/content")).items():
+        summary["models"][model].update(cells)
     replicate_seeds = read_params("study", "replicate_seeds")
     seeds = [read_params("students", "train")["seed"], *replicate_seeds]
     twins = finetuning_twins(variants, read_params("study", "models"), read_params("students", "encoder")["fine_tune"])
@@ -175,19 +203,20 @@ def main() -> None:
     if replicate_seeds:
         for student, cells in seed_cells(read_params("study", "models"), test_sets, seeds,
                                          read_params("evaluate", "bootstrap_resamples"),
-                                         read_params("evaluate", "bootstrap_seed"), seed_values).items():
+                                         read_params("evaluate", "bootstrap_seed"), seed_values,
+                                         content_dir=Path("results/content")).items():
             summary["models"][student].update(cells)
             next(r for r in rows if r["model"] == student).update(seed_table_cells(cells, test_sets))
-    Path("metrics/summary.json").write_text(json.dumps(summary, indent=2) + "\n")   # rows in study order
+    write_json(Path("metrics/summary.json"), summary, sort_keys=False)   # rows in study order
     columns = [("model", "model"), ("loss", "loss"), ("encoder", "encoder"), ("fine_tuned", "encoder fine-tuned"),
                ("hidden", "LSTM"),
                ("parameters", "parameters"), ("checkpoint_mb", "checkpoint MB", "{:.2f}"),
                ("cpu_ms_per_image", "CPU ms/image"), ("epochs", "epoch chosen"),
                *[(f"{key}_{d}", f"{header} {d}", *fmt) for d in test_sets for key, header, *fmt in
-                 (("bleu4", "BLEU-4"), ("cider", "CIDEr"), ("ceiling_share", "share of ceiling", "{:.1%}"))],
-               *([(f"{key}_{d}", f"{header} {d}") for d in test_sets for key, header in
-                  (("bleu4_over_seeds", "BLEU-4 over seeds"), ("delta_over_seeds", "vs student_base over seeds"))]
-                 if replicate_seeds else []),
+                 (("bleu4", "BLEU-4"), ("cider", "CIDEr"), *content_columns(rows, d),
+                  ("ceiling_share", "share of ceiling", "{:.1%}"), ("above_constant", "above constant", "{:.1%}"),
+                  ("distinct_captions", "distinct captions"))],
+               *(seed_columns(rows, test_sets) if replicate_seeds else []),
                ("seed_bleu4", "seed BLEU-4 (COCO)")]
     table1_note = (f"BLEU-4 (nltk corpus BLEU against every reference) and CIDEr on each test split "
                    f"(beam {read_params('evaluate', 'beam_size')}, {read_params('evaluate', 'tokenizer')} tokenizer). "
@@ -196,8 +225,24 @@ def main() -> None:
                    f"passes over {len(images)} images, every model timed in turn in each pass (a wall-clock "
                    "time: results/latency.json, not the metrics). Epoch chosen: the best of the epochs run on the "
                    "val score of train.select_on (metrics/train); a model whose last epoch is its best was still "
-                   "improving when its epochs ran out. The seed's BLEU-4 is on COCO, beside ours for the variants it had.")
-    text = f"# Table 1: teacher and students\n\n{table1_note}\n\n" + markdown_table(rows, columns)
+                   "improving when its epochs ran out. The seed's BLEU-4 is on COCO, beside ours for the variants it had. "
+                   f"{BASELINES_NOTE} {CONTENT_NOTE} Distinct captions: how many different captions a model writes for the "
+                   + ", ".join(f"{evaluations[(rows[0]['model'], d)]['images']} {d}" for d in test_sets)
+                   + " test images; its vocabulary and the share of its captions that are no training caption "
+                   "verbatim are in metrics/eval (vocabulary_used, novel_share).")
+    text = f"# Table 1: teacher, students, BLIP and the baselines\n\n{table1_note}\n\n" + markdown_table(rows, columns)
+    seed_note = (f"One training run per model: each interval is a 95% paired percentile bootstrap over the test images "
+                 f"({resamples} resamples) and p an approximate randomisation test on the same images; they say how "
+                 "sure the difference is for these trained weights, not for the method: another training seed can "
+                 "change it as much (dvc exp run -S seeds=five replicates every student).")
+    vs_baselines = comparison_rows(summary["models"], study_models(), list(CAPTION_BASELINES), test_sets, resamples)
+    vs_students = comparison_rows(summary["models"], students, [n for n, m in BASELINES.items() if m in study],
+                                  test_sets, resamples)
+    text += ("\n## Against the baselines\n\nEach model minus the constant caption and minus the nearest neighbour, "
+             "paired on the same test images. " + seed_note + "\n\n"
+             + markdown_table(vs_baselines, comparison_columns(vs_baselines, test_sets)))
+    text += ("\n## Students against the baseline student and the teacher\n\n" + seed_note + "\n\n"
+             + markdown_table(vs_students, comparison_columns(vs_students, test_sets)))
     grounding, chair = grounding_rows(rows), chair_rows(rows)
     grounding_note = ("Each mention of an object category in a model's own test captions whose category is in the "
                       "image, scored on that word's map upsampled to the image's original size. Pointing game: the "
@@ -232,7 +277,10 @@ def main() -> None:
         f"Every model of the study on {', '.join(test_sets)}: the numbers of metrics/summary.json and the figures "
         "of the DAG, made by the report stage."), [
         Figures("Figure 1: does distillation help?", [figure], FIGURE1_NOTE, width="100%"),
-        Table("Table 1: teacher, students and BLIP", rows, columns, table1_note),
+        Table("Table 1: teacher, students, BLIP and the baselines", rows, columns, table1_note),
+        Table("Against the baselines", vs_baselines, comparison_columns(vs_baselines, test_sets), seed_note),
+        Table("Students against the baseline student and the teacher", vs_students,
+              comparison_columns(vs_students, test_sets), seed_note),
         *([Table("Encoder fine-tuning x KD", twin_table, twin_columns(test_sets, len(seeds) > 1), twin_note)]
           if twin_table else []),
         Table("Grounding: does each word's map land on what it names?", grounding, GROUNDING_COLUMNS, grounding_note,
@@ -299,6 +347,11 @@ def write_figure1(evaluations: dict, test_sets: list[str], png: Path, plots_dir:
 # What each row keeps of an evaluation's metrics, per test set (metrics/summary.json): nltk and
 # coco-caption BLEU-4, CIDEr, and the leave-one-out pair behind the share of the ceiling.
 SCORE_KEYS = ("bleu4", "bleu4_coco", "cider", "bleu4_loo", "ceiling_bleu4", "ceiling_folds")
+# ... and, where the evaluation has them: the content metric (capt.eval.content; object F1 and its
+# interval on a shapes world, coverage wherever there are instances) and what the captions look
+# like as a set (capt.eval.baselines.caption_diagnostics).
+CONTENT_KEYS = ("object_f1", "object_f1_ci95", "attribute_f1", "relation_accuracy", "coverage", "coverage_ci95",
+                "distinct_captions", "vocabulary_used", "novel_share")
 
 def score_cells(scores: dict, dataset: str, where: str) -> dict:
     """A Table 1 row's cells for one test set, from its evaluation's metrics: ``SCORE_KEYS`` and
@@ -309,42 +362,116 @@ def score_cells(scores: dict, dataset: str, where: str) -> dict:
         raise CaptError(f"{where}: no {', '.join(missing)} in its metrics (an older evaluation); run it again")
     cells = {f"{k}_{dataset}": scores[k] for k in SCORE_KEYS}
     cells[f"ceiling_share_{dataset}"] = scores["bleu4_loo"] / scores["ceiling_bleu4"] if scores["ceiling_bleu4"] else None
+    cells.update({f"{k}_{dataset}": scores[k] for k in CONTENT_KEYS if k in scores})
     return cells
+
+
+BASELINES_NOTE = ("The baselines: `constant`, one training caption (of the most frequent, the best on val "
+                  "CIDEr-D) for every test image; `nearest`, each test image the first reference caption of its "
+                  "nearest training image in the teacher's frozen trunk (cosine of the mean-pooled features). A "
+                  "score a baseline also reaches is no evidence that a model looks at the image. Above constant: "
+                  "(bleu4_loo - the constant's) / (ceiling - the constant's), 0 the constant caption, 1 the humans.")
+CONTENT_NOTE = ("Object F1 (shapes worlds; capt.eval.content): the objects a caption states, each matched to a "
+                "true object with its shape and every colour or size it names, F1 over the test set's stated and "
+                "true objects, with its 95% bootstrap interval in metrics/eval (object_f1_ci95); coverage "
+                "(datasets with instances): the share of each image's annotated categories the caption names.")
+
+
+def content_columns(rows: list[dict], dataset: str) -> list[tuple]:
+    """Table 1's content column on a test set: object F1 where the evaluations have it (a shapes
+    world), else object coverage where they have that, else none."""
+    for key, header in (("object_f1", "object F1"), ("coverage", "coverage")):
+        if any(r.get(f"{key}_{dataset}") is not None for r in rows):
+            return [(key, header, "{:.3f}")]
+    return []
+
+
+def above_constant_cells(row: dict, constant: dict, test_sets: list[str]) -> dict:
+    """``above_constant_<dataset>``: how much of the way from the constant caption to the humans a
+    model goes, ``(bleu4_loo - constant's) / (ceiling_bleu4 - constant's)``, all on the same
+    leave-one-out folds: 0 is the constant caption, 1 the humans, below 0 worse than one caption
+    for every image. The share of the ceiling alone flatters template-writers: on shapes one fixed
+    sentence reaches half of it."""
+    out = {}
+    for d in test_sets:
+        floor, ceiling = constant[f"bleu4_loo_{d}"], constant[f"ceiling_bleu4_{d}"]
+        out[f"above_constant_{d}"] = ((row[f"bleu4_loo_{d}"] - floor) / (ceiling - floor)
+                                      if ceiling is not None and floor is not None and ceiling > floor else None)
+    return out
 
 
 # What each student is compared with (metrics/summary.json): the name in its keys -> the model.
 BASELINES = {"base": "student_base", "teacher": "teacher"}
+# What every model is compared with: the baselines of stage baselines@<dataset>, by their names.
+CAPTION_BASELINES = {b: b for b in BASELINE_MODELS}
+# Table 1's rows for the baselines: what each is.
+BASELINE_LOSS = {"constant": "baseline: one training caption for every image (best val CIDEr-D)",
+                 "nearest": "baseline: the caption of the nearest training image (1-NN, teacher's trunk)"}
 
 
-def paired_cells(models: list[str], test_sets: list[str], resamples: int, seed: int,
-                 scores_dir: Path = Path("results/scores")) -> dict[str, dict]:
-    """Student -> its paired comparisons with each of ``BASELINES`` on each test set:
-    ``delta_bleu4_vs_<name>_<dataset>`` (observed), ``delta_bleu4_vs_<name>_ci95_<dataset>``
-    (``[low, high]``) and ``p_bleu4_vs_<name>_<dataset>``, from the per-image statistics in
-    ``scores_dir``. Every model of ``models`` but the teacher is a student, the baseline too (its
-    comparison with itself reads 0, [0, 0], p 1: every student has the same keys); a baseline not
-    in ``models`` is left out, with a log line."""
-    baselines = {name: m for name, m in BASELINES.items() if m in models}
-    for name, m in BASELINES.items():
-        if name not in baselines:
-            log.info("%s is not in study.models: no comparisons with it", m)
-    students = [m for m in models if m != BASELINES["teacher"]]
-    cells: dict[str, dict] = {m: {} for m in students}
+def evaluation_stage(model: str, dataset: str) -> str:
+    """The stage whose outputs hold a model's evaluation on a test set, for error lines."""
+    if model == BLIP_MODEL:
+        return f"evaluate_blip@{dataset}"
+    if model in BASELINE_MODELS:
+        return f"evaluate_baseline@{model}-{dataset}"
+    return f"evaluate@{model}-{dataset}"
+
+
+def paired_cells(subjects: list[str], references: dict[str, str], test_sets: list[str], resamples: int, seed: int,
+                 scores_dir: Path = Path("results/scores"), content_dir: Path | None = None) -> dict[str, dict]:
+    """Model -> its paired comparisons with each of ``references`` (name in the keys -> model) on each
+    test set, by every metric both evaluations have (capt.eval.compare: BLEU-4, CIDEr-D and, with
+    ``content_dir``, the content metric): ``delta_<metric>_vs_<name>_<dataset>`` (observed, the
+    subject minus the reference), ``delta_<metric>_vs_<name>_ci95_<dataset>`` (``[low, high]``, the
+    paired percentile bootstrap over the test images) and ``p_<metric>_vs_<name>_<dataset>`` (paired
+    approximate randomisation), from the per-image statistics in ``scores_dir`` and ``content_dir``.
+    A model compared with itself reads 0, [0, 0], p 1, so every subject has the same keys."""
+    cells: dict[str, dict] = {m: {} for m in subjects}
     for dataset in test_sets:
-        loaded = {m: ImageScores.read(scores_dir / f"{m}-{dataset}.json", f"evaluate@{m}-{dataset}")
-                  for m in dict.fromkeys([*students, *baselines.values()])}
-        for student in students:
-            for name, baseline in baselines.items():
+        loaded = {m: evaluation_statistics(scores_dir / f"{m}-{dataset}.json",
+                                           content_dir / f"{m}-{dataset}.json" if content_dir else None,
+                                           evaluation_stage(m, dataset))
+                  for m in dict.fromkeys([*subjects, *references.values()])}
+        for subject in subjects:
+            for name, reference in references.items():
                 try:
-                    c = paired_bleu4(loaded[student], loaded[baseline], resamples, seed)
+                    compared = compare_models(loaded[subject], loaded[reference], resamples, seed)
                 except CaptError as e:
-                    raise CaptError(f"{student} against {baseline} on {dataset} ({scores_dir}): {e}") from None
-                cells[student].update({f"delta_bleu4_vs_{name}_{dataset}": c.delta,
-                                       f"delta_bleu4_vs_{name}_ci95_{dataset}": c.ci95,
-                                       f"p_bleu4_vs_{name}_{dataset}": c.p_value})
-                log.info("%s - %s on %s: BLEU-4 %+.4f [%+.4f, %+.4f], p %.4f (%d resamples)", student, baseline,
-                         dataset, c.delta, *c.ci95, c.p_value, resamples)
+                    raise CaptError(f"{subject} against {reference} on {dataset} ({scores_dir}): {e}") from None
+                for metric, c in compared.items():
+                    cells[subject].update({f"delta_{metric}_vs_{name}_{dataset}": c.delta,
+                                           f"delta_{metric}_vs_{name}_ci95_{dataset}": c.ci95,
+                                           f"p_{metric}_vs_{name}_{dataset}": c.p_value})
+                    log.info("%s - %s on %s: %s %+.4f [%+.4f, %+.4f], %s (%d resamples)", subject, reference, dataset,
+                             METRIC_NAMES[metric], c.delta, *c.ci95, format_p(c.p_value, resamples), resamples)
     return cells
+
+
+def comparison_rows(summary: dict, subjects: list[str], names: list[str], test_sets: list[str],
+                    resamples: int) -> list[dict]:
+    """A row per subject and reference name: per test set and metric, ``delta [low, high], p``."""
+    rows = []
+    for subject in subjects:
+        for name in names:
+            cells = summary[subject]
+            row = {"model": subject, "against": {**BASELINES, **CAPTION_BASELINES}[name]}
+            for d in test_sets:
+                for metric in COMPARED_METRICS:
+                    key = f"delta_{metric}_vs_{name}_{d}"
+                    if key in cells:
+                        low, high = cells[f"delta_{metric}_vs_{name}_ci95_{d}"]
+                        row[f"{metric}_{d}"] = (f"{cells[key]:+.3f} [{low:+.3f}, {high:+.3f}], "
+                                                f"{format_p(cells[f'p_{metric}_vs_{name}_{d}'], resamples)}")
+            if len(row) > 2:
+                rows.append(row)
+    return rows
+
+
+def comparison_columns(rows: list[dict], test_sets: list[str]) -> list[tuple]:
+    return [("model", "model"), ("against", "against"),
+            *[(f"{m}_{d}", f"{METRIC_NAMES[m]} {d}") for d in test_sets for m in COMPARED_METRICS
+              if any(f"{m}_{d}" in r for r in rows)]]
 
 
 def twin_cells(twins: dict[str, str], test_sets: list[str], seeds: list[int], resamples: int, seed: int,
@@ -403,52 +530,84 @@ def twin_columns(test_sets: list[str], over_seeds: bool) -> list[tuple]:
 
 
 def seed_cells(models: list[str], test_sets: list[str], seeds: list[int], resamples: int, seed: int,
-               seed_values: dict, scores_dir: Path = Path("results/scores")) -> dict[str, dict]:
+               seed_values: dict, scores_dir: Path = Path("results/scores"),
+               content_dir: Path | None = None) -> dict[str, dict]:
     """Student -> its scores over the training ``seeds`` (the study's own first, then
-    ``study.replicate_seeds``) on each test set (capt.eval.seeds): ``bleu4_seeds_<dataset>`` (per
-    seed), ``bleu4_mean_<dataset>``, ``bleu4_sd_<dataset>``, and against the baseline trained with
-    the same seed ``delta_bleu4_vs_base_seeds_<dataset>``, ``..._mean_<dataset>``, ``..._sd_<dataset>``
-    and ``delta_bleu4_vs_base_mean_ci95_<dataset>`` (the two-level bootstrap over images and
-    seeds). Fills ``seed_values[(model, dataset, metric)]`` with each seed's BLEU-4 and CIDEr-D."""
+    ``study.replicate_seeds``; ``seeds`` in the cells says how many) on each test set, by every
+    metric of capt.eval.compare its evaluations have (BLEU-4, CIDEr-D, and with ``content_dir``
+    the content metric): ``<metric>_seeds_<dataset>`` (per seed), ``<metric>_mean_<dataset>``,
+    ``<metric>_sd_<dataset>``, and against the baseline trained with the same seed
+    ``delta_<metric>_vs_base_seeds_<dataset>`` (the per-seed paired differences),
+    ``..._mean_<dataset>``, ``..._sd_<dataset>`` and ``delta_<metric>_vs_base_mean_ci95_<dataset>``
+    (capt.eval.seeds: a Student t-interval on the per-seed differences, None for one seed).
+    ``resamples`` and ``seed`` are unused (the t-interval draws nothing); kept for the callers.
+    Fills ``seed_values[(model, dataset, metric)]`` with each seed's score (Figure 1's dots)."""
     students = [m for m in models if m != BASELINES["teacher"]]
     cells: dict[str, dict] = {m: {"seeds": list(seeds)} for m in students}
+
+    def evaluation(m: str, s: int, dataset: str) -> dict[str, PerImage]:
+        if s == seeds[0]:
+            name, stage, folder = m, f"evaluate@{m}-{dataset}", ""
+        else:
+            name, stage, folder = f"{m}-s{s}", f"evaluate_replicate@{m}-{s}-{dataset}", "replicates"
+        return evaluation_statistics(scores_dir / folder / f"{name}-{dataset}.json",
+                                     content_dir / folder / f"{name}-{dataset}.json" if content_dir else None, stage)
+
     for dataset in test_sets:
-        by_seed = {}
+        by_seed = {m: {s: evaluation(m, s, dataset) for s in seeds} for m in students}
+        metrics = [k for k in COMPARED_METRICS if all(k in by_seed[m][s] for m in students for s in seeds)]
         for m in students:
-            by_seed[m] = {seeds[0]: ImageScores.read(scores_dir / f"{m}-{dataset}.json", f"evaluate@{m}-{dataset}")}
-            for s in seeds[1:]:
-                by_seed[m][s] = ImageScores.read(scores_dir / "replicates" / f"{m}-s{s}-{dataset}.json",
-                                                 f"evaluate_replicate@{m}-{s}-{dataset}")
-            bleu = [by_seed[m][s].bleu4 for s in seeds]
-            mean, sd = mean_sd(bleu)
-            cells[m].update({f"bleu4_seeds_{dataset}": bleu, f"bleu4_mean_{dataset}": mean, f"bleu4_sd_{dataset}": sd})
-            seed_values[(m, dataset, "bleu4")] = tuple(bleu)
-            seed_values[(m, dataset, "cider")] = tuple(by_seed[m][s].cider_mean for s in seeds)
-        if BASELINES["base"] not in by_seed:
+            for metric in metrics:
+                values = [by_seed[m][s][metric].score for s in seeds]
+                mean, sd = mean_sd(values)
+                cells[m].update({f"{metric}_seeds_{dataset}": values, f"{metric}_mean_{dataset}": mean,
+                                 f"{metric}_sd_{dataset}": sd})
+                seed_values[(m, dataset, metric)] = tuple(values)
+        base = by_seed.get(BASELINES["base"])
+        if base is None:
             continue
         for m in students:
-            c = paired_bleu4_over_seeds(by_seed[m], by_seed[BASELINES["base"]], resamples, seed)
-            cells[m].update({f"delta_bleu4_vs_base_seeds_{dataset}": list(c.deltas),
-                             f"delta_bleu4_vs_base_mean_{dataset}": c.mean,
-                             f"delta_bleu4_vs_base_sd_{dataset}": c.sd,
-                             f"delta_bleu4_vs_base_mean_ci95_{dataset}": c.ci95})
-            log.info("%s - student_base on %s over seeds %s: BLEU-4 %+.4f (sd %s) [%+.4f, %+.4f]", m, dataset,
-                     seeds, c.mean, "-" if c.sd is None else f"{c.sd:.4f}", *c.ci95)
+            for metric in metrics:
+                for s in seeds:
+                    if by_seed[m][s][metric].image_ids != base[s][metric].image_ids:
+                        raise CaptError(f"{m} and {BASELINES['base']} (seed {s}) were scored on different images of "
+                                        f"{dataset}: a comparison over seeds pairs them on the same test set")
+                c = compare_over_seeds({s: by_seed[m][s][metric].score - base[s][metric].score for s in seeds})
+                cells[m].update({f"delta_{metric}_vs_base_seeds_{dataset}": list(c.deltas),
+                                 f"delta_{metric}_vs_base_mean_{dataset}": c.mean,
+                                 f"delta_{metric}_vs_base_sd_{dataset}": c.sd,
+                                 f"delta_{metric}_vs_base_mean_ci95_{dataset}": c.ci95})
+                log.info("%s - student_base on %s over %d seeds: %s %+.4f (sd %s), 95%% t-interval %s", m, dataset,
+                         len(seeds), METRIC_NAMES[metric], c.mean, "-" if c.sd is None else f"{c.sd:.4f}",
+                         "-" if c.ci95 is None else f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]")
     return cells
 
 
 def seed_table_cells(cells: dict, test_sets: list[str]) -> dict:
-    """Table 1's text cells from :func:`seed_cells`: BLEU-4 mean +- sd (n seeds), and the mean
-    difference to the baseline with its interval."""
+    """Table 1's text cells from :func:`seed_cells`, per test set and metric: the mean +- sd over
+    the seeds (``<metric>_over_seeds_<dataset>``), and the mean paired difference to the baseline
+    with its t-interval and the number of seeds (``delta_<metric>_over_seeds_<dataset>``)."""
     out = {}
+    n = len(cells["seeds"])
     for d in test_sets:
-        sd = cells[f"bleu4_sd_{d}"]
-        out[f"bleu4_over_seeds_{d}"] = (f"{cells[f'bleu4_mean_{d}']:.3f} ± {sd:.3f} ({len(cells['seeds'])} seeds)"
-                                        if sd is not None else f"{cells[f'bleu4_mean_{d}']:.3f}")
-        if f"delta_bleu4_vs_base_mean_{d}" in cells:
-            low, high = cells[f"delta_bleu4_vs_base_mean_ci95_{d}"]
-            out[f"delta_over_seeds_{d}"] = f"{cells[f'delta_bleu4_vs_base_mean_{d}']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        for metric in COMPARED_METRICS:
+            if f"{metric}_mean_{d}" not in cells:
+                continue
+            sd = cells[f"{metric}_sd_{d}"]
+            out[f"{metric}_over_seeds_{d}"] = (f"{cells[f'{metric}_mean_{d}']:.3f} ± {sd:.3f} ({n} seeds)"
+                                               if sd is not None else f"{cells[f'{metric}_mean_{d}']:.3f}")
+            ci95 = cells.get(f"delta_{metric}_vs_base_mean_ci95_{d}")
+            if ci95 is not None:
+                out[f"delta_{metric}_over_seeds_{d}"] = (f"{cells[f'delta_{metric}_vs_base_mean_{d}']:+.3f} "
+                                                         f"[{ci95[0]:+.3f}, {ci95[1]:+.3f}] ({n} seeds)")
     return out
+
+
+def seed_columns(rows: list[dict], test_sets: list[str]) -> list[tuple]:
+    """Table 1's columns over seeds: each metric's mean +- sd and its difference to student_base."""
+    return [(f"{key}_{d}", f"{METRIC_NAMES[m]} {header} {d}") for d in test_sets for m in COMPARED_METRICS
+            for key, header in ((f"{m}_over_seeds", "over seeds"), (f"delta_{m}_over_seeds", "vs student_base over seeds"))
+            if any(f"{key}_{d}" in r for r in rows)]
 
 
 def ceiling_note(rows: list[dict], test_sets: list[str]) -> str:

@@ -189,11 +189,19 @@ def test_maps(techniques=("attention", "gradcam")) -> dict[str, dict]:
 test_maps.__test__ = False       # a helper, not a test
 
 
+def _evaluate_grounding(dataset: str, maps: dict) -> dict:
+    """stages.evaluate's grounding and CHAIR of the captions whose words ``maps`` holds (the
+    captions of the first technique; with no maps, those of ``test_maps()``, scored without maps)."""
+    from stages.evaluate import EvaluateConfig, _grounding, test_instances
+
+    words = next(iter((maps or test_maps()).values()))
+    hypotheses = {i: " ".join(w) for i, (w, _) in words.items()}
+    return _grounding(test_instances(dataset, hypotheses), hypotheses, maps, EvaluateConfig())
+
+
 def test_evaluation_reads_only_the_instances_file_of_its_test_images(tmp_path, monkeypatch):
     from capt.data.manifest import load_manifest
     from capt.eval.grounding import load_instances
-    from stages.evaluate import EvaluateConfig, _grounding
-
     coco_like_dataset(tmp_path / "data/raw/coco", train_is_malformed=True)
     coco_like_dataset(tmp_path / "data/raw/coco_whole", train_is_malformed=False)
     monkeypatch.chdir(tmp_path)
@@ -204,8 +212,11 @@ def test_evaluation_reads_only_the_instances_file_of_its_test_images(tmp_path, m
     lexicon = lexicon_for(everything.categories, use_coco_synonyms=False)
     expected = {t: score_grounding(m, everything, lexicon, tolerance=15) for t, m in maps.items()}
 
-    out = _grounding("coco", maps, EvaluateConfig())              # the train file's annotations: never parsed
-    assert out == _grounding("coco_whole", maps, EvaluateConfig())
+    out = _evaluate_grounding("coco", maps)              # the train file's annotations: never parsed
+    assert out == _evaluate_grounding("coco_whole", maps)
+    # a baseline's captions have no maps: CHAIR alone, the same as the models' on the same words
+    chair_only = _evaluate_grounding("coco", {})
+    assert "grounding" not in chair_only and {k: out[k] for k in CHAIR_KEYS} == chair_only
     for t, s in expected.items():
         assert out["grounding"][t] == {k: v for k, v in s.items() if k not in CHAIR_KEYS}
         assert (out["chair_i"], out["chair_s"], out["object_mentions"]) == (s["chair_i"], s["chair_s"],
@@ -228,14 +239,13 @@ def test_a_test_image_in_a_malformed_file_is_one_clear_error(tmp_path):
 
 def test_each_mask_is_dilated_once_per_image_whatever_the_words_and_techniques(tmp_path, monkeypatch):
     import capt.eval.grounding as grounding
-    from stages.evaluate import EvaluateConfig, _grounding
 
     coco_like_dataset(tmp_path / "data/raw/coco", train_is_malformed=False)
     monkeypatch.chdir(tmp_path)
     calls = []
     dilate_once = grounding.dilate
     monkeypatch.setattr(grounding, "dilate", lambda mask, radius: calls.append(mask.sum()) or dilate_once(mask, radius))
-    _grounding("coco", test_maps(("attention", "gradcam", "third")), EvaluateConfig())
+    _evaluate_grounding("coco", test_maps(("attention", "gradcam", "third")))
     # image 1: circle (twice) and square; image 2: triangle (its two instances, one mask)
     assert len(calls) == 3
 

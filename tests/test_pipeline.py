@@ -83,8 +83,10 @@ def _model_stages(model: str) -> set[str]:
 
 
 BLIP_STAGES = {"blip_weights", "blip", *(f"evaluate_blip@{d}" for d in TEST_SETS)}
-MODEL_STAGES = {"pretrain@teacher", "pretrain@students", "features", "teacher_captions", *BLIP_STAGES, *_model_stages("teacher"),
-                *(s for m in STUDENTS for s in _model_stages(m))}
+BASELINE_STAGES = {*(f"baselines@{d}" for d in TEST_SETS),
+                   *(f"evaluate_baseline@{b}-{d}" for b in ("constant", "nearest") for d in TEST_SETS)}
+MODEL_STAGES = {"pretrain@teacher", "pretrain@students", "features", "teacher_captions", *BLIP_STAGES, *BASELINE_STAGES,
+                *_model_stages("teacher"), *(s for m in STUDENTS for s in _model_stages(m))}
 
 
 def _set_param(repo: Path, section: str, key: str, value) -> None:
@@ -126,7 +128,22 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
         fraction = yaml.safe_load((repo_copy / "params.yaml").read_text())["students"]["train_fraction"]
         assert f["captions"].shape == (round(40 * fraction), 1, 22)   # the students' share of the 40 images
     summary = json.loads((repo_copy / "metrics/summary.json").read_text())["models"]
-    assert list(summary) == ["teacher", *STUDENTS, "blip"]
+    assert list(summary) == ["teacher", *STUDENTS, "blip", "constant", "nearest"]
+    # every model against both baselines, by wording (BLEU-4, CIDEr-D) and by content (object F1)
+    for model in ("teacher", *STUDENTS, "blip"):
+        for metric in ("bleu4", "cider", "object_f1"):
+            low, high = summary[model][f"delta_{metric}_vs_constant_ci95_shapes-shift"]
+            assert low <= summary[model][f"delta_{metric}_vs_constant_shapes-shift"] <= high
+    constant = json.loads((repo_copy / "results/baselines/shapes.json").read_text())["constant"]
+    captions = json.loads((repo_copy / "results/captions/constant-shapes.json").read_text())
+    assert {c["caption"] for c in captions} == {constant["caption"]} and len(captions) == 8
+    nearest = json.loads((repo_copy / "results/captions/nearest-shapes.json").read_text())
+    train_refs = {r for refs in json.loads((repo_copy / "data/raw/shapes/dataset_shapes.json").read_text())["images"]
+                  if refs["split"] == "train" for r in (s["raw"] for s in refs["sentences"])}
+    assert len(nearest) == 8 and all(c["caption"] in train_refs for c in nearest)      # human training captions
+    constant_eval = json.loads((repo_copy / "metrics/eval/constant-shapes.json").read_text())
+    assert constant_eval["distinct_captions"] == 1 and constant_eval["novel_share"] == 0.0
+    assert 0 <= constant_eval["object_f1"] <= 1 and "chair_i" in constant_eval and "grounding" not in constant_eval
     assert all(summary[s]["parameters"] < summary["teacher"]["parameters"] for s in STUDENTS)
     assert summary["student_t20"]["seed_bleu4"] == 0.1207 and summary["student_seq"]["seed_bleu4"] is None
     assert summary["blip"]["encoder"] == "ViT/8 (BLIP)" and 0 <= summary["blip"]["bleu4_shapes"] <= 1
@@ -145,19 +162,22 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     _, teacher_gradcam = read_word_maps(repo_copy / "results/maps/gradcam_encoder/teacher-shapes.h5")
     assert [w for w, _ in teacher_attention.values()] == [w for w, _ in teacher_gradcam.values()]
     assert all(m.shape == (len(w), 2, 2) and (m >= 0).all() for w, m in teacher_gradcam.values())
-    table1, grounding, chair = (repo_copy / "results/table1.md").read_text().split("\n## ")
+    table1, vs_baselines, vs_students, grounding, chair = (repo_copy / "results/table1.md").read_text().split("\n## ")
     assert table1.count("\n| student_") == 3 and "T=20" in table1
+    assert "\n| constant | baseline: " in table1 and "\n| nearest | baseline: " in table1
+    assert vs_baselines.startswith("Against the baselines") and vs_baselines.count("\n| ") == 1 + 2 * (2 + len(STUDENTS))
+    assert "One training run per model" in vs_students and vs_students.count("\n| student_") == 2 * len(STUDENTS)
     assert re.search(r"\| teacher \|.*\| [12] of 2 \(cider\) \|", table1), table1     # the epoch chosen, on what
     with open(repo_copy / "results/plots/figure1-shapes.csv") as f:                    # Figure 1's numbers
         figure_rows = {r["model"]: r for r in csv.DictReader(f)}
-    assert list(figure_rows) == ["teacher", *STUDENTS, "blip"]
+    assert list(figure_rows) == ["teacher", *STUDENTS, "blip", "constant", "nearest"]
     teacher_eval = json.loads((repo_copy / "metrics/eval/teacher-shapes.json").read_text())
     assert float(figure_rows["teacher"]["bleu4_low"]) == pytest.approx(teacher_eval["bleu4_ci95"][0], rel=1e-5)
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], repo_copy))          # dvc.yaml's plots read it
     assert any("figure1-shapes.csv" in json.dumps(v) for v in plots.values()), list(plots)
     # a row per model and technique on each test set: teacher and students x 2 techniques, BLIP x 1
     assert grounding.startswith("Grounding") and grounding.count("\n| ") == 1 + 2 * (2 * (1 + len(STUDENTS)) + 1)
-    assert chair.startswith("Hallucination") and chair.count("\n| ") == 1 + 2 * (2 + len(STUDENTS))
+    assert chair.startswith("Hallucination") and chair.count("\n| ") == 1 + 2 * (2 + len(STUDENTS) + 2)
     for dataset, n in (("shapes", 8), ("shapes-shift", 6)):
         scores = json.loads((repo_copy / f"metrics/eval/teacher-{dataset}.json").read_text())
         assert scores["images"] == n and 0 <= scores["bleu4"] <= 1 and 0 < scores["ceiling_bleu4"] <= 1
@@ -244,7 +264,7 @@ def test_exp_run_on_one_temperature_reruns_that_student_alone_and_a_queue_sweeps
                                              *(f"metrics/eval/student_t20-{d}.json" for d in TEST_SETS)}, changed
     assert all(key.startswith("models.student_t20.") for path, key in changed if path == "metrics/summary.json"), changed
     latency = json.loads((repo_copy / "results/latency.json").read_text())
-    assert set(latency["models"]) == set(after) and latency["repeats"] >= 1
+    assert set(latency["models"]) == set(after) - {"constant", "nearest"} and latency["repeats"] >= 1   # models only
     assert all(0 < t["p25_ms"] <= t["median_ms"] <= t["p75_ms"] for t in latency["models"].values()), latency
     assert not any("cpu_ms_per_image" in m for m in after.values()), after
 

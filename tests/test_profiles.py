@@ -83,11 +83,14 @@ def test_coco_profile_dag_and_status_without_downloading(coco_repo):
                 "pretrain@students", "features", "train_teacher", "teacher_captions", "blip_weights", "blip",
                 "attention", "report", "evaluate_blip@coco", "evaluate_blip@flickr8k",
                 *(f"distill@{m}" for m in models[1:]),
-                *(f"evaluate@{m}-{d}" for m in models for d in ("coco", "flickr8k"))}
+                *(f"evaluate@{m}-{d}" for m in models for d in ("coco", "flickr8k")),
+                *(f"baselines@{d}" for d in ("coco", "flickr8k")),
+                *(f"evaluate_baseline@{b}-{d}" for b in ("constant", "nearest") for d in ("coco", "flickr8k"))}
     assert stages == expected
     dot = _dvc(coco_repo, "dag", "--dot", "report")
     for edge in ('"download@coco" -> "prepare@coco"', '"features" -> "train_teacher"',
-                 '"prepare@flickr8k" -> "evaluate@teacher-flickr8k"', '"train_teacher" -> "distill@student_t20"'):
+                 '"prepare@flickr8k" -> "evaluate@teacher-flickr8k"', '"train_teacher" -> "distill@student_t20"',
+                 '"features" -> "baselines@flickr8k"', '"baselines@coco" -> "evaluate_baseline@nearest-coco"'):
         assert edge in dot
     status = json.loads(_dvc(coco_repo, "status", "--json"))
     assert set(status) == expected                        # everything to run, nothing fetched to find out

@@ -109,13 +109,12 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
     for model, h in hyps.items():
         for dataset in ("shapes", "shapes-shift"):
             image_scores(refs, h).write(tmp_path / f"{model}-{dataset}.json", model, dataset)
-    models = ["teacher", "student_base", "student_kd"]
-    cells = paired_cells(models, ["shapes", "shapes-shift"], 1000, 0, tmp_path)
-    assert set(cells) == {"student_base", "student_kd"}                          # the teacher is no student
+    students, references = ["student_base", "student_kd"], {"base": "student_base", "teacher": "teacher"}
+    cells = paired_cells(students, references, ["shapes", "shapes-shift"], 1000, 0, tmp_path)
+    assert set(cells) == {"student_base", "student_kd"}
     kd, base = cells["student_kd"], cells["student_base"]
-    assert set(kd) == {f"{k}_vs_{b}{ci}_{d}" for k, ci in (("delta_bleu4", ""), ("delta_bleu4", "_ci95"),
-                                                           ("p_bleu4", "")) for b in ("base", "teacher")
-                       for d in ("shapes", "shapes-shift")}
+    assert set(kd) == {f"{k}_{metric}_vs_{b}{ci}_{d}" for k, ci in (("delta", ""), ("delta", "_ci95"), ("p", ""))
+                       for metric in ("bleu4", "cider") for b in ("base", "teacher") for d in ("shapes", "shapes-shift")}
     assert (base["delta_bleu4_vs_base_shapes"], base["delta_bleu4_vs_base_ci95_shapes"],
             base["p_bleu4_vs_base_shapes"]) == (0.0, [0.0, 0.0], 1.0)
     want = image_scores(refs, hyps["student_kd"]).bleu4 - image_scores(refs, hyps["student_base"]).bleu4
@@ -123,16 +122,18 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
     low, high = kd["delta_bleu4_vs_base_ci95_shapes"]
     assert 0 < low < want < high and kd["p_bleu4_vs_base_shapes"] < 0.01
     assert kd["delta_bleu4_vs_teacher_shapes"] < 0 and kd["p_bleu4_vs_teacher_shapes"] < 0.01
+    want = image_scores(refs, hyps["student_kd"]).cider_mean - image_scores(refs, hyps["student_base"]).cider_mean
+    assert kd["delta_cider_vs_base_shapes"] == pytest.approx(want)     # every image's references alike: idf 0
     shifted = {k.removesuffix("_shapes-shift"): v for k, v in kd.items() if k.endswith("_shapes-shift")}
     assert shifted == {k.removesuffix("_shapes"): v for k, v in kd.items() if k.endswith("_shapes")}   # same images
     json.dumps(cells)                                                            # summary.json takes it as is
 
-    only_teacher = paired_cells(["teacher", "student_kd"], ["shapes"], 1000, 0, tmp_path)
-    assert set(only_teacher["student_kd"]) == {"delta_bleu4_vs_teacher_shapes",
-                                               "delta_bleu4_vs_teacher_ci95_shapes", "p_bleu4_vs_teacher_shapes"}
+    only_teacher = paired_cells(["student_kd"], {"teacher": "teacher"}, ["shapes"], 1000, 0, tmp_path)
+    assert set(only_teacher["student_kd"]) == {f"{k}_{m}_vs_teacher{ci}_shapes" for m in ("bleu4", "cider")
+                                               for k, ci in (("delta", ""), ("delta", "_ci95"), ("p", ""))}
     (tmp_path / "student_kd-shapes-shift.json").unlink()
     with pytest.raises(CaptError, match=r"student_kd-shapes-shift.json: missing; run evaluate@student_kd-shapes-shift"):
-        paired_cells(models, ["shapes", "shapes-shift"], 1000, 0, tmp_path)
+        paired_cells(students, references, ["shapes", "shapes-shift"], 1000, 0, tmp_path)
 
 
 def test_latency_is_the_median_of_passes_with_every_model_timed_in_turn():
@@ -175,7 +176,7 @@ def test_latency_is_the_median_of_passes_with_every_model_timed_in_turn():
         time_per_image({"a": model("a", 0.010)}, images, repeats=0)
 
 
-def test_students_over_seeds_mean_sd_and_the_two_level_interval_against_the_baseline(tmp_path):
+def test_students_over_seeds_mean_sd_and_the_t_interval_against_the_baseline(tmp_path):
     """Seed 0 is the study's own evaluation (results/scores), seeds 1 and 2 replicates
     (results/scores/replicates): per seed BLEU-4, mean and sd, the paired difference with the
     baseline of the same seed, and capt.eval.seeds' interval; Table 1's text cells from them."""
@@ -216,7 +217,9 @@ def test_students_over_seeds_mean_sd_and_the_two_level_interval_against_the_base
     assert dots["student_kd", "shapes", "bleu4"] == tuple(per_seed) and len(dots["student_kd", "shapes", "cider"]) == 3
     table = seed_table_cells(kd, ["shapes"])
     assert table["bleu4_over_seeds_shapes"] == f"{np.mean(per_seed):.3f} ± {np.std(per_seed, ddof=1):.3f} (3 seeds)"
-    assert table["delta_over_seeds_shapes"].startswith(f"{want.mean:+.3f} [")
+    assert table["delta_bleu4_over_seeds_shapes"] == f"{want.mean:+.3f} [{want.ci95[0]:+.3f}, {want.ci95[1]:+.3f}] (3 seeds)"
+    assert kd["delta_cider_vs_base_seeds_shapes"] == [scores["student_kd", s].cider_mean
+                                                      - scores["student_base", s].cider_mean for s in (0, 1, 2)]
     json.dumps(cells)
     (tmp_path / "replicates" / "student_kd-s2-shapes.json").unlink()
     with pytest.raises(CaptError, match=r"student_kd-s2-shapes.json: missing; run evaluate_replicate@student_kd-2-shapes"):

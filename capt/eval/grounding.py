@@ -455,11 +455,11 @@ def _as_grids(maps: np.ndarray) -> np.ndarray:
     return maps
 
 
-def _score_caption(s: GroundingScores, words: list[str], maps: np.ndarray, image: ImageMasks,
+def _score_caption(s: GroundingScores, words: list[str], maps: np.ndarray | None, image: ImageMasks,
                    lexicon: Lexicon | ChairLexicon) -> None:
     """Add one caption's mentions to ``s``: CHAIR for all of them, the pointing game and mass in
-    mask (with their baselines) for those whose category is in the image."""
-    maps = _as_grids(maps)
+    mask (with their baselines) for those whose category is in the image. ``maps`` None: a
+    caption without maps (a baseline's), CHAIR alone."""
     H, W, masks = image.height, image.width, image.masks
     mentions = lexicon.find(list(words))
     s.captions += 1
@@ -470,6 +470,9 @@ def _score_caption(s: GroundingScores, words: list[str], maps: np.ndarray, image
     unannotated = [c for _, _, c in mentions if c not in masks]
     s.hallucinated_instances += len(unannotated)
     s.captions_hallucinating_instances += bool(unannotated)
+    if maps is None:
+        return
+    maps = _as_grids(maps)
     cy, cx = (H - 1) // 2, (W - 1) // 2
     for _, end, category in mentions:
         if category not in masks:

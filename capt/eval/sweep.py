@@ -6,7 +6,7 @@ whole study with one student changed), so no stage of one experiment sees the ot
 turns the experiments' params and ``metrics/summary.json`` into one grid per test set: the
 student's BLEU-4 at every (x, y) and its paired difference to ``student_base`` with the 95%
 interval and p that the report computed in that experiment (and, with replicate seeds, the mean
-difference over seeds with its two-level interval). It reads plain dicts; fetching them from DVC
+difference over seeds with its t-interval, capt.eval.seeds). It reads plain dicts; fetching them from DVC
 is the caller's (stages/sweep.py).
 """
 

@@ -1,0 +1,114 @@
+"""Stage baselines@<dataset>: the captions of the two baselines every model must beat on a test set.
+
+Params: ``baselines`` (constant_candidates, batch_size, device), ``teacher.dataset`` and
+``teacher.encoder`` (the training set and the frozen trunk the baselines draw on),
+``evaluate.tokenizer`` (the constant caption is chosen on the evaluation's tokens). Reads
+``data/prepared/<teacher.dataset>/{train,val}.h5`` (the training captions; the val references the
+constant caption is chosen on), ``data/features/<teacher.dataset>/train.h5`` (the training images'
+trunk cells) and ``models/encoders/teacher.pt`` (the trunk, for the test images), and
+``data/prepared/<dataset>/test.h5``. Writes, in COCO results format, the captions
+``results/baselines/constant-<dataset>.json`` (one training caption for every image: the one with
+the best val CIDEr-D) and ``results/baselines/nearest-<dataset>.json`` (each image: the first
+reference of its nearest training image in the trunk's mean-pooled features), and
+``results/baselines/<dataset>.json``: which caption was chosen, its val CIDEr-D, the candidates
+scored and the trunk. Stage ``evaluate@<baseline>-<dataset>`` scores them as it scores a model
+(capt.eval.baselines says why both are needed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import typer
+
+from capt.data.cache import read_references
+from capt.errors import CaptError
+from capt.eval.baselines import best_constant_caption, nearest_neighbour_captions, pooled_features
+from capt.eval.metrics import write_coco_results
+from capt.models.encoder import EncoderConfig
+from stages._common import make_config, read_params, stage_main
+
+log = logging.getLogger("stages.baselines")
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    constant_candidates: int = 100   # the most frequent distinct training captions scored on val
+    batch_size: int = 64             # test images through the trunk at a time
+    device: str = "auto"             # auto (a GPU where there is one) | cpu | cuda
+
+    def __post_init__(self):
+        for name in ("constant_candidates", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CaptError(f"params.yaml: baselines.{name}: must be a positive integer, got {value!r}")
+
+
+def _train_features(path: Path, batch: int = 512) -> tuple[np.ndarray, list[int]]:
+    """The feature cache's training images, mean-pooled: (N, D) unit vectors and their ids."""
+    try:
+        with h5py.File(path, "r") as f:
+            cells = f["features"]
+            pooled = np.concatenate([pooled_features(cells[i:i + batch]) for i in range(0, cells.shape[0], batch)])
+            return pooled, [int(i) for i in f["image_ids"][:]]
+    except (OSError, KeyError) as e:
+        raise CaptError(f"{path}: not a feature cache ({e}); run stage features") from None
+
+
+def _test_features(test_h5: Path, trunk: Path, enc_cfg: EncoderConfig, cfg: BaselinesConfig) -> tuple[np.ndarray, list[int]]:
+    """The test images through the frozen trunk, mean-pooled as the cache's: (N, D), ids."""
+    import torch
+
+    from capt.models.saved import load_encoder
+    from capt.train.distributed import resolve_device
+
+    encoder = load_encoder(trunk, enc_cfg).to(resolve_device(cfg.device)).eval()
+    pooled = []
+    with h5py.File(test_h5, "r") as f, torch.no_grad():
+        images = f["images"]
+        for i in range(0, images.shape[0], cfg.batch_size):
+            cells = encoder.native_cells(torch.from_numpy(images[i:i + cfg.batch_size]))   # (B, h*w, D)
+            pooled.append(pooled_features(cells.float().cpu().numpy()))
+        ids = [int(i) for i in f["image_ids"][:]]
+    return np.concatenate(pooled), ids
+
+
+@stage_main
+def main(dataset: str) -> None:
+    cfg = make_config(BaselinesConfig, read_params("baselines"), "baselines")
+    train_set = read_params("teacher", "dataset")
+    enc_cfg = make_config(EncoderConfig, read_params("teacher", "encoder"), "teacher.encoder")
+    prepared = Path("data/prepared")
+    train_refs = read_references(prepared / train_set / "train.h5")
+    caption, val_cider, scored = best_constant_caption(
+        [c for refs in train_refs.values() for c in refs], read_references(prepared / train_set / "val.h5"),
+        candidates=cfg.constant_candidates, tokenizer=read_params("evaluate", "tokenizer"))
+    log.info("constant baseline: %r (val CIDEr-D %.4f, the best of the %d most frequent training captions)",
+             caption, val_cider, scored)
+
+    test_h5 = prepared / dataset / "test.h5"
+    train_feats, train_ids = _train_features(Path("data/features") / train_set / "train.h5")
+    test_feats, test_ids = _test_features(test_h5, Path("models/encoders/teacher.pt"), enc_cfg, cfg)
+    nearest = nearest_neighbour_captions(train_feats, train_ids, train_refs, test_feats, test_ids)
+    log.info("nearest neighbour: %d test images of %s, each captioned by one of %d training images (%d distinct)",
+             len(nearest), dataset, len(train_ids), len(set(nearest.values())))
+
+    out = Path("results/baselines")
+    write_coco_results({i: caption for i in test_ids}, out / f"constant-{dataset}.json")
+    write_coco_results(nearest, out / f"nearest-{dataset}.json")
+    info = {"constant": {"caption": caption, "val_cider": val_cider, "candidates_scored": scored,
+                         "chosen_on": f"{train_set} val, CIDEr-D"},
+            "nearest": {"trunk": f"{enc_cfg.name}, {enc_cfg.stages} stage(s), models/encoders/teacher.pt",
+                        "training_images": len(train_ids), "similarity": "cosine of the mean-pooled cells"}}
+    tmp = out / f".{dataset}.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out / f"{dataset}.json")
+
+
+if __name__ == "__main__":
+    typer.run(main)
