@@ -139,38 +139,13 @@ def main() -> None:
             captioners[model] = lambda im, captioner=captioner: captioner.caption(
                 im, beam_size=cfg.beam_size, max_len=cfg.max_len)
         row["checkpoint_mb"] = round(row["checkpoint_mb"], 2)
-        chair, grounding = {}, {}
-        for dataset in test_sets:
-            scores_path = Path("metrics/eval") / f"{model}-{dataset}.json"
-            try:
-                scores = json.loads(scores_path.read_text())
-            except FileNotFoundError:
-                raise CaptError(f"{scores_path}: missing; run evaluate@{model}-{dataset}") from None
-            row.update(score_cells(scores, dataset, f"{scores_path} (evaluate@{model}-{dataset})"))
-            evaluations[(model, dataset)] = scores
-            if "grounding" in scores:
-                chair[dataset] = {k: scores[k] for k in CHAIR_KEYS}
-                grounding[dataset] = scores["grounding"]
+        row.update(evaluation_cells(model, test_sets, evaluations))
         row["seed_bleu4"] = cfg.seed_bleu4.get(model)
-        if grounding:
-            row["chair"], row["grounding"] = chair, grounding
         rows.append(row)
         log.info("%s: %s", model, row)
     for baseline in BASELINE_MODELS:           # what every model must beat, scored as the models are
-        row, chair = {"model": baseline, "loss": BASELINE_LOSS[baseline]}, {}
-        for dataset in test_sets:
-            scores_path = Path("metrics/eval") / f"{baseline}-{dataset}.json"
-            try:
-                scores = json.loads(scores_path.read_text())
-            except FileNotFoundError:
-                raise CaptError(f"{scores_path}: missing; run {evaluation_stage(baseline, dataset)}") from None
-            row.update(score_cells(scores, dataset, f"{scores_path} ({evaluation_stage(baseline, dataset)})"))
-            evaluations[(baseline, dataset)] = scores
-            if "chair_i" in scores:
-                chair[dataset] = {k: scores[k] for k in CHAIR_KEYS}
-        if chair:
-            row["chair"] = chair
-        rows.append(row)
+        rows.append({"model": baseline, "loss": BASELINE_LOSS[baseline],
+                     **evaluation_cells(baseline, test_sets, evaluations)})
     for row in rows:
         row.update(above_constant_cells(row, next(r for r in rows if r["model"] == "constant"), test_sets))
 
@@ -252,7 +227,8 @@ def main() -> None:
     chair_note = ("CHAIR (Rohrbach et al. 2018, their synonym table and rules): a mention is hallucinated when its "
                   "category is neither annotated in the image nor named by one of its reference captions. CHAIR-i: "
                   "hallucinated mentions / mentions; CHAIR-s: captions with one / captions. The instances-only "
-                  "columns take the annotated instances alone as the truth.")
+                  "columns take the annotated instances alone as the truth. Object coverage, its other side: the "
+                  "share of each image's annotated categories the caption names (capt.eval.content).")
     twin_table = twin_rows(twins, twin_values, summary["models"], test_sets)
     twin_note = ("The seed study's follow-up (a): its students, fine-tuned, beat its teacher, whose encoder was "
                  "frozen. Each student with a frozen encoder (distill.<variant>.fine_tune: false) beside the "
@@ -292,6 +268,27 @@ def main() -> None:
                 "LSTM models, Grad-CAM on a cross-attention layer for BLIP), with its caption and sentence BLEU-4; the same colour scale in every cell.", width="100%"),
     ])
     log.info("table of %d models -> %s, metrics/summary.json, %s", len(rows), out, page)
+
+
+def evaluation_cells(model: str, test_sets: list[str], evaluations: dict) -> dict:
+    """A Table 1 row's cells from a model's evaluations on every test set (:func:`score_cells`),
+    with ``chair`` (CHAIR and coverage per test set) and ``grounding`` (per test set and
+    technique) where the evaluations have them; each evaluation's metrics go to
+    ``evaluations[(model, dataset)]``."""
+    cells, chair, grounding = {}, {}, {}
+    for dataset in test_sets:
+        scores_path = Path("metrics/eval") / f"{model}-{dataset}.json"
+        try:
+            scores = json.loads(scores_path.read_text())
+        except FileNotFoundError:
+            raise CaptError(f"{scores_path}: missing; run {evaluation_stage(model, dataset)}") from None
+        cells.update(score_cells(scores, dataset, f"{scores_path} ({evaluation_stage(model, dataset)})"))
+        evaluations[(model, dataset)] = scores
+        if "chair_i" in scores:
+            chair[dataset] = {k: scores.get(k) for k in (*CHAIR_KEYS, "coverage")}
+        if "grounding" in scores:
+            grounding[dataset] = scores["grounding"]
+    return {**cells, **({"chair": chair} if chair else {}), **({"grounding": grounding} if grounding else {})}
 
 
 def write_latency(captioners: dict, images: torch.Tensor, cfg: ReportConfig, dataset: str, path: Path) -> dict:
@@ -628,7 +625,8 @@ GROUNDING_COLUMNS = [("model", "model"), ("dataset", "test set"), ("technique", 
                      ("mass_in_mask_uniform", "uniform")]
 CHAIR_COLUMNS = [("model", "model"), ("dataset", "test set"), ("object_mentions", "object mentions"),
                  ("chair_i", "CHAIR-i"), ("chair_s", "CHAIR-s"),
-                 ("chair_i_instances", "CHAIR-i (instances only)"), ("chair_s_instances", "CHAIR-s (instances only)")]
+                 ("chair_i_instances", "CHAIR-i (instances only)"), ("chair_s_instances", "CHAIR-s (instances only)"),
+                 ("coverage", "object coverage", "{:.3f}")]
 
 
 def grounding_rows(rows: list[dict]) -> list[dict]:

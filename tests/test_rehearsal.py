@@ -206,7 +206,16 @@ def test_the_report_holds_every_model(coco_repo):
     repo, _ = coco_repo
     p = _params(repo)
     summary = json.loads((repo / "metrics/summary.json").read_text())["models"]
-    assert list(summary) == [*p["study"]["models"], "blip"]
+    assert list(summary) == [*p["study"]["models"], "blip", "constant", "nearest"]
+    # the baselines on the real formats: one COCO training caption for every image; COCO has
+    # instances (object coverage beside CHAIR), Flickr8k none; no shapes world, so no object F1
+    chosen = json.loads((repo / "results/baselines/coco.json").read_text())["constant"]
+    captions = {c["caption"] for c in json.loads((repo / "results/captions/constant-coco.json").read_text())}
+    assert captions == {chosen["caption"]} and chosen["candidates_scored"] >= 1
+    for model in summary:
+        assert 0 <= summary[model]["coverage_coco"] <= 1 and summary[model].get("coverage_flickr8k") is None
+        assert summary[model].get("object_f1_coco") is None
+    assert "delta_coverage_vs_constant_coco" in summary["teacher"] and "delta_cider_vs_nearest_flickr8k" in summary["teacher"]
     table = (repo / "results/table1.md").read_text()
     html = (repo / "results/report/index.html").read_text()
     for model in summary:
