@@ -243,7 +243,8 @@ def main(model: str, dataset: str) -> None:
     content = caption_content(hypotheses, instances)
     scores.update(content_cells(content, cfg))
     write_json(Path("metrics/eval") / f"{model}-{dataset}.json", scores)
-    write_coco_results(hypotheses, Path("results/captions") / f"{model}-{dataset}.json")
+    if model not in BASELINE_MODELS:      # a baseline's captions are stage baselines' (results/baselines)
+        write_coco_results(hypotheses, Path("results/captions") / f"{model}-{dataset}.json")
     per_image.write(Path("results/scores") / f"{model}-{dataset}.json", model, dataset)
     write_json(Path("results/content") / f"{model}-{dataset}.json",
                {"model": model, "dataset": dataset, **{kind: c.to_json() for kind, c in content.items()}})

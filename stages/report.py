@@ -229,7 +229,7 @@ def main() -> None:
                   "hallucinated mentions / mentions; CHAIR-s: captions with one / captions. The instances-only "
                   "columns take the annotated instances alone as the truth. Object coverage, its other side: the "
                   "share of each image's annotated categories the caption names (capt.eval.content).")
-    twin_table = twin_rows(twins, twin_values, summary["models"], test_sets)
+    twin_table = twin_rows(twins, twin_values, summary["models"], test_sets, resamples)
     twin_note = ("The seed study's follow-up (a): its students, fine-tuned, beat its teacher, whose encoder was "
                  "frozen. Each student with a frozen encoder (distill.<variant>.fine_tune: false) beside the "
                  "student with the same loss and a fine-tuned encoder; frozen - fine-tuned is paired on the same "
@@ -500,7 +500,8 @@ def twin_cells(twins: dict[str, str], test_sets: list[str], seeds: list[int], re
     return cells
 
 
-def twin_rows(twins: dict[str, str], cells: dict[str, dict], summary: dict, test_sets: list[str]) -> list[dict]:
+def twin_rows(twins: dict[str, str], cells: dict[str, dict], summary: dict, test_sets: list[str],
+              resamples: int = 1000) -> list[dict]:
     """The fine-tuning x KD table: one row per frozen student, beside its fine-tuned twin."""
     rows = []
     for frozen, twin in twins.items():
@@ -510,7 +511,7 @@ def twin_rows(twins: dict[str, str], cells: dict[str, dict], summary: dict, test
             row[f"bleu4_frozen_{d}"] = summary[frozen][f"bleu4_{d}"]
             row[f"bleu4_finetuned_{d}"] = summary[twin][f"bleu4_{d}"]
             row[f"delta_{d}"] = (f"{cells[frozen][f'delta_bleu4_vs_finetuned_{d}']:+.3f} [{low:+.3f}, {high:+.3f}], "
-                                 f"p {cells[frozen][f'p_bleu4_vs_finetuned_{d}']:.3f}")
+                                 f"{format_p(cells[frozen][f'p_bleu4_vs_finetuned_{d}'], resamples)}")
             if f"delta_bleu4_vs_finetuned_mean_{d}" in cells[frozen]:
                 low, high = cells[frozen][f"delta_bleu4_vs_finetuned_mean_ci95_{d}"]
                 row[f"delta_seeds_{d}"] = f"{cells[frozen][f'delta_bleu4_vs_finetuned_mean_{d}']:+.3f} [{low:+.3f}, {high:+.3f}]"

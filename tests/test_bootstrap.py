@@ -186,6 +186,17 @@ def test_paired_cider_against_itself_and_a_model_better_by_c_on_every_image():
     assert worse.delta == pytest.approx(-0.25, abs=1e-12) and worse.p_value == better.p_value
 
 
+def test_a_swap_that_reproduces_the_observed_split_counts_as_extreme():
+    """Two models that differ on one image: every swap gives exactly +-delta, so p is 1. CIDEr-D's
+    float sums land an ulp off in another order; those ties must still count."""
+    refs, hyps = _captions(60, seed=12)
+    a = image_scores(refs, hyps)
+    for k, bump in ((55, 0.729286101959233), (48, 0.2668641420200003), (45, 0.5609154760541797), (3, 0.1)):
+        cider = a.cider.copy()
+        cider[k] += bump
+        assert paired_cider(_shifted(a, cider), a, 1000, seed=0).p_value == 1.0
+
+
 def test_the_swap_test_tells_a_consistent_difference_from_noise():
     refs, hyps = _captions(100, seed=11)
     a = image_scores(refs, hyps)

@@ -135,9 +135,10 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
             low, high = summary[model][f"delta_{metric}_vs_constant_ci95_shapes-shift"]
             assert low <= summary[model][f"delta_{metric}_vs_constant_shapes-shift"] <= high
     constant = json.loads((repo_copy / "results/baselines/shapes.json").read_text())["constant"]
-    captions = json.loads((repo_copy / "results/captions/constant-shapes.json").read_text())
+    captions = json.loads((repo_copy / "results/baselines/constant-shapes.json").read_text())
+    assert not (repo_copy / "results/captions/constant-shapes.json").exists()    # the figures' folder: models only
     assert {c["caption"] for c in captions} == {constant["caption"]} and len(captions) == 8
-    nearest = json.loads((repo_copy / "results/captions/nearest-shapes.json").read_text())
+    nearest = json.loads((repo_copy / "results/baselines/nearest-shapes.json").read_text())
     train_refs = {r for refs in json.loads((repo_copy / "data/raw/shapes/dataset_shapes.json").read_text())["images"]
                   if refs["split"] == "train" for r in (s["raw"] for s in refs["sentences"])}
     assert len(nearest) == 8 and all(c["caption"] in train_refs for c in nearest)      # human training captions

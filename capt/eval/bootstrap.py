@@ -422,7 +422,10 @@ def paired_statistic(a_ids: Sequence, a_stats: np.ndarray, b_ids: Sequence, b_st
     difference = b_stats - a_stats
     moved = swap.astype(difference.dtype) @ difference   # (R, K): what swapping adds to a's sums
     shuffled = _corpus_scores(corpus_fn, total_a + moved) - _corpus_scores(corpus_fn, total_b - moved)
-    extreme = int(np.count_nonzero(np.abs(shuffled) >= abs(observed)))
+    # A swap that reproduces the observed split sums the same floats in another order (CIDEr-D's
+    # per-image scores), and may land an ulp below |observed|: a tie must count as one.
+    tie = 1e-9 * max(1.0, abs(observed))
+    extreme = int(np.count_nonzero(np.abs(shuffled) >= abs(observed) - tie))
     return PairedComparison(delta=observed, ci95=percentile_ci95(deltas),
                             p_value=(extreme + 1) / (resamples + 1), resamples=resamples)
 
