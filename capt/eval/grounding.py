@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pycocotools.coco import COCO
+from scipy.ndimage import distance_transform_edt
 
 from capt.data.manifest import Manifest
 from capt.errors import CaptError
@@ -339,18 +340,14 @@ def upsample_map(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
 def dilate(mask: np.ndarray, radius: float) -> np.ndarray:
     """bool (H, W) -> the pixels within ``radius`` (Euclidean) of any mask pixel.
 
-    The count of mask pixels under a disk centred on each pixel, as one FFT product: a direct
-    convolution with a 31 x 31 disk took ~0.1 s per 128 px mask on this project's CPU (most of
-    an evaluation's time). The counts are integers and float64 rounding is far below 0.5, so the
-    threshold gives exactly the direct convolution's pixels (tests/test_grounding.py)."""
-    r = int(math.floor(radius))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    disk = torch.from_numpy((yy ** 2 + xx ** 2 <= radius ** 2).astype(np.float64))
-    H, W = mask.shape
-    size = (H + 2 * r, W + 2 * r)                          # the full linear convolution, no wrap-around
-    counts = torch.fft.irfft2(torch.fft.rfft2(torch.from_numpy(mask.astype(np.float64)), s=size)
-                              * torch.fft.rfft2(disk, s=size), s=size)
-    return (counts[r:r + H, r:r + W] > 0.5).numpy()        # the disk is symmetric: correlation = convolution
+    scipy's exact Euclidean distance transform of the background, thresholded: the same pixels as a
+    direct convolution with the disk (tests/test_grounding.py) in ~0.7 ms per 128 px mask, where an FFT
+    product took ~7 ms (380 masks per shapes evaluation) and a direct 31 x 31 convolution ~0.1 s."""
+    if not mask.any():
+        return np.zeros(mask.shape, bool)
+    # distance from each pixel to the nearest mask pixel: sqrt of an integer, exact at every
+    # integer radius, so the threshold is the disk's yy**2 + xx**2 <= radius**2
+    return distance_transform_edt(~mask) <= radius
 
 
 # A map whose values spread over less than this share of its largest magnitude is constant: a
