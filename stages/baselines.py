@@ -1,4 +1,4 @@
-"""Stage baselines@<dataset>: the captions of the two baselines every model must beat on a test set.
+"""Stage baselines: the captions of the two baselines every model must beat, on each test set.
 
 Params: ``baselines`` (constant_candidates, batch_size, device), ``teacher.dataset`` and
 ``teacher.encoder`` (the training set and the frozen trunk the baselines draw on),
@@ -6,18 +6,22 @@ Params: ``baselines`` (constant_candidates, batch_size, device), ``teacher.datas
 ``data/prepared/<teacher.dataset>/{train,val}.h5`` (the training captions; the val references the
 constant caption is chosen on), ``data/features/<teacher.dataset>/train.h5`` (the training images'
 trunk cells) and ``models/encoders/teacher.pt`` (the trunk, for the test images), and
-``data/prepared/<dataset>/test.h5``. Writes, in COCO results format, the captions
+``data/prepared/<dataset>/test.h5`` of each test set named on the command line (dvc.yaml: both of
+``study.test_sets``; the constant caption and the training features are computed once). Writes, per
+test set, in COCO results format, the captions
 ``results/baselines/constant-<dataset>.json`` (one training caption for every image: the one with
 the best val CIDEr-D) and ``results/baselines/nearest-<dataset>.json`` (each image: the first
 reference of its nearest training image in the trunk's mean-pooled features), and
-``results/baselines/<dataset>.json``: which caption was chosen, its val CIDEr-D, the candidates
-scored and the trunk. Stage ``evaluate@<baseline>-<dataset>`` scores them as it scores a model
-(capt.eval.baselines says why both are needed).
+``results/baselines/summary.json``: which caption was chosen, its val CIDEr-D, the candidates
+scored and the trunk. Then it scores both on each test set as evaluate@<model> scores a model
+(stages.evaluate, with ``evaluate``'s params: ``metrics/eval/<baseline>-<dataset>.json``,
+``results/scores/`` and ``results/content/``), without maps: CHAIR, no grounding. One stage, not
+one per baseline and test set: each costs ~9 s of imports and DVC bookkeeping. capt.eval.baselines
+says why both baselines are needed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +32,11 @@ import typer
 
 from capt.data.cache import read_references
 from capt.errors import CaptError
-from capt.eval.baselines import best_constant_caption, nearest_neighbour_captions, pooled_features
+from capt.eval.baselines import BASELINE_MODELS, best_constant_caption, nearest_neighbour_captions, pooled_features
 from capt.eval.metrics import write_coco_results
 from capt.models.encoder import EncoderConfig
-from stages._common import make_config, read_params, stage_main
+from stages._common import make_config, read_params, stage_main, write_json
+from stages.evaluate import EvaluateConfig, evaluate_on
 
 log = logging.getLogger("stages.baselines")
 
@@ -79,7 +84,7 @@ def _test_features(test_h5: Path, trunk: Path, enc_cfg: EncoderConfig, cfg: Base
 
 
 @stage_main
-def main(dataset: str) -> None:
+def main(datasets: list[str]) -> None:
     cfg = make_config(BaselinesConfig, read_params("baselines"), "baselines")
     train_set = read_params("teacher", "dataset")
     enc_cfg = make_config(EncoderConfig, read_params("teacher", "encoder"), "teacher.encoder")
@@ -90,24 +95,25 @@ def main(dataset: str) -> None:
         candidates=cfg.constant_candidates, tokenizer=read_params("evaluate", "tokenizer"))
     log.info("constant baseline: %r (val CIDEr-D %.4f, the best of the %d most frequent training captions)",
              caption, val_cider, scored)
-
-    test_h5 = prepared / dataset / "test.h5"
     train_feats, train_ids = _train_features(Path("data/features") / train_set / "train.h5")
-    test_feats, test_ids = _test_features(test_h5, Path("models/encoders/teacher.pt"), enc_cfg, cfg)
-    nearest = nearest_neighbour_captions(train_feats, train_ids, train_refs, test_feats, test_ids)
-    log.info("nearest neighbour: %d test images of %s, each captioned by one of %d training images (%d distinct)",
-             len(nearest), dataset, len(train_ids), len(set(nearest.values())))
-
-    out = Path("results/baselines")
-    write_coco_results({i: caption for i in test_ids}, out / f"constant-{dataset}.json")
-    write_coco_results(nearest, out / f"nearest-{dataset}.json")
     info = {"constant": {"caption": caption, "val_cider": val_cider, "candidates_scored": scored,
                          "chosen_on": f"{train_set} val, CIDEr-D"},
             "nearest": {"trunk": f"{enc_cfg.name}, {enc_cfg.stages} stage(s), models/encoders/teacher.pt",
                         "training_images": len(train_ids), "similarity": "cosine of the mean-pooled cells"}}
-    tmp = out / f".{dataset}.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out / f"{dataset}.json")
+    out = Path("results/baselines")
+    for dataset in datasets:
+        test_feats, test_ids = _test_features(prepared / dataset / "test.h5", Path("models/encoders/teacher.pt"),
+                                              enc_cfg, cfg)
+        nearest = nearest_neighbour_captions(train_feats, train_ids, train_refs, test_feats, test_ids)
+        log.info("nearest neighbour: %d test images of %s, each captioned by one of %d training images (%d distinct)",
+                 len(nearest), dataset, len(train_ids), len(set(nearest.values())))
+        write_coco_results({i: caption for i in test_ids}, out / f"constant-{dataset}.json")
+        write_coco_results(nearest, out / f"nearest-{dataset}.json")
+    write_json(out / "summary.json", info)
+    evaluation = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
+    for dataset in datasets:
+        for baseline in BASELINE_MODELS:
+            evaluate_on(baseline, dataset, evaluation)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ blip_weights), trains with the shared loop on the prepared split files (the capt
 train on, as words: words outside their vocabulary are not ``<unk>`` to BLIP; capt.blip.train),
 and writes the best epoch to ``models/blip/`` (a transformers folder, with its caption settings),
 ``metrics/train/blip.json``, ``metrics/history/blip.csv``, ``results/curves/blip.png`` and
-resumable ``checkpoints/blip/``. ``evaluate@blip-<dataset>`` then scores it like every other model.
+resumable ``checkpoints/blip/``. ``evaluate_blip`` then scores it like every other model.
 With 0 epochs every one of those outputs is written too, saying that no epoch ran (a DVC stage
 must write all it declares).
 """

@@ -1,9 +1,10 @@
-"""Stage evaluate@<model>-<dataset>: beam search on a test split, every metric.
+"""Stage evaluate@<model>: beam search on each test split, every metric.
 
-The same command scores BLIP (``evaluate_blip@<dataset>``) and the two baselines every model must
-beat (``evaluate_baseline@<baseline>-<dataset>``: ``constant`` and ``nearest``, whose captions stage
-baselines@<dataset> wrote to ``results/baselines/``; they have no maps, so no grounding, but CHAIR
-and everything else).
+``python -m stages.evaluate <model> <dataset>...`` evaluates on each dataset in turn, in one process
+(dvc.yaml: both of ``study.test_sets``). The same command scores BLIP (``evaluate_blip``), and stage
+baselines calls ``evaluate_on`` for the two baselines every model must beat (``constant`` and
+``nearest``, whose captions it wrote to ``results/baselines/``; they have no maps, so no grounding,
+but CHAIR and everything else).
 
 Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, tokenizer, gradcam_layer,
 bootstrap_resamples, bootstrap_seed). Reads
@@ -140,15 +141,15 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
 
 
 def _baseline(model: str, dataset: str):
-    """A baseline's captions (stage baselines@<dataset>) and no maps: it attends to nothing."""
+    """A baseline's captions (stage baselines) and no maps: it attends to nothing."""
     path = Path("results/baselines") / f"{model}-{dataset}.json"
     try:
         rows = json.loads(path.read_text())
         return {int(r["image_id"]): r["caption"] for r in rows}, {}
     except FileNotFoundError:
-        raise CaptError(f"{path}: missing; run baselines@{dataset}") from None
+        raise CaptError(f"{path}: missing; run stage baselines") from None
     except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
-        raise CaptError(f"{path}: not COCO results ({e}); run baselines@{dataset} again") from None
+        raise CaptError(f"{path}: not COCO results ({e}); run stage baselines again") from None
 
 
 def test_instances(dataset: str, image_ids) -> Instances | None:
@@ -219,10 +220,18 @@ def content_cells(per_image: dict, cfg: EvaluateConfig) -> dict:
 
 
 @stage_main
-def main(model: str, dataset: str) -> None:
+def main(model: str, datasets: list[str]) -> None:
     cfg = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
     if cfg.tokenizer == "ptb" and (why_not := ptb_tokenizer_available()) is not None:   # before any captioning
         raise CaptError(f"evaluate.tokenizer is ptb (coco-caption's PTBTokenizer), which cannot run: {why_not}")
+    if len(set(datasets)) != len(datasets):
+        raise CaptError(f"evaluate {model}: a test set named twice in {' '.join(datasets)}")
+    for dataset in datasets:
+        evaluate_on(model, dataset, cfg)
+
+
+def evaluate_on(model: str, dataset: str, cfg: EvaluateConfig) -> None:
+    """Caption ``dataset``'s test split with ``model`` and write every score, caption and map of it."""
     test_h5 = Path("data/prepared") / dataset / "test.h5"
     folder = Path("models") / model
     if model in BASELINE_MODELS:

@@ -1,16 +1,17 @@
-"""Stage evaluate_replicate@<variant>-<seed>-<dataset>: a replicate student's scores on a test split.
+"""Stage evaluate_replicate@<variant>-<seed>: a replicate student's scores on each test split
+named on the command line (dvc.yaml: both of ``study.test_sets``), in one process.
 
 Params: ``evaluate`` (beam_size, max_len, batch_size, tokenizer, device, bootstrap_resamples,
 bootstrap_seed), as every evaluation. Reads ``models/replicates/<variant>-s<seed>.pt`` (stage
 replicate@<variant>-<seed>) and ``data/prepared/<dataset>/test.h5``; writes
-``metrics/replicates/<variant>-s<seed>-<dataset>.json`` (the same scores as evaluate@: BLEU-1..4,
+``metrics/replicates/<variant>-s<seed>-<dataset>.json`` (the same scores as evaluate@<model>: BLEU-1..4,
 coco-caption BLEU, CIDEr-D, ROUGE-L, the leave-one-out pair, the 95% bootstrap intervals) and
 ``results/scores/replicates/<variant>-s<seed>-<dataset>.json`` and
 ``results/content/replicates/<variant>-s<seed>-<dataset>.json`` (where ``data/raw/<dataset>`` has
 instances: the content metric's per-image counts, capt.eval.content), the per-image statistics
 from which the report compares the variants over seeds (capt.eval.seeds). A replicate answers "how
 much does another seed change the score?": it draws no maps (no Grad-CAM, grounding or CHAIR),
-which the study's own students (evaluate@) have. METEOR is not computed.
+which the study's own students (evaluate@<model>) have. METEOR is not computed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from capt.data.dataset import CaptionDataset
 from capt.errors import CaptError
 from capt.eval.bootstrap import confidence_intervals
 from capt.eval.metrics import ptb_tokenizer_available, score_captions_per_image
-from capt.models.saved import load_captioner
+from capt.models.saved import Captioner, load_captioner
 from capt.train.distributed import resolve_device
 from stages._common import make_config, read_params, stage_main, write_json
 from stages.evaluate import EvaluateConfig, caption_content, content_cells, test_instances
@@ -36,13 +37,19 @@ log = logging.getLogger("stages.evaluate_replicate")
 
 
 @stage_main
-def main(variant: str, seed: int, dataset: str) -> None:
+def main(variant: str, seed: int, datasets: list[str]) -> None:
     cfg = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
     if cfg.tokenizer == "ptb" and (why_not := ptb_tokenizer_available()) is not None:
         raise CaptError(f"evaluate.tokenizer is ptb (coco-caption's PTBTokenizer), which cannot run: {why_not}")
     name = f"{variant}-s{seed}"
-    test_h5 = Path("data/prepared") / dataset / "test.h5"
     captioner = load_captioner(Path("models/replicates") / f"{name}.pt").to(resolve_device(cfg.device))
+    for dataset in datasets:
+        evaluate_replicate_on(captioner, name, dataset, cfg)
+
+
+def evaluate_replicate_on(captioner: Captioner, name: str, dataset: str, cfg: EvaluateConfig) -> None:
+    """Caption ``dataset``'s test split with the replicate ``name`` and write its scores."""
+    test_h5 = Path("data/prepared") / dataset / "test.h5"
     hypotheses = {}
     for batch in tqdm(DataLoader(CaptionDataset(test_h5), batch_size=cfg.batch_size), desc=f"{name}: caption",
                       unit="batch"):

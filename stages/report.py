@@ -399,7 +399,7 @@ def above_constant_cells(row: dict, constant: dict, test_sets: list[str]) -> dic
 
 # What each student is compared with (metrics/summary.json): the name in its keys -> the model.
 BASELINES = {"base": "student_base", "teacher": "teacher"}
-# What every model is compared with: the baselines of stage baselines@<dataset>, by their names.
+# What every model is compared with: the baselines of stage baselines, by their names.
 CAPTION_BASELINES = {b: b for b in BASELINE_MODELS}
 # Table 1's rows for the baselines: what each is.
 BASELINE_LOSS = {"constant": "baseline: one training caption for every image (best val CIDEr-D)",
@@ -409,10 +409,10 @@ BASELINE_LOSS = {"constant": "baseline: one training caption for every image (be
 def evaluation_stage(model: str, dataset: str) -> str:
     """The stage whose outputs hold a model's evaluation on a test set, for error lines."""
     if model == BLIP_MODEL:
-        return f"evaluate_blip@{dataset}"
+        return "evaluate_blip"
     if model in BASELINE_MODELS:
-        return f"evaluate_baseline@{model}-{dataset}"
-    return f"evaluate@{model}-{dataset}"
+        return "baselines"
+    return f"evaluate@{model}"
 
 
 def paired_cells(subjects: list[str], references: dict[str, str], test_sets: list[str], resamples: int, seed: int,
@@ -482,10 +482,10 @@ def twin_cells(twins: dict[str, str], test_sets: list[str], seeds: list[int], re
     cells: dict[str, dict] = {m: {"finetuned_twin": t} for m, t in twins.items()}
     models = dict.fromkeys(m for pair in twins.items() for m in pair)
     for dataset in test_sets:
-        loaded = {m: {s: ImageScores.read(scores_dir / f"{m}-{dataset}.json", f"evaluate@{m}-{dataset}")
+        loaded = {m: {s: ImageScores.read(scores_dir / f"{m}-{dataset}.json", f"evaluate@{m}")
                       if s == seeds[0] else
                       ImageScores.read(scores_dir / "replicates" / f"{m}-s{s}-{dataset}.json",
-                                       f"evaluate_replicate@{m}-{s}-{dataset}") for s in seeds} for m in models}
+                                       f"evaluate_replicate@{m}-{s}") for s in seeds} for m in models}
         for frozen, twin in twins.items():
             c = paired_bleu4(loaded[frozen][seeds[0]], loaded[twin][seeds[0]], resamples, seed)
             cells[frozen].update({f"delta_bleu4_vs_finetuned_{dataset}": c.delta,
@@ -545,9 +545,9 @@ def seed_cells(models: list[str], test_sets: list[str], seeds: list[int], resamp
 
     def evaluation(m: str, s: int, dataset: str) -> dict[str, PerImage]:
         if s == seeds[0]:
-            name, stage, folder = m, f"evaluate@{m}-{dataset}", ""
+            name, stage, folder = m, f"evaluate@{m}", ""
         else:
-            name, stage, folder = f"{m}-s{s}", f"evaluate_replicate@{m}-{s}-{dataset}", "replicates"
+            name, stage, folder = f"{m}-s{s}", f"evaluate_replicate@{m}-{s}", "replicates"
         return evaluation_statistics(scores_dir / folder / f"{name}-{dataset}.json",
                                      content_dir / folder / f"{name}-{dataset}.json" if content_dir else None, stage)
 

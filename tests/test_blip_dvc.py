@@ -15,7 +15,8 @@ from tests.repo_copy import REPO, copy_repository
 from tests.test_pipeline import _ran, _run
 
 pytestmark = pytest.mark.e2e
-STAGES = {"download@shapes", "prepare@shapes", "blip_weights", "blip", "evaluate_blip@shapes"}
+STAGES = {"download@shapes", "prepare@shapes", "download@shapes-shift", "prepare@shapes-shift", "blip_weights", "blip",
+          "evaluate_blip"}
 N_TEST = 4
 
 
@@ -28,7 +29,8 @@ def zero_shot_repo(tmp_path) -> Path:
 
 def _zero_shot_params(dst: Path) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["download"]["shapes"].update(n_train=8, n_val=4, n_test=N_TEST, image_size=32)
+    for world in ("shapes", "shapes-shift"):
+        params["download"][world].update(n_train=8, n_val=4, n_test=N_TEST, image_size=32)
     params["prepare"].update(image_size=32, min_word_freq=1)
     params["blip"]["small"].update(image_size=32, vision_hidden=16, text_hidden=16, vision_layers=1, text_layers=1)
     params["blip"]["train"]["epochs"] = 0
@@ -38,7 +40,7 @@ def _zero_shot_params(dst: Path) -> None:
 
 def test_dvc_repro_of_zero_shot_blip_writes_every_declared_output(zero_shot_repo):
     repo = zero_shot_repo
-    out = _run(["dvc", "repro", "evaluate_blip@shapes"], repo)
+    out = _run(["dvc", "repro", "evaluate_blip"], repo)
     assert _ran(out) == STAGES, out
 
     assert (repo / "models/blip/config.json").exists() and (repo / "models/blip/capt_generation.json").exists()
@@ -53,6 +55,6 @@ def test_dvc_repro_of_zero_shot_blip_writes_every_declared_output(zero_shot_repo
     assert len(json.loads((repo / "results/captions/blip-shapes.json").read_text())) == N_TEST
 
     # DVC recorded every output (the empty checkpoint folder and the null metrics included)
-    again = _run(["dvc", "repro", "evaluate_blip@shapes"], repo)
+    again = _run(["dvc", "repro", "evaluate_blip"], repo)
     assert _ran(again) == set(), again
     assert "Stage 'blip' didn't change, skipping" in again

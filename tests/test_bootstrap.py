@@ -122,11 +122,11 @@ def test_scores_file_round_trip_and_mismatched_test_sets(tmp_path):
     refs, hyps = _captions(10, seed=8)
     scores = image_scores(refs, hyps)
     scores.write(tmp_path / "m-shapes.json", "m", "shapes")
-    back = ImageScores.read(tmp_path / "m-shapes.json", "evaluate@m-shapes")
+    back = ImageScores.read(tmp_path / "m-shapes.json", "evaluate@m")
     assert back.image_ids == scores.image_ids and back.tokenizer == "simple"
     assert np.array_equal(back.bleu, scores.bleu) and np.array_equal(back.cider, scores.cider)
-    with pytest.raises(CaptError, match="missing; run evaluate@x-shapes"):
-        ImageScores.read(tmp_path / "x-shapes.json", "evaluate@x-shapes")
+    with pytest.raises(CaptError, match="missing; run evaluate@x"):
+        ImageScores.read(tmp_path / "x-shapes.json", "evaluate@x")
     fewer = image_scores({i: refs[i] for i in list(refs)[1:]}, {i: hyps[i] for i in list(refs)[1:]})
     with pytest.raises(CaptError, match="different images"):
         paired_bleu4(scores, fewer, 1000, seed=0)

@@ -132,7 +132,7 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
     assert set(only_teacher["student_kd"]) == {f"{k}_{m}_vs_teacher{ci}_shapes" for m in ("bleu4", "cider")
                                                for k, ci in (("delta", ""), ("delta", "_ci95"), ("p", ""))}
     (tmp_path / "student_kd-shapes-shift.json").unlink()
-    with pytest.raises(CaptError, match=r"student_kd-shapes-shift.json: missing; run evaluate@student_kd-shapes-shift"):
+    with pytest.raises(CaptError, match=r"student_kd-shapes-shift.json: missing; run evaluate@student_kd"):
         paired_cells(students, references, ["shapes", "shapes-shift"], 1000, 0, tmp_path)
 
 
@@ -222,7 +222,7 @@ def test_students_over_seeds_mean_sd_and_the_t_interval_against_the_baseline(tmp
                                                       - scores["student_base", s].cider_mean for s in (0, 1, 2)]
     json.dumps(cells)
     (tmp_path / "replicates" / "student_kd-s2-shapes.json").unlink()
-    with pytest.raises(CaptError, match=r"student_kd-s2-shapes.json: missing; run evaluate_replicate@student_kd-2-shapes"):
+    with pytest.raises(CaptError, match=r"student_kd-s2-shapes.json: missing; run evaluate_replicate@student_kd-2"):
         seed_cells(["student_base", "student_kd"], ["shapes"], [0, 1, 2], 1000, 0, {}, tmp_path)
 
 
