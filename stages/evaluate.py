@@ -209,12 +209,12 @@ def content_cells(per_image: dict, cfg: EvaluateConfig) -> dict:
     cells = {}
     for kind, scores in per_image.items():
         cells.update(scores.summary())
+        resampled = scores.resampled(resample_counts(scores.image_ids, cfg.bootstrap_resamples, cfg.bootstrap_seed))
         for name in CONTENT_INTERVALS[kind]:
             if cells[name] is None:
                 cells[f"{name}_ci95"] = None
                 continue
-            low, high = np.nanpercentile(scores.resampled(resample_counts(scores.image_ids, cfg.bootstrap_resamples,
-                                                                          cfg.bootstrap_seed))[name], (2.5, 97.5))
+            low, high = np.nanpercentile(resampled[name], (2.5, 97.5))
             cells[f"{name}_ci95"] = [float(low), float(high)]
     return cells
 

@@ -279,3 +279,15 @@ def test_p_values_at_the_floor_print_as_a_bound():
         format_p(1.5, 1000)
     with pytest.raises(CaptError, match="positive integer"):
         format_p(0.5, 0)
+
+
+def test_a_stage_output_that_is_missing_or_not_json_is_one_line_naming_it_and_its_stage(tmp_path):
+    from capt.eval.bootstrap import read_stage_json
+
+    with pytest.raises(CaptError, match=r"gone.json: missing; run evaluate@m$"):
+        read_stage_json(tmp_path / "gone.json", "evaluate@m")
+    (tmp_path / "half.json").write_text('{"image_ids": [1, 2')
+    with pytest.raises(CaptError, match=r"half.json: not JSON \(.*\); run evaluate@m again"):
+        read_stage_json(tmp_path / "half.json", "evaluate@m")
+    (tmp_path / "ok.json").write_text('{"a": [1]}')
+    assert read_stage_json(tmp_path / "ok.json", "evaluate@m") == {"a": [1]}

@@ -353,3 +353,22 @@ def test_a_shapes_world_is_told_from_coco_by_its_instances(tmp_path):
                  "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2], "area": 4,
                                   "iscrowd": 0, "segmentation": [[0, 0, 2, 0, 2, 2]]}]}
     assert not is_shapes_world(Instances(coco_like, "coco"))
+
+
+def test_the_evaluations_content_cells_bracket_each_score_on_the_shared_resamples():
+    """stages.evaluate.content_cells: each headline score with a 95% interval from the same
+    resamples as BLEU's (resample_counts of the image ids), None where undefined."""
+    from stages.evaluate import EvaluateConfig, content_cells
+
+    scenes = _varied_scenes()
+    captions = {i: (f"a {objects[0][2]} {objects[0][1]} {objects[0][0]}" if i % 3 else "a large red cross")
+                for i, objects in scenes.items()}
+    scores = score_content(captions, _instances(scenes))
+    cfg = EvaluateConfig(bootstrap_resamples=1000, bootstrap_seed=3)
+    cells = content_cells({"content": scores}, cfg)
+    expected = np.nanpercentile(scores.resampled(resample_counts(scores.image_ids, 1000, 3))["object_f1"], (2.5, 97.5))
+    assert cells["object_f1_ci95"] == [float(expected[0]), float(expected[1])]
+    assert cells["object_f1_ci95"][0] <= cells["object_f1"] <= cells["object_f1_ci95"][1]
+    assert cells["object_f1_ci95"][0] < cells["object_f1_ci95"][1]               # the images differ
+    assert cells["relation_accuracy"] is None and cells["relation_accuracy_ci95"] is None   # none stated
+    assert set(cells) >= {"shape_f1_ci95", "attribute_f1_ci95"}

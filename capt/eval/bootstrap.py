@@ -204,12 +204,7 @@ class ImageScores:
     @classmethod
     def read(cls, path: Path, stage: str) -> "ImageScores":
         """The scores an evaluation wrote (``stage`` names it, for the error line)."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise CaptError(f"{path}: missing; run {stage}") from None
-        except json.JSONDecodeError as e:
-            raise CaptError(f"{path}: not JSON ({e}); run {stage} again") from None
+        data = read_stage_json(path, stage)
         if not isinstance(data, dict) or any(k not in data for k in ("image_ids", "bleu", "cider", "tokenizer")):
             raise CaptError(f"{path}: not per-image scores (image_ids, bleu, cider, tokenizer); run {stage} again")
         if data.get("bleu_statistics") != list(BLEU_STATISTICS):
@@ -217,6 +212,16 @@ class ImageScores:
                             f"run {stage} again")
         bleu = np.asarray(data["bleu"], np.int64).reshape(-1, len(BLEU_STATISTICS))
         return cls(tuple(data["image_ids"]), bleu, np.asarray(data["cider"], np.float64), data["tokenizer"])
+
+
+def read_stage_json(path: Path, stage: str):
+    """The JSON a stage wrote, or one error line naming the file and the stage to run."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CaptError(f"{path}: missing; run {stage}") from None
+    except json.JSONDecodeError as e:
+        raise CaptError(f"{path}: not JSON ({e}); run {stage} again") from None
 
 
 def cider_statistics(scores: ImageScores) -> np.ndarray:

@@ -19,7 +19,6 @@ A claim that one model is better should hold on both kinds.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,7 +27,7 @@ import numpy as np
 
 from capt.errors import CaptError
 from capt.eval.bootstrap import (ImageScores, PairedComparison, cider_statistics, corpus_bleu4, corpus_cider,
-                                 paired_statistic)
+                                 paired_statistic, read_stage_json)
 from capt.eval.content import ContentScores, CoverageScores, content_metrics, coverage_metrics
 
 __all__ = ["COMPARED_METRICS", "METRIC_NAMES", "PerImage", "evaluation_statistics", "compare_models"]
@@ -66,12 +65,7 @@ def evaluation_statistics(scores_path: Path, content_path: Path | None, stage: s
            "cider": PerImage(scores.image_ids, cider_statistics(scores), corpus_cider, scores.tokenizer)}
     if content_path is None:
         return out
-    try:
-        data = json.loads(Path(content_path).read_text())
-    except FileNotFoundError:
-        raise CaptError(f"{content_path}: missing; run {stage}") from None
-    except json.JSONDecodeError as e:
-        raise CaptError(f"{content_path}: not JSON ({e}); run {stage} again") from None
+    data = read_stage_json(content_path, stage)
     if "content" in data:
         content = ContentScores.from_json(data["content"], str(content_path))
         out["object_f1"] = PerImage(content.image_ids, content.statistics, _content_metric("object_f1"))
