@@ -8,7 +8,8 @@ split of each dataset. This script scales each stage's disk by the images it pro
     prepare@<d>       every image of <d>            (uint8 S x S x 3 per image, + its captions)
     features          the train + val images of the teacher's dataset (fp16 cells per image)
     teacher_captions  the train images (x students.train_fraction)
-    evaluate*@...-<d> the test images of <d>        (captions and per-word maps)
+    evaluate*, baselines  per output file, the test images of the test set it names (<...>-<d>.json/.h5:
+                      captions, per-image scores, per-word maps; one stage covers both test sets)
     download@<d>      the real archives' published sizes where known
     anything else     unchanged (model weights and checkpoints have the real architectures' sizes;
                       the rehearsal's BLIP is a miniature, the real base model's weights are ~1 GB)
@@ -47,10 +48,42 @@ def images_of(stage: str, datasets: dict[str, dict[str, int]], teacher_dataset: 
         return "train+val", teacher_dataset
     if name == "teacher_captions":
         return "train", teacher_dataset
-    if name in ("evaluate", "evaluate_blip"):
-        dataset = item.rsplit("-", 1)[-1] if name == "evaluate" else item
-        return "test", dataset
+    if name in PER_TEST_SET:
+        return "test", None          # each output file by its own test set: dataset_of
     return "fixed", None
+
+
+# Stages whose outputs are per test set, <name>-<dataset>.<ext>, for both test sets in one stage.
+PER_TEST_SET = ("evaluate", "evaluate_blip", "evaluate_replicate", "baselines")
+
+
+def dataset_of(path: str, datasets) -> str | None:
+    """The test set an output file belongs to (``results/captions/teacher-coco.json`` -> coco), the
+    longest name that ends its stem after a dash (shapes-shift, not shapes); None for a shared file."""
+    stem = Path(path).stem
+    names = [d for d in datasets if stem.endswith(f"-{d}")]
+    return max(names, key=len) if names else None
+
+
+def per_test_set_bytes(files: dict[str, int], images: dict[str, dict[str, int]]) -> tuple[float | None, float, str]:
+    """(bytes per test image, projected bytes, what it scales with) of a stage's non-weight files,
+    each scaled by the test images of its own test set; a shared file (a summary) as it is."""
+    by_set: dict[str, int] = {}
+    shared = 0
+    for f, b in files.items():
+        if f.endswith(WEIGHTS):
+            continue
+        d = dataset_of(f, images)
+        if d is None:
+            shared += b
+        else:
+            by_set[d] = by_set.get(d, 0) + b
+    if not by_set:
+        return None, shared, "fixed"
+    projected = shared + sum(b * REAL_IMAGES[d]["test"] / images[d]["test"] for d, b in by_set.items())
+    per_image = sum(by_set.values()) / sum(images[d]["test"] for d in by_set)
+    return per_image, projected, "test images of " + ", ".join(
+        f"{d}: {images[d]['test']} -> {REAL_IMAGES[d]['test']:,}" for d in sorted(by_set))
 
 
 def count(images: dict[str, int], which: str) -> int:
@@ -104,6 +137,9 @@ def project(report: dict) -> list[dict]:
             row["scales_with"] = "published archive sizes" + (f" (not {', '.join(unknown)}: unpublished)" if unknown else "")
         elif which == "fixed":
             row["projected"], row["scales_with"] = m["out_bytes"], "fixed (weights, figures)"
+        elif dataset is None:
+            per_image, data, row["scales_with"] = per_test_set_bytes(files, report["images"])
+            row["per_image"], row["projected"] = per_image, weights + data
         else:
             per_image, data = scaled_bytes(files, report["images"][dataset], REAL_IMAGES[dataset], which)
             row["per_image"], row["projected"] = per_image, weights + data

@@ -240,6 +240,9 @@ def test_every_stage_recorded_its_cost(coco_repo, tmp_path):
     disk = prepare.split("|")[4].split()
     assert "-> 123,287" in prepare and disk[1] == "GB" and float(disk[0]) >= 24.0
     # the feature cache at ResNet-101's native 8x8 grid: 64 cells x 2048 x fp16 per image, not 14x14
+    # one evaluation stage covers both test sets: each of its files scales by its own test set
+    teacher = next(line for line in table.splitlines() if line.startswith("| `evaluate@teacher`"))
+    assert f"coco: {SIZES.coco_test} -> 5,000" in teacher and f"flickr8k: {SIZES.flickr_test} -> 1,000" in teacher
     features = next(line for line in table.splitlines() if line.startswith("| `features`"))
     per_image = features.split("|")[3].split()
     assert per_image[1] == "KB" and float(per_image[0]) == pytest.approx(64 * 2048 * 2 / 1e3, rel=0.01)
