@@ -75,6 +75,35 @@ def test_coco_profile_is_the_real_study(coco_repo):
     assert p["study"]["test_sets"] == ["coco", "flickr8k"] and p["attention"]["dataset"] == "coco"
 
 
+def _devices(params: dict, path: str = "") -> dict[str, str]:
+    """Every ``device`` param of a composition, by its full path."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(_devices(value, f"{path}{key}."))
+        elif key == "device":
+            out[f"{path}{key}"] = value
+    return out
+
+
+def test_the_coco_profile_asks_for_a_gpu_everywhere_and_fails_in_one_line_without_one(coco_repo, monkeypatch):
+    """`device: cuda` in every section that computes, so a CPU-only torch or a hidden GPU ends the first
+    stage with one line instead of training on the CPU for days; the embedded profile keeps auto."""
+    import torch
+
+    from capt.errors import CaptError
+    from capt.train.distributed import resolve_device
+
+    coco = _devices(yaml.safe_load((coco_repo / "params.yaml").read_text()))
+    shapes = _devices(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert set(coco) == set(shapes) and len(coco) == 9, coco
+    assert set(coco.values()) == {"cuda"} and set(shapes.values()) == {"auto"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CaptError, match=r"^device is cuda but torch sees no GPU here; set it to auto or cpu$"):
+        resolve_device(coco["teacher.train.device"])
+    assert resolve_device(shapes["teacher.train.device"]).type == "cpu"
+
+
 def test_coco_profile_dag_and_status_without_downloading(coco_repo):
     stages = {line.split()[0] for line in _dvc(coco_repo, "stage", "list").splitlines() if line.strip()}
     models = ["teacher", "student_base", "student_t5", "student_t10", "student_t20", "student_enc",

@@ -37,10 +37,15 @@ pytestmark = pytest.mark.rehearsal
 # 2 cores) leaves for work is a ResNet pass over a handful of 256 px images per stage.
 SIZES = MirrorSizes(coco_train=4, coco_restval=2, coco_val=2, coco_test=3,
                     flickr_train=2, flickr_val=1, flickr_test=2)
-# What the rehearsal shrinks, and nothing else: epochs, the images the report times and draws.
+# What the rehearsal shrinks, and nothing else: epochs, the images the report times and draws; and
+# where it runs.
 # METEOR is off: its JVM costs 8.5 s per evaluation (x 18); tests/test_metrics.py runs it for real.
+# The profile asks for cuda everywhere (a clear error without a GPU); the rehearsal runs on the CPU.
 OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=1", "report.timing_repeats=1",
-             "attention.image_indices=[0]", "evaluate.meteor=off"]
+             "attention.image_indices=[0]", "evaluate.meteor=off",
+             *(f"{section}.device=cpu" for section in ("pretrain.teacher", "pretrain.students", "features",
+                                                       "teacher.train", "teacher_captions", "students.train",
+                                                       "blip.train", "baselines", "evaluate"))]
 # BLIP's WordPiece vocabulary splits these words, as bert-base-uncased splits many COCO words.
 PIECES = {"skateboard": ("skate", "##board"), "puppies": ("pupp", "##ies"), "kittens": ("kitten", "##s")}
 
