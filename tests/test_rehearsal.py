@@ -140,15 +140,16 @@ def _params(repo: Path) -> dict:
     return yaml.safe_load((repo / "params.yaml").read_text())
 
 
-def test_the_profile_is_coco_with_only_epochs_shrunk(coco_repo):
+def test_the_profile_is_coco_with_only_epochs_shrunk_and_the_cpu_for_cuda(coco_repo):
     repo, _ = coco_repo
     p = _params(repo)
     coco = yaml.safe_load((REPO / "conf" / "profile" / "coco.yaml").read_text())
     assert p["teacher"]["encoder"] == {**p["teacher"]["encoder"], **coco["teacher"]["encoder"]}
     assert p["students"]["encoder"] == {**p["students"]["encoder"], **coco["students"]["encoder"]}
     for role in ("teacher", "students"):
-        train = {k: v for k, v in coco[role]["train"].items() if k != "epochs"}
+        train = {k: v for k, v in coco[role]["train"].items() if k not in ("epochs", "device")}
         assert p[role]["train"] == {**p[role]["train"], **train} and p[role]["train"]["epochs"] == 1
+        assert (coco[role]["train"]["device"], p[role]["train"]["device"]) == ("cuda", "cpu")
     assert p["blip"]["source"] == "pretrained" and p["blip"]["train"]["epochs"] == 0
     assert p["study"]["test_sets"] == ["coco", "flickr8k"] and p["prepare"]["image_size"] == 256
 
