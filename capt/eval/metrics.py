@@ -268,11 +268,11 @@ def _bleu(refs: list[list[list[str]]], hyps: list[list[str]], names=tuple(BLEU_W
           quiet: bool = False) -> dict[str, float]:
     """nltk corpus BLEU (``names`` of BLEU_WEIGHTS), no smoothing; nltk's zero-count warnings
     become one log line (none when ``quiet``: the ceiling's folds would repeat it)."""
-    out = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for name in names:
-            out[name] = float(corpus_bleu(refs, hyps, weights=BLEU_WEIGHTS[name]))
+        # One call for every order: nltk counts the n-grams once, up to the longest weights' order.
+        values = corpus_bleu(refs, hyps, weights=[BLEU_WEIGHTS[name] for name in names])
+    out = {name: float(v) for name, v in zip(names, values if isinstance(values, list) else [values])}
     if caught and not quiet:
         log.info("BLEU without smoothing: some n-gram order has no match (%s)",
                  str(caught[0].message).strip().splitlines()[0])
