@@ -90,8 +90,9 @@ def main(datasets: list[str]) -> None:
     enc_cfg = make_config(EncoderConfig, read_params("teacher", "encoder"), "teacher.encoder")
     prepared = Path("data/prepared")
     train_refs = read_references(prepared / train_set / "train.h5")
+    training = [c for refs in train_refs.values() for c in refs]
     caption, val_cider, scored = best_constant_caption(
-        [c for refs in train_refs.values() for c in refs], read_references(prepared / train_set / "val.h5"),
+        training, read_references(prepared / train_set / "val.h5"),
         candidates=cfg.constant_candidates, tokenizer=read_params("evaluate", "tokenizer"))
     log.info("constant baseline: %r (val CIDEr-D %.4f, the best of the %d most frequent training captions)",
              caption, val_cider, scored)
@@ -113,7 +114,7 @@ def main(datasets: list[str]) -> None:
     evaluation = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
     for dataset in datasets:
         for baseline in BASELINE_MODELS:
-            evaluate_on(baseline, dataset, evaluation)
+            evaluate_on(baseline, dataset, evaluation, training)
 
 
 if __name__ == "__main__":

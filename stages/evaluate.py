@@ -226,12 +226,21 @@ def main(model: str, datasets: list[str]) -> None:
         raise CaptError(f"evaluate.tokenizer is ptb (coco-caption's PTBTokenizer), which cannot run: {why_not}")
     if len(set(datasets)) != len(datasets):
         raise CaptError(f"evaluate {model}: a test set named twice in {' '.join(datasets)}")
+    training = training_captions()
     for dataset in datasets:
-        evaluate_on(model, dataset, cfg)
+        evaluate_on(model, dataset, cfg, training)
 
 
-def evaluate_on(model: str, dataset: str, cfg: EvaluateConfig) -> None:
-    """Caption ``dataset``'s test split with ``model`` and write every score, caption and map of it."""
+def training_captions() -> list[str]:
+    """Every reference caption of the training split (teacher.dataset's): what the diagnostics
+    call a caption seen in training."""
+    train_h5 = Path("data/prepared") / read_params("teacher", "dataset") / "train.h5"
+    return [c for refs in read_references(train_h5).values() for c in refs]
+
+
+def evaluate_on(model: str, dataset: str, cfg: EvaluateConfig, training: list[str]) -> None:
+    """Caption ``dataset``'s test split with ``model`` and write every score, caption and map of
+    it; ``training``: the training captions (``training_captions``) its diagnostics compare with."""
     test_h5 = Path("data/prepared") / dataset / "test.h5"
     folder = Path("models") / model
     if model in BASELINE_MODELS:
@@ -244,8 +253,7 @@ def evaluate_on(model: str, dataset: str, cfg: EvaluateConfig) -> None:
     scores, per_image = score_captions_per_image(references, hypotheses, tokenizer=cfg.tokenizer, human_ceiling=True,
                                                  meteor={"auto": None, "on": True, "off": False}[cfg.meteor])
     scores["images"] = len(hypotheses)
-    train_h5 = Path("data/prepared") / read_params("teacher", "dataset") / "train.h5"
-    scores.update(caption_diagnostics(hypotheses, [c for refs in read_references(train_h5).values() for c in refs]))
+    scores.update(caption_diagnostics(hypotheses, training))
     scores.update(confidence_intervals(per_image, cfg.bootstrap_resamples, cfg.bootstrap_seed))
     instances = test_instances(dataset, hypotheses)
     scores.update(_grounding(instances, hypotheses, maps, cfg, references))
