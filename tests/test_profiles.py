@@ -126,6 +126,18 @@ def test_coco_profile_dag_and_status_without_downloading(coco_repo):
 
 
 @pytest.mark.parametrize("profile", ["shapes", "coco"])
+def test_the_replicated_study_adds_seeds_and_changes_nothing_else(tmp_path, profile):
+    """`-S seeds=five` replicates the students the default reports: only study.replicate_seeds
+    differs, so DVC retrains none of Table 1's students (seed 0) and runs the replicates alone."""
+    default = compose(tmp_path / "default.yaml", f"profile={profile}")
+    five = compose(tmp_path / "five.yaml", f"profile={profile}", "seeds=five")
+    assert five["study"].pop("replicate_seeds") == [1, 2, 3, 4]
+    assert default["study"].pop("replicate_seeds") == []
+    assert five == default
+    assert default["students"]["train"]["seed"] not in [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("profile", ["shapes", "coco"])
 def test_the_seed_studys_follow_ups_compose_with_either_profile_and_the_seeds(tmp_path, profile):
     """`dvc exp run -S profile=<p> -S followups=seed_study -S seeds=five`: three more students, each
     with its evaluations and replicates, and every one a variant the distill stage accepts."""
