@@ -453,6 +453,8 @@ def comparison_rows(summary: dict, subjects: list[str], names: list[str], test_s
         for name in names:
             cells = summary[subject]
             row = {"model": subject, "against": {**BASELINES, **CAPTION_BASELINES}[name]}
+            if row["against"] == subject:         # student_base against itself: 0 [0, 0], p 1, in the JSON alone
+                continue
             for d in test_sets:
                 for metric in COMPARED_METRICS:
                     key = f"delta_{metric}_vs_{name}_{d}"

@@ -127,6 +127,11 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
     shifted = {k.removesuffix("_shapes-shift"): v for k, v in kd.items() if k.endswith("_shapes-shift")}
     assert shifted == {k.removesuffix("_shapes"): v for k, v in kd.items() if k.endswith("_shapes")}   # same images
     json.dumps(cells)                                                            # summary.json takes it as is
+    from stages.report import comparison_rows
+    rows = comparison_rows(cells, students, list(references), ["shapes", "shapes-shift"], 1000)
+    assert [(r["model"], r["against"]) for r in rows] == [("student_base", "teacher"), ("student_kd", "student_base"),
+                                                           ("student_kd", "teacher")]    # no row of the base against itself
+    assert rows[1]["cider_shapes"].startswith(f"{kd['delta_cider_vs_base_shapes']:+.3f} [")
 
     only_teacher = paired_cells(["student_kd"], {"teacher": "teacher"}, ["shapes"], 1000, 0, tmp_path)
     assert set(only_teacher["student_kd"]) == {f"{k}_{m}_vs_teacher{ci}_shapes" for m in ("bleu4", "cider")
