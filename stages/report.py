@@ -75,6 +75,22 @@ class ReportConfig:
                 raise CaptError(f"report.{name} must be a positive integer, got {value!r}")
 
 
+# What each pretrained BLIP checkpoint is (its model card): Table 1 says so beside its scores.
+BLIP_CHECKPOINTS = {
+    "Salesforce/blip-image-captioning-base": "the COCO-finetuned captioning checkpoint",
+    "Salesforce/blip-image-captioning-large": "the COCO-finetuned captioning checkpoint",
+}
+
+
+def blip_loss(source: str, pretrained: str, trained: bool) -> str:
+    """Table 1's loss cell of BLIP: what it was trained on, here and before (blip.source: small is
+    built and trained here; pretrained starts from ``pretrained``, tuned here only if ``trained``)."""
+    if source != "pretrained":
+        return "LM (trained here)" if trained else "LM (untrained)"
+    what = f"{pretrained}, {BLIP_CHECKPOINTS.get(pretrained, 'a pretrained checkpoint')}"
+    return f"LM, {what}, fine-tuned further here" if trained else f"zero-shot: {what}, used without further tuning"
+
+
 def _loss(variant: dict | None) -> str:
     if variant is None:
         return "task"
@@ -127,7 +143,8 @@ def main() -> None:
             blip, processor = load_blip(path)
             gen = read_generation(path)
             trained = json.loads(Path("metrics/train/blip.json").read_text())["epochs_run"] > 0
-            row = {"model": model, "loss": "LM (fine-tuned)" if trained else "zero-shot",
+            row = {"model": model, "loss": blip_loss(read_params("blip", "source"), read_params("blip", "pretrained"),
+                                                     trained),
                    "encoder": f"ViT/{blip.config.vision_config.patch_size} (BLIP)", "fine_tuned": True,
                    "hidden": blip.config.text_config.hidden_size,
                    "parameters": sum(p.numel() for p in blip.parameters()), "checkpoint_mb": folder_mb(path)}

@@ -226,6 +226,8 @@ def test_the_report_holds_every_model(coco_repo):
     html = (repo / "results/report/index.html").read_text()
     for model in summary:
         assert model in table and model in html
+    assert ("zero-shot: Salesforce/blip-image-captioning-base, the COCO-finetuned captioning checkpoint, used "
+            "without further tuning") in table
 
 
 def test_every_stage_recorded_its_cost(coco_repo, tmp_path):

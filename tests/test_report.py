@@ -141,6 +141,18 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
         paired_cells(students, references, ["shapes", "shapes-shift"], 1000, 0, tmp_path)
 
 
+def test_blips_row_says_which_checkpoint_it_is_and_whether_it_was_tuned_here():
+    from stages.report import blip_loss
+
+    base = "Salesforce/blip-image-captioning-base"
+    assert blip_loss("pretrained", base, False) == (f"zero-shot: {base}, the COCO-finetuned captioning checkpoint, "
+                                                    "used without further tuning")
+    assert blip_loss("pretrained", base, True).endswith("the COCO-finetuned captioning checkpoint, fine-tuned further here")
+    assert blip_loss("pretrained", "me/my-blip", False) == ("zero-shot: me/my-blip, a pretrained checkpoint, "
+                                                            "used without further tuning")
+    assert blip_loss("small", base, True) == "LM (trained here)"
+
+
 def test_latency_is_the_median_of_passes_with_every_model_timed_in_turn():
     """A fake clock: model a takes 10 ms per image, b 30 ms, and in the third pass the machine is
     ten times slower for both. The medians drop that pass; the quartiles are of the passes; the
