@@ -97,7 +97,9 @@ def cached_blip_files(repo: str) -> dict[str, Path]:
 
 def fetch_command(repo: str) -> str:
     """The command that puts what this stage needs of ``repo`` into the Hugging Face cache."""
-    return f"hf download {repo} {' '.join((*CONFIG_FILES, WEIGHTS[0]))}"     # a name the repo lacks is skipped
+    # Every weights format: Salesforce's base captioner has pytorch_model.bin alone on its main
+    # revision. Several names are allow-patterns to hf download: one the repo lacks is skipped.
+    return f"hf download {repo} {' '.join((*CONFIG_FILES, *WEIGHTS))}"
 
 
 def copy_files(files: dict[str, Path], out: Path) -> None:

@@ -67,12 +67,63 @@ class ReportConfig:
     beam_size: int = 3
     max_len: int = 20
     seed_bleu4: dict = field(default_factory=dict)   # model -> the seed study's BLEU-4 (its Table 1)
+    published: list = field(default_factory=list)    # {model, dataset, scores: {metric: value}, source}: what the
+                                                     # literature reports, printed beside our score of that metric
 
     def __post_init__(self):
         for name in ("timing_images", "timing_repeats", "timing_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CaptError(f"report.{name} must be a positive integer, got {value!r}")
+        for i, entry in enumerate(self.published):
+            where = f"report.published[{i}]"
+            if not isinstance(entry, dict) or set(entry) != {"model", "dataset", "scores", "source"}:
+                raise CaptError(f"{where} must have exactly model, dataset, scores and source, got {entry!r}")
+            unknown = set(entry["scores"]) - set(PUBLISHED_METRICS)
+            if not entry["scores"] or unknown:
+                raise CaptError(f"{where}.scores: metrics among {', '.join(PUBLISHED_METRICS)}, got {entry['scores']!r}")
+
+
+# The scores report.published may name, as metrics/eval has them: nltk BLEU-4 (as sgrvinod's tutorial
+# reports it) or coco-caption's (as papers do), CIDEr-D, METEOR, ROUGE-L.
+PUBLISHED_METRICS = ("bleu4", "bleu4_coco", "cider", "meteor", "rouge_l")
+
+
+PUBLISHED_COLUMNS = [("model", "model"), ("dataset", "test set"), ("metric", "metric"), ("published", "published", "{:.3f}"),
+                     ("ours", "ours", "{:.3f}"), ("source", "source")]
+PUBLISHED_NOTE = ("What the source reports for the model this study runs (or the one it reimplements) on that test "
+                  "set, and our score of the same metric: a run far from them is not calibrated (image size, beam, "
+                  "tokenizer, training), whatever its comparisons say.")
+
+
+def published_rows(published: list[dict], models: dict) -> list[dict]:
+    """One row per published score of a model the study has: the source's value and ours on the
+    same test set (None where our evaluation lacks that metric: METEOR without Java)."""
+    rows = []
+    for entry in published:
+        if entry["model"] not in models:
+            continue
+        for metric, value in entry["scores"].items():
+            rows.append({"model": entry["model"], "dataset": entry["dataset"], "metric": metric,
+                         "published": value, "ours": models[entry["model"]].get(f"{metric}_{entry['dataset']}"),
+                         "source": entry["source"]})
+    return rows
+
+
+# What each pretrained BLIP checkpoint is (its model card): Table 1 says so beside its scores.
+BLIP_CHECKPOINTS = {
+    "Salesforce/blip-image-captioning-base": "the COCO-finetuned captioning checkpoint",
+    "Salesforce/blip-image-captioning-large": "the COCO-finetuned captioning checkpoint",
+}
+
+
+def blip_loss(source: str, pretrained: str, trained: bool) -> str:
+    """Table 1's loss cell of BLIP: what it was trained on, here and before (blip.source: small is
+    built and trained here; pretrained starts from ``pretrained``, tuned here only if ``trained``)."""
+    if source != "pretrained":
+        return "LM (trained here)" if trained else "LM (untrained)"
+    what = f"{pretrained}, {BLIP_CHECKPOINTS.get(pretrained, 'a pretrained checkpoint')}"
+    return f"LM, {what}, fine-tuned further here" if trained else f"zero-shot: {what}, used without further tuning"
 
 
 def _loss(variant: dict | None) -> str:
@@ -127,7 +178,8 @@ def main() -> None:
             blip, processor = load_blip(path)
             gen = read_generation(path)
             trained = json.loads(Path("metrics/train/blip.json").read_text())["epochs_run"] > 0
-            row = {"model": model, "loss": "LM (fine-tuned)" if trained else "zero-shot",
+            row = {"model": model, "loss": blip_loss(read_params("blip", "source"), read_params("blip", "pretrained"),
+                                                     trained),
                    "encoder": f"ViT/{blip.config.vision_config.patch_size} (BLIP)", "fine_tuned": True,
                    "hidden": blip.config.text_config.hidden_size,
                    "parameters": sum(p.numel() for p in blip.parameters()), "checkpoint_mb": folder_mb(path)}
@@ -218,6 +270,9 @@ def main() -> None:
              + markdown_table(vs_baselines, comparison_columns(vs_baselines, test_sets)))
     text += ("\n## Students against the baseline student and the teacher\n\n" + seed_note + "\n\n"
              + markdown_table(vs_students, comparison_columns(vs_students, test_sets)))
+    published = published_rows(cfg.published, summary["models"])
+    if published:
+        text += f"\n## Published numbers beside ours\n\n{PUBLISHED_NOTE}\n\n" + markdown_table(published, PUBLISHED_COLUMNS)
     grounding, chair = grounding_rows(rows), chair_rows(rows)
     grounding_note = ("Each mention of an object category in a model's own test captions whose category is in the "
                       "image, scored on that word's map upsampled to the image's original size. Pointing game: the "
@@ -262,6 +317,7 @@ def main() -> None:
         Table("Grounding: does each word's map land on what it names?", grounding, GROUNDING_COLUMNS, grounding_note,
               digits=3),
         Table("Hallucination", chair, CHAIR_COLUMNS, chair_note, digits=3),
+        *([Table("Published numbers beside ours", published, PUBLISHED_COLUMNS, PUBLISHED_NOTE)] if published else []),
         Figures("Training curves", curves, "Per epoch: training and validation loss, validation BLEU-4."),
         Figures("Where each model looks, word by word", compare,
                 "A row per model and technique (soft attention and Grad-CAM on the encoder's last block for the "

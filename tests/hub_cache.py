@@ -2,9 +2,10 @@
 
 It has the layout huggingface_hub itself writes (``models--<org>--<name>/blobs/``,
 ``snapshots/<commit>/`` of symlinks to the blobs, ``refs/main`` naming the commit) and the files of
-``Salesforce/blip-image-captioning-base``, under their names and in their formats: a config,
-``model.safetensors``, the image processor's ``preprocessor_config.json`` (384 px, CLIP mean and
-std) and the BERT tokenizer's files. The weights are a randomly initialised model with tiny widths
+``Salesforce/blip-image-captioning-base``, under their names and in their formats: a config, the
+weights as ``pytorch_model.bin`` (a pickled state dict, the only PyTorch weights the repo's main
+revision holds: its ``model.safetensors`` exists only on unmerged pull-request refs), the image
+processor's ``preprocessor_config.json`` (384 px, CLIP mean and std) and the BERT tokenizer's files. The weights are a randomly initialised model with tiny widths
 and one layer each, but the real image and patch sizes, so that every shape downstream of the
 vision encoder (a 24 x 24 patch grid) is the real one. The repo's other formats are there too, as
 junk, so that a test sees whether they are fetched.
@@ -19,15 +20,18 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 from capt.blip.model import SmallBlipConfig, save_blip, small_blip
 
 BASE = "Salesforce/blip-image-captioning-base"
 # The real base model's vision input, and a model that is tiny everywhere else.
 TINY = SmallBlipConfig(image_size=384, patch_size=16, vision_hidden=32, vision_layers=1, text_hidden=32,
                        text_layers=1, heads=2, max_positions=512)
-# Files of the real repo that transformers never loads (TensorFlow weights, a second copy of the
-# PyTorch weights, the model card): junk bytes of a plausible name.
-UNLOADED = ("tf_model.h5", "pytorch_model.bin", "README.md", ".gitattributes")
+# The weights as the real repo's main revision holds them, and the files of it that transformers
+# never loads (TensorFlow weights, the model card): junk bytes of a plausible name.
+WEIGHTS = "pytorch_model.bin"
+UNLOADED = ("tf_model.h5", "README.md", ".gitattributes")
 # What git LFS stores in the real repo; blobs of other files are named by their git hash.
 LFS = (".safetensors", ".bin", ".h5")
 
@@ -64,8 +68,9 @@ def _repo_files(model, processor, folder: Path, seed: int) -> dict[str, bytes]:
     save_blip(model, processor, folder / "saved")
     tokenizer = processor.tokenizer
     image = processor.image_processor
-    files = {name: (folder / "saved" / name).read_bytes()
-             for name in ("config.json", "model.safetensors", "tokenizer.json")}
+    files = {name: (folder / "saved" / name).read_bytes() for name in ("config.json", "tokenizer.json")}
+    torch.save(model.state_dict(), folder / WEIGHTS)            # what transformers 4 wrote before safetensors
+    files[WEIGHTS] = (folder / WEIGHTS).read_bytes()
     # The real repo predates transformers 5's processor_config.json: its image processor has a file
     # of its own, and its tokenizer a vocab.txt, a special-token map and a config without bos.
     files["preprocessor_config.json"] = _json({

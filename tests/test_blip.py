@@ -331,7 +331,7 @@ from tests.hub_cache import UNLOADED, seed_blip_hub_cache  # noqa: E402
 
 PRETRAINED_PARAMS = {"blip": {"source": "pretrained", "pretrained": "Salesforce/blip-image-captioning-base"}}
 # What transformers loads of Salesforce's repo: no generation_config.json there, one weights format.
-LOADED = ["config.json", "model.safetensors", "preprocessor_config.json", "special_tokens_map.json",
+LOADED = ["config.json", "preprocessor_config.json", "pytorch_model.bin", "special_tokens_map.json",
           "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
 
 
@@ -358,7 +358,7 @@ def test_blip_weights_copies_only_the_loaded_files_from_an_offline_hub_cache(hub
                       HF_HUB_OFFLINE="1")
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "models/blip_init"
-    assert sorted(p.name for p in out.iterdir()) == LOADED                 # no tf_model.h5, no pytorch_model.bin
+    assert sorted(p.name for p in out.iterdir()) == LOADED                 # no tf_model.h5: the pickled weights
     assert not any(p.is_symlink() for p in out.iterdir())                  # plain files, not links into the cache
     model, processor = load_blip(out)
     assert processor.tokenizer.tokenize("a man riding a skateboard") == ["a", "man", "riding", "a", "skate", "##board"]
@@ -381,7 +381,27 @@ def test_blip_weights_offline_with_an_empty_hub_cache_fails_in_one_line(tmp_path
     assert lines[0].startswith("error: cannot fetch Salesforce/blip-image-captioning-base (OfflineModeIsEnabled)")
     assert f"the Hugging Face cache {tmp_path / 'hub'} does not hold it" in lines[0]
     assert "`hf download Salesforce/blip-image-captioning-base config.json " in lines[0]
+    assert " pytorch_model.bin`" in lines[0]            # the repo's main revision has no model.safetensors
     assert not (tmp_path / "models/blip_init").exists()
+
+
+def test_pickled_blip_weights_on_torch_before_2_6_fail_naming_the_cause(hub_cache, tmp_path, monkeypatch):
+    """transformers refuses torch.load below torch 2.6 with a message about a vulnerability; the
+    real repo has only pytorch_model.bin, so load_blip says what is wrong and what to do."""
+    import capt.blip.model as blip_model
+
+    snapshot = next((hub_cache / "models--Salesforce--blip-image-captioning-base" / "snapshots").iterdir())
+    folder = tmp_path / "blip_init"
+    folder.mkdir()
+    for name in LOADED:
+        (folder / name).write_bytes((snapshot / name).read_bytes())
+    monkeypatch.setattr(blip_model, "is_torch_greater_or_equal", lambda version: version != "2.6")
+    with pytest.raises(CaptError, match=r"blip_init/pytorch_model.bin: transformers loads pickled weights only with "
+                                        r"torch >= 2.6 and this is torch .*; upgrade it \(pip install 'torch>=2.6'\)"):
+        blip_model.load_blip(folder)
+    monkeypatch.undo()
+    model, _ = blip_model.load_blip(folder)                 # this torch loads them
+    assert model.config.vision_config.image_size == 384
 
 
 def test_blip_weights_fetches_one_weights_format_safetensors_first():

@@ -226,6 +226,11 @@ def test_the_report_holds_every_model(coco_repo):
     html = (repo / "results/report/index.html").read_text()
     for model in summary:
         assert model in table and model in html
+    assert ("zero-shot: Salesforce/blip-image-captioning-base, the COCO-finetuned captioning checkpoint, used "
+            "without further tuning") in table
+    published = table[table.index("## Published numbers beside ours"):].splitlines()
+    blip_cider = next(line for line in published if line.startswith("| blip | coco | cider | 1.333 | "))
+    assert float(blip_cider.split("|")[5]) == pytest.approx(summary["blip"]["cider_coco"], abs=5e-4)   # ours beside it
 
 
 def test_every_stage_recorded_its_cost(coco_repo, tmp_path):

@@ -141,6 +141,37 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
         paired_cells(students, references, ["shapes", "shapes-shift"], 1000, 0, tmp_path)
 
 
+def test_blips_row_says_which_checkpoint_it_is_and_whether_it_was_tuned_here():
+    from stages.report import blip_loss
+
+    base = "Salesforce/blip-image-captioning-base"
+    assert blip_loss("pretrained", base, False) == (f"zero-shot: {base}, the COCO-finetuned captioning checkpoint, "
+                                                    "used without further tuning")
+    assert blip_loss("pretrained", base, True).endswith("the COCO-finetuned captioning checkpoint, fine-tuned further here")
+    assert blip_loss("pretrained", "me/my-blip", False) == ("zero-shot: me/my-blip, a pretrained checkpoint, "
+                                                            "used without further tuning")
+    assert blip_loss("small", base, True) == "LM (trained here)"
+
+
+def test_published_numbers_sit_beside_ours_for_the_models_and_metrics_named():
+    from capt.errors import CaptError
+    from stages.report import ReportConfig, published_rows
+
+    published = [{"model": "teacher", "dataset": "coco", "scores": {"bleu4_coco": 0.243}, "source": "Xu"},
+                 {"model": "blip", "dataset": "coco", "scores": {"bleu4_coco": 0.397, "meteor": 0.3}, "source": "Li"},
+                 {"model": "student_x", "dataset": "coco", "scores": {"bleu4": 0.1}, "source": "not in the study"}]
+    models = {"teacher": {"bleu4_coco_coco": 0.21, "bleu4_coco_flickr8k": 0.15},
+              "blip": {"bleu4_coco_coco": 0.38, "cider_coco": 1.2}}
+    rows = published_rows(ReportConfig(published=published).published, models)
+    assert [(r["model"], r["metric"], r["published"], r["ours"]) for r in rows] == [
+        ("teacher", "bleu4_coco", 0.243, 0.21), ("blip", "bleu4_coco", 0.397, 0.38), ("blip", "meteor", 0.3, None)]
+    assert rows[0]["source"] == "Xu" and rows[0]["dataset"] == "coco"
+    with pytest.raises(CaptError, match=r"report.published\[0\].scores: metrics among bleu4, bleu4_coco, cider"):
+        ReportConfig(published=[{**published[0], "scores": {"bleu": 0.2}}])
+    with pytest.raises(CaptError, match=r"report.published\[1\] must have exactly model, dataset, scores and source"):
+        ReportConfig(published=[published[0], {"model": "blip", "scores": {"cider": 1.0}}])
+
+
 def test_latency_is_the_median_of_passes_with_every_model_timed_in_turn():
     """A fake clock: model a takes 10 ms per image, b 30 ms, and in the third pass the machine is
     ten times slower for both. The medians drop that pass; the quartiles are of the passes; the

@@ -95,6 +95,42 @@ def test_loader_workers_change_nothing(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_loader_batches_that_do_not_fit_in_shared_memory_fail_before_training(tmp_path, monkeypatch):
+    """Worker batches wait in /dev/shm (a container's is 64 MB by default): num_workers x
+    prefetch_factor global batches of the first item's size; too many fail in one line naming the
+    params and the container's fix, before any step; prefetch_factor reaches the DataLoader."""
+    import dataclasses
+    import shutil
+    from collections import namedtuple
+
+    from capt.train import loop
+
+    ds = TinyFeatures()
+    item_bytes = sum(v.numel() * v.element_size() for v in ds[0].values())       # 6 x 4 x 4 features, ...
+    cfg = dataclasses.replace(CFG, num_workers=2, prefetch_factor=2)
+    assert loop.shared_memory_needed(ds, cfg) == 2 * 2 * 8 * item_bytes
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**26, 2**26 - 2 * 2 * 8 * item_bytes + 1,
+                                                                     2 * 2 * 8 * item_bytes - 1))
+    with pytest.raises(CaptError, match=rf"^{shm}: 0 MB free, and train.num_workers 2 x train.prefetch_factor 2 "
+                                        r"batches of 8 items \(0 MB\) wait there; lower them, or give the "
+                                        r"container more shared memory \(docker run --shm-size="):
+        loop.check_shared_memory(ds, cfg, shm)
+    loop.check_shared_memory(ds, dataclasses.replace(cfg, prefetch_factor=1), shm)     # half of it fits
+    loop.check_shared_memory(ds, dataclasses.replace(cfg, num_workers=0), shm)         # no workers, no shm
+    monkeypatch.setattr(loop, "check_shared_memory", lambda *a: (_ for _ in ()).throw(CaptError("checked")))
+    with pytest.raises(CaptError, match="checked"):                                    # fit checks first
+        fit(_task(ds), ds, cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    from capt.train.distributed import Runtime
+    loader = loop._epoch_loader(ds, cfg, 1, Runtime(0, 1, torch.device("cpu")))
+    assert (loader.num_workers, loader.prefetch_factor) == (2, 2)
+    with pytest.raises(CaptError, match="train.prefetch_factor must be >= 1, got 0"):
+        dataclasses.replace(cfg, prefetch_factor=0)
+
+
 def test_fp16_native_cells_train_exactly_as_the_float32_cells_pooled_beforehand(tmp_path):
     """A feature cache's batches: fp16 cells on a native 4 x 4 grid, through loader workers as they
     are; the task casts them and pools them to 2 x 2 on the device. The run is the very run on

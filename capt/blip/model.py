@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+from transformers.utils.import_utils import is_torch_greater_or_equal
 
 from capt.errors import CaptError
 
@@ -27,6 +28,8 @@ from capt.errors import CaptError
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
 PRETRAINED = "Salesforce/blip-image-captioning-base"
 
+
+PICKLED_WEIGHTS = "pytorch_model.bin"     # Salesforce/blip-image-captioning-base's only PyTorch weights
 
 @dataclass(frozen=True)
 class SmallBlipConfig:
@@ -105,12 +108,17 @@ def load_blip(folder: Path) -> tuple[BlipForConditionalGeneration, BlipProcessor
     if not (folder / "config.json").exists():
         raise CaptError(f"{folder}: no BLIP model here; fetch it with `dvc repro blip_weights` "
                         f"(or `hf download {PRETRAINED} --local-dir {folder}`)")
+    pickled = folder / PICKLED_WEIGHTS
+    if pickled.exists() and not any(folder.glob("*.safetensors")) and not is_torch_greater_or_equal("2.6"):
+        # transformers refuses torch.load below 2.6 (CVE-2025-32434) with a message about a vulnerability
+        raise CaptError(f"{pickled}: transformers loads pickled weights only with torch >= 2.6 and this is torch "
+                        f"{torch.__version__}; upgrade it (pip install 'torch>=2.6')")
     try:
         model = BlipForConditionalGeneration.from_pretrained(folder, local_files_only=True,
                                                              attn_implementation="eager")
         processor = BlipProcessor.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:
-        raise CaptError(f"{folder}: not a BLIP captioning model ({e})".splitlines()[0]) from None
+        raise CaptError(f"{folder}: cannot load it as a BLIP captioner ({e})".splitlines()[0]) from None
     return model.eval(), processor
 
 

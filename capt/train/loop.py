@@ -86,6 +86,8 @@ class TrainConfig:
     val_beam_size: int = 1        # decoding for the per-epoch val BLEU-4 (1 = greedy)
     max_decode_len: int = 20
     num_workers: int = 0
+    prefetch_factor: int = 2      # batches each loader worker keeps ready (only with num_workers > 0): they
+                                  # wait in shared memory (/dev/shm), which fit() checks before the first epoch
     preload: bool = False         # read the training items into memory once (small datasets)
     pin_memory: bool = False      # page-locked batches for faster copies to a GPU (ignored on the CPU)
     processes: int = 1            # > 1: DistributedDataParallel under torchrun (python -m stages.launch)
@@ -96,7 +98,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "lr_patience", "early_stop", "val_beam_size", "max_decode_len",
-                     "processes"):
+                     "processes", "prefetch_factor"):
             if getattr(self, name) < 1:
                 raise CaptError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.lr_decay <= 1:
@@ -183,7 +185,32 @@ def _epoch_loader(dataset: Dataset, cfg: TrainConfig, epoch: int, runtime: Runti
     workers = torch.Generator().manual_seed(derive_seed(cfg.seed, "workers", epoch, runtime.rank))
     return DataLoader(dataset, batch_size=cfg.batch_size // runtime.world_size, sampler=sampler,
                       num_workers=cfg.num_workers, generator=workers, persistent_workers=False,
+                      prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
                       pin_memory=cfg.pin_memory and runtime.device.type == "cuda")
+
+
+def shared_memory_needed(dataset: Dataset, cfg: TrainConfig) -> int:
+    """Bytes of /dev/shm the loader workers fill on this machine: each of ``num_workers`` workers of
+    each of ``processes`` processes keeps ``prefetch_factor`` batches of ``batch_size / processes``
+    items there (torch shares worker batches through shared memory), sized by the first item."""
+    item = dataset[0]
+    item_bytes = sum(v.numel() * v.element_size() for v in item.values() if isinstance(v, torch.Tensor))
+    return cfg.num_workers * cfg.prefetch_factor * cfg.batch_size * item_bytes
+
+
+def check_shared_memory(dataset: Dataset, cfg: TrainConfig, shm: Path = Path("/dev/shm")) -> None:
+    """Fail before the first epoch, in one line, where the loader workers' batches would not fit in
+    shared memory: a container's default 64 MB otherwise ends the run in a bus error mid-epoch."""
+    if cfg.num_workers == 0 or not shm.is_dir():
+        return
+    import shutil
+
+    need, free = shared_memory_needed(dataset, cfg), shutil.disk_usage(shm).free
+    if need > free:
+        raise CaptError(f"{shm}: {free / 2**20:.0f} MB free, and train.num_workers {cfg.num_workers} x "
+                        f"train.prefetch_factor {cfg.prefetch_factor} batches of {cfg.batch_size} items "
+                        f"({need / 2**20:.0f} MB) wait there; lower them, or give the container more shared memory "
+                        f"(docker run --shm-size={2 ** math.ceil(math.log2(need / 2**20 * 2))}m)")
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False) -> dict[str, torch.Tensor]:
@@ -224,6 +251,7 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
     if rt.world_size != cfg.processes:
         raise CaptError(f"train.processes is {cfg.processes} but {rt.world_size} process(es) are running: "
                         "start training stages with `python -m stages.launch N <stage>` (torchrun for N > 1)")
+    check_shared_memory(train_set, cfg)
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / "last.pt"
     # Dropout differs between processes (each sees other examples); rank 0 keeps the seed itself.
