@@ -49,7 +49,7 @@ from capt.eval.bootstrap import ImageScores, format_p, paired_bleu4
 from capt.eval.compare import COMPARED_METRICS, METRIC_NAMES, PerImage, compare_models, evaluation_statistics
 from capt.eval.grounding import CHAIR_KEYS
 from capt.eval.seeds import compare_over_seeds, mean_sd, paired_bleu4_over_seeds
-from capt.blip.model import caption_images, load_blip, read_generation
+from capt.blip.model import PRETRAINED, caption_images, load_blip, read_generation
 from capt.eval.table import folder_mb, markdown_table, model_size, time_per_image
 from capt.models.saved import load_captioner
 from capt.viz.report import Figures, Table, write_report
@@ -112,7 +112,7 @@ def published_rows(published: list[dict], models: dict) -> list[dict]:
 
 # What each pretrained BLIP checkpoint is (its model card): Table 1 says so beside its scores.
 BLIP_CHECKPOINTS = {
-    "Salesforce/blip-image-captioning-base": "the COCO-finetuned captioning checkpoint",
+    PRETRAINED: "the COCO-finetuned captioning checkpoint",
     "Salesforce/blip-image-captioning-large": "the COCO-finetuned captioning checkpoint",
 }
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from capt.blip.model import SmallBlipConfig, save_blip, small_blip
+from capt.blip.model import PICKLED_WEIGHTS, SmallBlipConfig, save_blip, small_blip
 
 BASE = "Salesforce/blip-image-captioning-base"
 # The real base model's vision input, and a model that is tiny everywhere else.
@@ -30,7 +30,7 @@ TINY = SmallBlipConfig(image_size=384, patch_size=16, vision_hidden=32, vision_l
                        text_layers=1, heads=2, max_positions=512)
 # The weights as the real repo's main revision holds them, and the files of it that transformers
 # never loads (TensorFlow weights, the model card): junk bytes of a plausible name.
-WEIGHTS = "pytorch_model.bin"
+WEIGHTS = PICKLED_WEIGHTS
 UNLOADED = ("tf_model.h5", "README.md", ".gitattributes")
 # What git LFS stores in the real repo; blobs of other files are named by their git hash.
 LFS = (".safetensors", ".bin", ".h5")
