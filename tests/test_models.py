@@ -116,6 +116,26 @@ def test_length_sorted_teacher_forcing_equals_each_caption_decoded_alone():
             assert torch.allclose(alpha[0], alphas[i, t], atol=1e-6)
         assert not logits[i, int(lengths[i]) - 1:].any()                 # padding: never computed
 
+
+def test_teacher_forcing_gradients_reach_each_caption_only_through_its_live_steps():
+    # forward() pads each step's output and stacks the steps: the features' gradient must be
+    # what each caption decoded alone gives, with nothing from its padding steps.
+    dec = _decoder(seed=4)
+    feats = torch.randn(3, 4, 8, requires_grad=True)
+    caps = torch.tensor([[1, 7, 2, 0, 0], [1, 4, 5, 6, 2], [1, 9, 6, 2, 0]])
+    lengths = torch.tensor([3, 5, 4])
+    weights = torch.randn(3, 4, 12)                                      # any function of the logits
+    logits, _ = dec(feats, caps, lengths)
+    (logits * weights).sum().backward()
+    for i in range(3):
+        f = feats.detach()[i:i + 1].requires_grad_(True)
+        state, proj, total = dec.init_state(f), dec.attention.feature_proj(f), 0.0
+        for t in range(int(lengths[i]) - 1):
+            step_logits, _, state = dec.step(f, proj, caps[i:i + 1, t], state)
+            total = total + (step_logits[0] * weights[i, t]).sum()
+        total.backward()
+        assert torch.allclose(f.grad[0], feats.grad[i], atol=1e-6)
+
 def test_caption_loss_masks_padding_and_adds_attention_term():
     dec = _decoder()
     feats = torch.randn(2, 4, 8)

@@ -94,21 +94,27 @@ class AttentionDecoder(nn.Module):
         Rows are sorted by length so that step t runs only the n_t captions still going (a
         prefix of the sorted batch): padding costs nothing, which halves the work when caption
         lengths vary as much as they do in COCO or shapes.
+
+        Each step's output is zero-padded to B rows and the steps stacked once at the end,
+        rather than written into preallocated (B, T, V) and (B, T, P) tensors: the backward of
+        such a write copies the whole (B, T, V) gradient at every step (for the COCO profile's
+        teacher, 320 captions a batch and ~10k words: ~270 MB, T times). The values and
+        gradients are the same bit for bit (benchmarks/bench_decoder.py).
         """
-        B, P, _ = features.shape
+        B = features.shape[0]
         T = int(lengths.max()) - 1
         order = lengths.argsort(descending=True, stable=True)
         features, captions, steps = features[order], captions[order], lengths[order] - 1
         projected = self.attention.feature_proj(features)                     # (B, P, A)
         h, c = self.init_state(features)
-        logits = features.new_zeros(B, T, self.vocab_size)
-        alphas = features.new_zeros(B, T, P)
         live = (torch.arange(T, device=lengths.device)[None, :] < steps[:, None]).sum(0).tolist()  # n_t
+        logits, alphas = [], []                                                # T x (B, V), T x (B, P)
         for t, n in enumerate(live):
             step_logits, alpha, (h, c) = self.step(features[:n], projected[:n], captions[:n, t], (h[:n], c[:n]))
-            logits[:n, t], alphas[:n, t] = step_logits, alpha
+            logits.append(F.pad(step_logits, (0, 0, 0, B - n)))
+            alphas.append(F.pad(alpha, (0, 0, 0, B - n)))
         unsort = order.argsort()
-        return logits[unsort], alphas[unsort]
+        return torch.stack(logits, dim=1)[unsort], torch.stack(alphas, dim=1)[unsort]
 
 
 def caption_loss(logits: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
