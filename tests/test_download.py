@@ -567,6 +567,9 @@ def test_real_registry_is_consistent(name):
     refs = [manifest["splits"], *manifest["captions"]["files"], *manifest["instances"]]
     assert set(manifest["images"]) <= names
     assert {ref["file"] for ref in refs} <= names
+    for zip_name, loose in dataset.loose.items():     # a stand-in is the one member read of its zip
+        assert zip_name in names and [loose.name] == [r["member"] for r in refs if r["file"] == zip_name]
+        assert loose.urls and all(urlsplit(u).path.rsplit("/", 1)[-1] == loose.name for u in loose.urls)
 
 
 def test_karpathy_splits_are_shared_and_the_dead_stanford_url_is_not_first():
@@ -603,7 +606,9 @@ def _fake_registry(monkeypatch, server, archives, folders=None, images_first=Fal
         ]
         if images_first:  # the order a careless registry could have
             files.sort(key=lambda f: f.name not in real.manifest["images"])
-        registry[name] = RemoteDataset(files=tuple(files), manifest=real.manifest)
+        loose = {zip_name: DatasetFile(name=f.name, urls=(server.url(f"main/{f.name}"),))
+                 for zip_name, f in real.loose.items()}             # served only where a test adds it
+        registry[name] = RemoteDataset(files=tuple(files), manifest=real.manifest, loose=loose)
     monkeypatch.setattr(sources, "REMOTE_DATASETS", registry)
     for name, body in archives.items():
         server.add(f"main/{name}", body)
@@ -739,7 +744,7 @@ def test_urls_then_base_url_then_the_built_in_sources(server, archives, tmp_path
 
 
 @pytest.mark.parametrize("urls", [
-    {"dataset_coco.json": "http://127.0.0.1:9/dataset_coco.json"},  # a member, not a file
+    {"dataset_flickr8k.json": "http://127.0.0.1:9/dataset_flickr8k.json"},  # another dataset's split
     {"Flickr8k_text.zip": "http://127.0.0.1:9/Flickr8k_text.zip"},  # another dataset's file
 ])
 def test_a_file_name_in_urls_the_dataset_lacks_is_refused(server, archives, tmp_path,
@@ -885,3 +890,77 @@ def test_malformed_checksums_are_refused_before_any_request(server, archives, tm
     with pytest.raises(CaptError, match="checksums"):
         download_dataset("coco", tmp_path / "coco", checksums=checksums, **FAST)
     assert _paths(server) == []
+
+
+# --------------------------------------------------------------------------- Karpathy's JSON on its own
+
+
+def _loose_splits(archives: dict[str, bytes], name: str = "dataset_coco.json") -> bytes:
+    with zipfile.ZipFile(io.BytesIO(archives["caption_datasets.zip"])) as zf:
+        return zf.read(name)
+
+
+def _read_manifest(dest: Path) -> dict:
+    return json.loads((dest / "manifest.json").read_text())
+
+
+def test_a_loose_split_json_put_by_hand_stands_in_for_the_zip(server, archives, tmp_path, monkeypatch):
+    _fake_registry(monkeypatch, server, archives)
+    dest = tmp_path / "coco"
+    dest.mkdir()
+    (dest / "dataset_coco.json").write_bytes(_loose_splits(archives))
+
+    download_dataset("coco", dest, **FAST)
+
+    assert server.seen("main/caption_datasets.zip") == [] and not (dest / "caption_datasets.zip").exists()
+    assert _read_manifest(dest)["splits"] == {"file": "dataset_coco.json", "member": None}
+    # prepare's reader reads the loose file through the manifest as it reads the zip's member
+    from capt.data.manifest import load_manifest
+    manifest = load_manifest(dest)
+    with manifest.open(manifest.splits) as f:
+        assert json.load(f)["dataset"] == "coco"
+
+
+def test_when_no_source_gives_the_zip_the_loose_split_json_is_fetched(server, archives, tmp_path, monkeypatch):
+    _fake_registry(monkeypatch, server, archives, {"caption_datasets.zip": ["dead"]})
+    server.status["/dead/caption_datasets.zip"] = 404
+    server.add("json/dataset_coco.json", _loose_splits(archives))
+    dest = tmp_path / "coco"
+
+    download_dataset("coco", dest, urls={"dataset_coco.json": server.url("json/dataset_coco.json")}, **FAST)
+
+    assert server.seen("json/dataset_coco.json") == [None]
+    assert (dest / "dataset_coco.json").read_bytes() == _loose_splits(archives)
+    manifest = _read_manifest(dest)
+    assert manifest["splits"] == {"file": "dataset_coco.json", "member": None}
+    assert manifest["captions"] == REMOTE_DATASETS["coco"].manifest["captions"]    # the rest unchanged
+
+
+def test_an_error_page_is_no_split_json_and_failing_both_names_both(server, archives, tmp_path, monkeypatch):
+    _fake_registry(monkeypatch, server, archives, {"caption_datasets.zip": ["dead"]})
+    server.status["/dead/caption_datasets.zip"] = 404
+    server.add("json/dataset_coco.json", b"<html>moved</html>")     # served with status 200
+    raw = tmp_path / "raw"
+
+    with pytest.raises(CaptError) as info:
+        download_dataset("coco", raw / "coco", urls={"dataset_coco.json": server.url("json/dataset_coco.json")},
+                         **FAST)
+
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("caption_datasets.zip (or dataset_coco.json on its own)")
+    assert f"{server.url('dead/caption_datasets.zip')} (HTTP 404" in message
+    assert f"{server.url('json/dataset_coco.json')} (not a JSON object" in message
+    assert str(raw / "coco" / "caption_datasets.zip") in message and str(raw / "coco" / "dataset_coco.json") in message
+    assert _leftovers(raw / "coco", "dataset_coco.json") == [] and not (raw / "coco" / "manifest.json").exists()
+
+
+def test_a_zip_already_there_is_preferred_to_the_loose_json(server, archives, tmp_path, monkeypatch):
+    _fake_registry(monkeypatch, server, archives)
+    dest = tmp_path / "coco"
+    dest.mkdir()
+    (dest / "caption_datasets.zip").write_bytes(archives["caption_datasets.zip"])
+    (dest / "dataset_coco.json").write_bytes(b"<html>not read</html>")
+
+    download_dataset("coco", dest, **FAST)
+
+    assert _read_manifest(dest)["splits"] == {"file": "caption_datasets.zip", "member": "dataset_coco.json"}

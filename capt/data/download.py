@@ -93,6 +93,19 @@ def _zip_problem(path: Path) -> str | None:
     return None
 
 
+def _json_object_problem(path: Path) -> str | None:
+    """What is wrong with a JSON file that should hold one object (None when it starts like one).
+
+    Only the first bytes are read: an error page served with status 200 ("<html>...") is caught
+    here; a truncated or malformed object is left to the reader, which parses it and names it.
+    """
+    with open(path, "rb") as f:
+        head = f.read(256).removeprefix(b"\xef\xbb\xbf").lstrip()
+    if not head.startswith(b"{"):
+        return f"not a JSON object (it starts with {head[:16]!r})"
+    return None
+
+
 def check_zip_members(path: Path) -> None:
     """Raise CaptError when ``path`` is not a zip or holds a member that would escape its folder.
 
@@ -128,6 +141,8 @@ def verification_problem(path: Path, remote: RemoteFile) -> str | None:
             return f"md5 mismatch: expected {remote.md5.lower()}, got {digest}"
     if remote.name.lower().endswith(".zip"):
         return _zip_problem(path)
+    if remote.name.lower().endswith(".json"):
+        return _json_object_problem(path)
     return None
 
 

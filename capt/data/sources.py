@@ -19,7 +19,7 @@ import os
 import shutil
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,16 @@ class DatasetFile:
 
 @dataclass(frozen=True)
 class RemoteDataset:
-    """The files of one dataset and the manifest that says what each holds."""
+    """The files of one dataset and the manifest that says what each holds.
+
+    ``loose``: for a zip of ``files`` whose one member the manifest reads, that member as a file
+    of its own (e.g. dataset_coco.json for caption_datasets.zip), with its own sources: found in
+    the folder it stands in for the zip, and it is fetched when no source gives the zip.
+    """
 
     files: tuple[DatasetFile, ...]
     manifest: dict[str, Any]  # written as manifest.json beside the files
+    loose: dict[str, DatasetFile] = field(default_factory=dict)  # zip name -> its member, loose
 
 
 # Karpathy's split files (dataset_coco.json, dataset_flickr8k.json, dataset_flickr30k.json).
@@ -79,6 +85,20 @@ KARPATHY_SPLITS = DatasetFile(
         "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip",
     ),
 )
+
+
+
+def _karpathy_json(name: str) -> DatasetFile:
+    """One of Karpathy's split JSONs on its own, as most public copies serve them.
+
+    The one public repository that holds them, Delphboy/karpathy-splits, keeps each in Git LFS
+    (its pointer files give dataset_coco.json as 408,860,810 bytes and dataset_flickr8k.json as
+    26,366,489); public download scripts fetch them from its raw/main URLs. Size and md5 stay
+    None all the same: a user's own copy of the same JSON, written with other whitespace, must
+    pass too. prepare reads the file and names it when it is not a Karpathy split.
+    """
+    return DatasetFile(name=name, urls=(f"https://github.com/Delphboy/karpathy-splits/raw/main/{name}",))
+
 
 COCO_FILES = (
     # md5: PaddleNLP COCOCaptions (MD5_ANNO) and mlverse/torchvision coco dataset (it is also
@@ -148,6 +168,7 @@ REMOTE_DATASETS: dict[str, RemoteDataset] = {
                 _ref("annotations_trainval2014.zip", "annotations/instances_val2014.json"),
             ],
         },
+        loose={"caption_datasets.zip": _karpathy_json("dataset_coco.json")},
     ),
     "flickr8k": RemoteDataset(
         files=FLICKR8K_FILES,
@@ -161,6 +182,7 @@ REMOTE_DATASETS: dict[str, RemoteDataset] = {
             },
             "instances": [],
         },
+        loose={"caption_datasets.zip": _karpathy_json("dataset_flickr8k.json")},
     ),
 }
 
@@ -182,14 +204,18 @@ def download_dataset(
     plus the file name), then the built-in sources. The small files come before the image
     zips. A file already in dest_dir that verifies is kept; a verified copy in a sibling
     folder (another dataset's, e.g. caption_datasets.zip in data/raw/flickr8k/ for
-    data/raw/coco/) is linked or copied instead of downloaded. When no source gives a file:
-    one-line CaptError naming every URL tried, why each failed, and where to put it by hand.
+    data/raw/coco/) is linked or copied instead of downloaded. A zip with a loose stand-in
+    (``RemoteDataset.loose``: Karpathy's dataset_coco.json for caption_datasets.zip) may be
+    replaced by it: one in dest_dir is used when the zip is not there, and its sources are
+    tried when no source gives the zip; the manifest then reads the loose file. When no source
+    gives a file: one-line CaptError naming every URL tried, why each failed, and where to put
+    it by hand (the zip or its loose stand-in).
     ``checksums[file name]`` (``{size: ..., md5: ...}``) replaces what the built-in entry says a
     file must be, for copies that are not the public bytes (a re-packed zip, the rehearsal's
     miniature mirror): every copy is still verified, against these values.
     ``download_kwargs`` go to ``download_file`` (retries, timeout_s, progress, ...).
     Unknown dataset name, or a file name in ``urls`` or ``checksums`` the dataset does not have
-    -> CaptError listing the known ones.
+    (loose stand-ins count) -> CaptError listing the known ones.
     """
     dataset = REMOTE_DATASETS.get(name)
     if dataset is None:
@@ -198,12 +224,26 @@ def download_dataset(
     given = _given_urls(name, dataset, urls)
     expected = _given_checksums(name, dataset, checksums)
     dest_dir = Path(dest_dir)
-    for file in _fetch_order(dataset):
+    manifest = dataset.manifest
+
+    def prepared(file: DatasetFile) -> tuple[DatasetFile, list[str]]:
         file = replace(file, **expected.get(file.name, {}))
-        sources = _sources(file, given.get(file.name, ()), base_url)
-        _fetch(file, sources, _members_needed(dataset.manifest, file.name), dest_dir,
-               download_kwargs)
-    return _write_manifest(dataset.manifest, dest_dir / "manifest.json")
+        return file, _sources(file, given.get(file.name, ()), base_url)
+
+    for file in _fetch_order(dataset):
+        file, sources = prepared(file)
+        members = _members_needed(dataset.manifest, file.name)
+        if file.name not in dataset.loose:
+            _fetch(file, sources, members, dest_dir, download_kwargs)
+        elif _fetch_zip_or_loose(file, sources, members, *prepared(dataset.loose[file.name]), dest_dir,
+                                 download_kwargs):
+            manifest = _reading_loose(manifest, file.name, dataset.loose[file.name].name)
+    return _write_manifest(manifest, dest_dir / "manifest.json")
+
+
+def _file_names(dataset: RemoteDataset) -> list[str]:
+    """The names a dataset's files may have: its files, then their loose stand-ins."""
+    return [f.name for f in dataset.files] + [f.name for f in dataset.loose.values()]
 
 
 def _given_urls(
@@ -213,12 +253,12 @@ def _given_urls(
     there would otherwise be ignored and the dead default fetched."""
     if not urls:
         return {}
-    known = ", ".join(f.name for f in dataset.files)
+    known = ", ".join(_file_names(dataset))
     if not isinstance(urls, Mapping):
         raise CaptError(f"urls for {name} must map file names ({known}) to URLs, got {urls!r}")
     given = {}
     for file_name, value in urls.items():
-        if file_name not in {f.name for f in dataset.files}:
+        if file_name not in _file_names(dataset):
             raise CaptError(f"urls names {file_name!r}, which is not a file of {name}; "
                             f"its files are {known}")
         listed = [value] if isinstance(value, str) else value
@@ -233,7 +273,7 @@ def _given_checksums(
     name: str, dataset: RemoteDataset, checksums: Mapping[str, Any] | None
 ) -> dict[str, dict[str, Any]]:
     """The ``checksums`` param as {file name: {"size": int, "md5": str}}, checked key by key."""
-    known = {f.name for f in dataset.files}
+    known = set(_file_names(dataset))
     given = {}
     for file_name, value in (checksums or {}).items():
         if file_name not in known:
@@ -267,6 +307,48 @@ def _members_needed(manifest: dict[str, Any], file_name: str) -> tuple[str, ...]
     return tuple(sorted({r["member"] for r in refs if r["file"] == file_name and r["member"]}))
 
 
+class _NoSource(CaptError):
+    """No source gave a file; ``failures``: each URL tried and why it failed."""
+
+    def __init__(self, message: str, failures: list[str]):
+        super().__init__(message)
+        self.failures = failures
+
+
+def _fetch_zip_or_loose(
+    file: DatasetFile, sources: list[str], members: tuple[str, ...], loose: DatasetFile,
+    loose_sources: list[str], dest_dir: Path, download_kwargs: dict[str, Any],
+) -> bool:
+    """Put ``file`` (a zip) or ``loose`` (the one member of it the manifest reads, on its own) in
+    dest_dir; True when it is the loose file. The zip where it is already there; else a loose
+    copy put there by hand; else the zip's sources, then the loose file's."""
+    if not (dest_dir / file.name).exists() and (dest_dir / loose.name).exists():
+        _fetch(loose, [], (), dest_dir, download_kwargs)        # verified as any file put by hand
+        return True
+    try:
+        _fetch(file, sources, members, dest_dir, download_kwargs)
+        return False
+    except _NoSource as zip_failed:
+        log.warning("%s: no source gave it; trying %s on its own", file.name, loose.name)
+        try:
+            _fetch(loose, loose_sources, (), dest_dir, download_kwargs)
+            return True
+        except _NoSource as loose_failed:
+            tried = "; ".join(" ".join(f.split()) for f in zip_failed.failures + loose_failed.failures)
+            places = " or ".join(str(p) for name in (file.name, loose.name) for p in _hand_placements(name, dest_dir))
+            raise CaptError(f"{file.name} (or {loose.name} on its own): no source could give it: {tried}; "
+                            f"download either by hand and put it at {places}, then rerun") from None
+
+
+def _reading_loose(manifest: dict[str, Any], zip_name: str, loose_name: str) -> dict[str, Any]:
+    """``manifest`` with every reference to a member of ``zip_name`` reading ``loose_name``."""
+    def ref(r: dict[str, Any]) -> dict[str, Any]:
+        return _ref(loose_name, None) if r["file"] == zip_name else r
+    return {**manifest, "splits": ref(manifest["splits"]),
+            "captions": {**manifest["captions"], "files": [ref(r) for r in manifest["captions"]["files"]]},
+            "instances": [ref(r) for r in manifest["instances"]]}
+
+
 def _fetch(
     file: DatasetFile, sources: list[str], members: tuple[str, ...], dest_dir: Path,
     download_kwargs: dict[str, Any],
@@ -295,7 +377,7 @@ def _fetch(
         path.unlink()
         failures.append(f"{url} (lacks {', '.join(missing)})")
         log.warning("%s: %s served a zip without %s", file.name, url, ", ".join(missing))
-    raise CaptError(_no_source_message(file.name, failures, dest_dir))
+    raise _NoSource(_no_source_message(file.name, failures, dest_dir), failures)
 
 
 def _problem(path: Path, file: DatasetFile, members: tuple[str, ...]) -> str | None:
