@@ -37,7 +37,7 @@ from capt.errors import CaptError
 from capt.models.decoder import AttentionDecoder, DecoderConfig
 from capt.models.encoder import EncoderConfig
 from capt.models.saved import count_parameters, load_captioner, load_encoder, save_captioner
-from capt.train.distill import DistillConfig, DistillTask, add_stem_features, student_subset
+from capt.train.distill import DistillConfig, DistillTask, add_stem_features, student_images
 from capt.train.loop import TrainConfig, fit
 from stages._common import make_config, read_params, stage_main
 from stages._training import run_fingerprint, training_runtime, write_training_outputs
@@ -51,6 +51,7 @@ class StudentsConfig:
 
     train_fraction: float = 0.5     # of the teacher's training split, the same images for every variant
     subset_seed: int = 0
+    subset: str = "all"             # Karpathy's part of it drawn from: all | train | restval (capt.data.cache.karpathy_part)
 
 
 @stage_main
@@ -89,7 +90,8 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints")),
     # Only a KD term reads the teacher's features: the baseline and sequence-level KD open no cache.
     teacher_features = features / "train.h5" if kd.uses_teacher_features else None
     base = CaptionDataset(prepared / "train.h5", load_images=True, features_path=teacher_features)
-    indices = student_subset(len(base), shared.train_fraction, shared.subset_seed)
+    indices = student_images(prepared / "train.h5", shared.subset, shared.train_fraction, shared.subset_seed,
+                             "params.yaml: students.subset")
     if kd.targets == "teacher":
         captions_h5 = Path("data/distill") / dataset / "teacher_captions.h5"
         with h5py.File(captions_h5, "r") as f:

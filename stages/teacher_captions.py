@@ -1,7 +1,7 @@
 """Stage teacher_captions: the targets of sequence-level KD, generated once.
 
 The teacher's beam-search caption of every image the students learn from (the subset that
-``students.train_fraction`` / ``students.subset_seed`` pick from the teacher's training split),
+``students.subset`` / ``train_fraction`` / ``subset_seed`` pick from the teacher's training split),
 decoded from the teacher's cached features (pooled to its cells as its encoder pools). Params: ``teacher_captions`` (beam_size, batch_size, device) and the
 students' subset. Writes ``data/distill/<dataset>/teacher_captions.h5``.
 """
@@ -18,7 +18,7 @@ import typer
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
 from capt.models.saved import load_captioner
-from capt.train.distill import student_subset, write_teacher_captions
+from capt.train.distill import student_images, write_teacher_captions
 from capt.train.distributed import DEVICES, resolve_device
 from stages._common import make_config, read_params, stage_main
 
@@ -41,14 +41,15 @@ class TeacherCaptionsConfig:
 def main() -> None:
     cfg = make_config(TeacherCaptionsConfig, read_params("teacher_captions"), "teacher_captions")
     dataset = read_params("teacher", "dataset")
-    fraction, seed = read_params("students", "train_fraction"), read_params("students", "subset_seed")
+    students = read_params("students")
     prepared, features = Path("data/prepared") / dataset, Path("data/features") / dataset
     teacher = load_captioner(Path("models/teacher.pt"))
     if teacher.vocab.words != Vocabulary.load(prepared / "word_map.json").words:
         raise CaptError(f"models/teacher.pt: its vocabulary is not that of {prepared}; rerun train_teacher")
     with h5py.File(prepared / "train.h5", "r") as f:
         n, max_len = f["image_ids"].shape[0], int(f.attrs["max_len"])
-    indices = student_subset(n, fraction, seed)
+    indices = student_images(prepared / "train.h5", students.get("subset", "all"), students["train_fraction"],
+                             students["subset_seed"], "params.yaml: students.subset")
     out = Path("data/distill") / dataset / "teacher_captions.h5"
     write_teacher_captions(teacher.decoder, teacher.vocab, features / "train.h5", indices, out,
                            encoded_size=teacher.encoder.cfg.encoded_size, max_len=max_len,

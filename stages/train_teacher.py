@@ -1,6 +1,6 @@
 """Stage train_teacher: the Show-Attend-Tell teacher's decoder, trained on the feature cache.
 
-Params: ``teacher`` (dataset, encoder, decoder, train). Reads ``data/prepared/<dataset>`` and
+Params: ``teacher`` (dataset, subset, encoder, decoder, train). Reads ``data/prepared/<dataset>`` and
 ``data/features/<dataset>``; writes ``models/teacher.pt`` (the best epoch), the per-epoch
 history ``metrics/history/teacher.csv`` (+ ``results/curves/teacher.png``),
 ``metrics/train/teacher.json``, and resumable checkpoints in ``checkpoints/teacher/`` (a DVC
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import typer
 
-from capt.data.cache import read_references
+from capt.data.cache import karpathy_part, read_references
 from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
@@ -48,8 +48,12 @@ def main(name: str = typer.Option("teacher", help="model name: outputs go to mod
     if train_set.feature_grid != val_set.feature_grid:
         raise CaptError(f"{features}: train and val features on other grids ({train_set.feature_grid}, "
                         f"{val_set.feature_grid}); rerun the features stage")
-    if cfg.preload:
-        train_set = ImageSubset(train_set, list(range(len(train_set))), preload=True)
+    # teacher.subset: Karpathy's part of the training split it learns from (all | train | restval)
+    positions = karpathy_part(prepared / "train.h5", section.get("subset", "all"), "params.yaml: teacher.subset")
+    log.info("teacher: %d of %d training images (teacher.subset %s)", len(positions), len(train_set),
+             section.get("subset", "all"))
+    if cfg.preload or len(positions) < len(train_set):
+        train_set = ImageSubset(train_set, positions, preload=cfg.preload)
     encoder = Encoder(dataclasses.replace(enc_cfg, weights=None))   # its weights come from the features stage
     encoder.load_state_dict(load_checkpoint(features / "encoder.pt"))
 

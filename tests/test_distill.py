@@ -99,12 +99,16 @@ def test_variant_config_refuses_nonsense():
 
 
 def test_student_subset_is_deterministic_and_sized_by_the_fraction():
-    a = student_subset(100, 0.5, seed=3)
-    assert a == student_subset(100, 0.5, seed=3) and len(a) == 50 and a == sorted(set(a))
-    assert a != student_subset(100, 0.5, seed=4)
-    assert student_subset(10, 1.0, 0) == list(range(10))
+    a = student_subset(list(range(100)), 0.5, seed=3)
+    assert a == student_subset(list(range(100)), 0.5, seed=3) and len(a) == 50 and a == sorted(set(a))
+    assert a != student_subset(list(range(100)), 0.5, seed=4)
+    assert student_subset(list(range(10)), 1.0, 0) == list(range(10))
     with pytest.raises(CaptError, match="train_fraction"):
-        student_subset(10, 0.0, 0)
+        student_subset(list(range(10)), 0.0, 0)
+    # drawn from the given positions only (a Karpathy part), a fraction of them
+    restval = list(range(100, 160, 3))
+    b = student_subset(restval, 0.5, seed=3)
+    assert len(b) == 10 and set(b) <= set(restval) and b == sorted(b)
 
 
 # ----------------------------------------------------------------------------- a student step
@@ -350,6 +354,48 @@ def test_students_without_a_kd_term_never_open_the_teachers_features(study):
         assert Path("data/prepared/coco/train.h5") in opened
         assert not [p for p in opened if "features" in p.parts], variant
     assert not Path("data/features").exists()
+
+
+def test_students_on_karpathy_restval_learn_from_its_images_only(study, caplog, capsys):
+    # The seed's design without its overlap: the students on restval (the fixture's image 30,
+    # third in train.h5), the teacher on Karpathy's train part.
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["students"]["subset"] = "restval"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    from stages.distill import main
+
+    with caplog.at_level("INFO", logger="stages.distill"):
+        main("student_base", ckpt_root=Path("checkpoints"))
+    assert any("1 of 3 training images" in r.getMessage() for r in caplog.records)
+    params["students"]["subset"] = "val"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit):
+        main("student_base", ckpt_root=Path("checkpoints"))
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: params.yaml: students.subset: must be one of all, train, restval, got 'val'")
+
+
+def test_a_teacher_on_karpathy_train_leaves_the_restval_images_to_the_students(study, caplog):
+    from capt.train.checkpoint import save_checkpoint
+    from capt.train.features import encode_split
+    from stages.train_teacher import main
+
+    out = Path("data/features/coco")
+    out.mkdir(parents=True)
+    for split in ("train", "val"):
+        encode_split(study, Path(f"data/prepared/coco/{split}.h5"), out / f"{split}.h5", progress=False)
+    save_checkpoint(study.state_dict(), out / "encoder.pt")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["teacher"] = {"dataset": "coco", "subset": "train",
+                         "encoder": {"name": "resnet18", "stages": 2, "encoded_size": 2},
+                         "decoder": {"embed_dim": 8, "attention_dim": 8, "decoder_dim": 16, "dropout": 0.0},
+                         "train": {"epochs": 1, "batch_size": 2, "max_decode_len": 5, "device": "cpu"}}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+
+    with caplog.at_level("INFO", logger="stages.train_teacher"):
+        main(name="teacher_train_part", ckpt_root=Path("checkpoints"))
+    assert any("2 of 3 training images (teacher.subset train)" in r.getMessage() for r in caplog.records)
+    assert Path("models/teacher_train_part.pt").exists()
 
 
 def test_a_kd_student_reads_the_native_cache_pooled_to_the_teachers_cells(study):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from capt.data.cache import read_references
+from capt.data.cache import karpathy_part, read_references
 from capt.data.manifest import load_manifest
 from capt.data.prepare import PrepareConfig, prepare_dataset, sample_captions
 from capt.data.readers import CaptionStore, ZipImageStore, decode_image, read_flickr8k_tokens, read_splits
@@ -74,6 +74,7 @@ def test_read_coco_splits_and_captions(tmp_path):
         assert uncaptioned == []
         assert {s: sorted(r.image_id for r in rs) for s, rs in by_split.items()} == {
             "train": [9, 25, 30], "val": [42], "test": [73]}          # restval counts as train
+        assert [r.image_id for r in by_split["train"] if r.restval] == [30]  # ... and is marked
         bus = next(r for r in by_split["train"] if r.image_id == 9)
         assert captions.get(bus.caption_key("coco")) == COCO_IMAGES[9][4]   # all six raw COCO captions
         assert bus.filename == coco_name("train2014", 9)
@@ -190,6 +191,27 @@ def test_prepare_coco_hdf5_round_trip(tmp_path):
     assert read_references(out / "train.h5")[9] == COCO_IMAGES[9][4]   # all six, not just the sampled three
     assert summary["splits"]["test"]["images"] == 1 and summary["images_skipped"] == 0
     assert sorted(p.name for p in out.iterdir()) == ["summary.json", "test.h5", "train.h5", "val.h5", "word_map.json"]
+    # Karpathy's restval image (30, a val2014 image trained on) is marked: the seed's split can
+    # train a teacher on his train part and students on restval (teacher.subset, students.subset).
+    with h5py.File(out / "train.h5", "r") as f, h5py.File(out / "test.h5", "r") as g:
+        assert f["restval"][:].tolist() == [False, False, True] and "restval" not in g
+    assert karpathy_part(out / "train.h5", "train", "teacher.subset") == [0, 1]
+    assert karpathy_part(out / "train.h5", "restval", "students.subset") == [2]
+    assert karpathy_part(out / "train.h5", "all", "students.subset") == [0, 1, 2]
+    with pytest.raises(CaptError, match="students.subset: must be one of all, train, restval, got 'val'"):
+        karpathy_part(out / "train.h5", "val", "students.subset")
+
+
+def test_a_split_without_restval_cannot_be_split_by_karpathy_part(tmp_path):
+    out = tmp_path / "out"
+    prepare_dataset(build_flickr8k(tmp_path / "f8k"), out, CFG, progress=False)
+    with h5py.File(out / "train.h5", "r") as f:
+        assert "restval" not in f                                    # the file is as it always was
+    assert karpathy_part(out / "train.h5", "all", "teacher.subset") == [0, 1]
+    with pytest.raises(CaptError) as info:
+        karpathy_part(out / "train.h5", "restval", "students.subset")
+    assert str(info.value) == (f"students.subset: restval needs Karpathy's restval images and {out / 'train.h5'} "
+                               "has none (only COCO's Karpathy split has them); use all")
 
 
 def test_prepare_is_deterministic(tmp_path):

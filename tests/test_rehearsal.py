@@ -170,8 +170,9 @@ def test_the_data_is_the_mirror_read_as_coco_and_flickr8k(coco_repo):
     import h5py
 
     coco = json.loads((repo / "data/prepared/coco/summary.json").read_text())
-    with h5py.File(repo / "data/prepared/coco/train.h5") as f:   # Karpathy's restval trains
+    with h5py.File(repo / "data/prepared/coco/train.h5") as f:   # Karpathy's restval trains, marked as such
         assert f["images"].shape == (SIZES.coco_train + SIZES.coco_restval, 3, 256, 256)
+        assert int(f["restval"][:].sum()) == SIZES.coco_restval     # (teacher.subset / students.subset)
     with h5py.File(repo / "data/prepared/flickr8k/test.h5") as f:
         assert f["images"].shape[0] == SIZES.flickr_test
     assert coco, "prepare wrote an empty summary"

@@ -8,6 +8,8 @@ Layout of ``<split>.h5`` (N images, C = captions_per_image, L = max_len + 2)::
     caption_lengths    int32  (N, C)         tokens incl. <start> and <end>
     references         str    (M,)           every raw reference of every image, in order
     reference_offsets  int64  (N + 1,)       image i's references are [offsets[i], offsets[i+1])
+    restval            bool   (N,)           Karpathy's restval images (COCO val2014 images his split
+                                             trains on); only where the split has any
 
 and attributes ``dataset``, ``split``, ``image_size``, ``captions_per_image``, ``max_len``.
 Files are written under a temporary name and renamed into place, so a killed or failed write
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from capt.errors import CaptError
 
 STR = h5py.string_dtype("utf-8")
 
@@ -60,13 +64,16 @@ class SplitWriter:
         self.references = self.f.create_dataset("references", (0,), STR, maxshape=(None,), chunks=(4096,))
         self._buf_refs: list[str] = []
         self._offsets: list[int] = [0]   # (N + 1) int64s: small next to the images
+        self._restval: list[int] = []     # positions of Karpathy's restval images
         self._n_buf = 0
         self.n = 0
         self.n_references = 0
 
     def add(self, image: np.ndarray, image_id: int, captions: np.ndarray, lengths: np.ndarray,
-            references: list[str]) -> None:
+            references: list[str], restval: bool = False) -> None:
         k = self._n_buf
+        if restval:
+            self._restval.append(self.n + k)
         self._buf_images[k], self._buf_ids[k], self._buf_caps[k], self._buf_lens[k] = image, image_id, captions, lengths
         self._buf_refs.extend(references)
         self._offsets.append(self._offsets[-1] + len(references))
@@ -94,6 +101,10 @@ class SplitWriter:
         try:
             self._flush()
             self.f.create_dataset("reference_offsets", data=np.asarray(self._offsets, np.int64))
+            if self._restval:
+                flags = np.zeros(self.n, bool)
+                flags[self._restval] = True
+                self.f.create_dataset("restval", data=flags)
             self.f.close()
             os.replace(self.tmp, self.path)
         except BaseException:
@@ -106,6 +117,28 @@ class SplitWriter:
             self.f.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+
+
+KARPATHY_PARTS = ("all", "train", "restval")
+
+
+def karpathy_part(path: Path, part: str, param: str) -> list[int]:
+    """The positions in a prepared training split of the images in Karpathy's ``part``: ``all``
+    (every image), ``train`` (his train split: every image but restval) or ``restval`` (the
+    COCO val2014 images his split also trains on). ``param`` names the param that chose the part,
+    for the errors: an unknown part, or ``train``/``restval`` on a split without restval images
+    (every dataset but COCO)."""
+    if part not in KARPATHY_PARTS:
+        raise CaptError(f"{param}: must be one of {', '.join(KARPATHY_PARTS)}, got {part!r}")
+    with h5py.File(path, "r") as f:
+        n = len(f["image_ids"])
+        restval = f["restval"][:] if "restval" in f else np.zeros(n, bool)
+    if part == "all":
+        return list(range(n))
+    if not restval.any():
+        raise CaptError(f"{param}: {part} needs Karpathy's restval images and {path} has none (only COCO's "
+                        "Karpathy split has them); use all")
+    return np.flatnonzero(restval if part == "restval" else ~restval).tolist()
 
 
 def read_references(path: Path) -> dict[int, list[str]]:

@@ -214,7 +214,7 @@ def _write_split(path: Path, records: list[ImageRecord], captions: CaptionStore,
             lens = np.array([min(len(t), cfg.max_len) + 2 for t in picked], np.int32)
             counts["tokens"] += int(sum(len(t) for t in picked))
             counts["unk_tokens"] += int((caps == vocab.unk).sum())
-            writer.add(image, r.image_id, caps, lens, raw)
+            writer.add(image, r.image_id, caps, lens, raw, restval=r.restval)
     except BaseException:
         writer.abort()
         raise

@@ -32,6 +32,7 @@ class ImageRecord:
     image_id: int
     filename: str                      # the image's file name inside one of the image zips
     split: str                         # train | val | test
+    restval: bool = False              # Karpathy's restval (split train): a COCO val2014 image trained on
 
     def caption_key(self, fmt: str) -> str:
         """How the caption source names this image: Flickr8k by file name, the rest by id."""
@@ -83,7 +84,7 @@ def read_karpathy(f: IO[bytes], source: str) -> Iterator[tuple[ImageRecord, list
         image_id = _require(img, id_key, where, source, int)
         sentences = _require(img, "sentences", where, source, list)
         raws = [_require(s, "raw", f"{where}.sentences[{j}]", source, str) for j, s in enumerate(sentences)]
-        yield ImageRecord(image_id, filename, _SPLIT_ALIASES[split]), raws
+        yield ImageRecord(image_id, filename, _SPLIT_ALIASES[split], split == "restval"), raws
 
 
 def read_coco_captions(f: IO[bytes], source: str) -> Iterator[tuple[str, str]]:
@@ -118,14 +119,14 @@ class CaptionStore:
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.execute("CREATE TABLE captions (key TEXT NOT NULL, caption TEXT NOT NULL)")
         self._db.execute("CREATE TABLE images (split TEXT NOT NULL, image_id INTEGER NOT NULL, "
-                         "filename TEXT NOT NULL, captioned INTEGER NOT NULL DEFAULT 1)")
+                         "filename TEXT NOT NULL, restval INTEGER NOT NULL, captioned INTEGER NOT NULL DEFAULT 1)")
 
     def add(self, pairs: Iterable[tuple[str, str]]) -> None:
         self._db.executemany("INSERT INTO captions VALUES (?, ?)", pairs)
 
     def add_record(self, record: ImageRecord) -> None:
-        self._db.execute("INSERT INTO images (split, image_id, filename) VALUES (?, ?, ?)",
-                         (record.split, record.image_id, record.filename))
+        self._db.execute("INSERT INTO images (split, image_id, filename, restval) VALUES (?, ?, ?, ?)",
+                         (record.split, record.image_id, record.filename, int(record.restval)))
 
     def finish(self, fmt: str) -> None:
         """Index the keys once everything is in, and mark the images no caption names."""
@@ -141,9 +142,9 @@ class CaptionStore:
         return SplitRecords(self._db, split)
 
     def uncaptioned(self) -> Iterator[ImageRecord]:
-        for split, i, f in self._db.execute("SELECT split, image_id, filename FROM images "
-                                            "WHERE captioned = 0 ORDER BY rowid"):
-            yield ImageRecord(i, f, split)
+        for split, i, f, restval in self._db.execute("SELECT split, image_id, filename, restval FROM images "
+                                                     "WHERE captioned = 0 ORDER BY rowid"):
+            yield ImageRecord(i, f, split, bool(restval))
 
     def get(self, key: str) -> list[str]:
         """The captions of one image, in the order the source lists them."""
@@ -173,15 +174,15 @@ class SplitRecords(Sequence[ImageRecord]):
         return self._n
 
     def __iter__(self) -> Iterator[ImageRecord]:
-        rows = self._db.execute(f"SELECT image_id, filename {self._where} ORDER BY rowid", (self.split,))
-        return (ImageRecord(i, f, self.split) for i, f in rows)
+        rows = self._db.execute(f"SELECT image_id, filename, restval {self._where} ORDER BY rowid", (self.split,))
+        return (ImageRecord(i, f, self.split, bool(r)) for i, f, r in rows)
 
     def __getitem__(self, k):   # type: ignore[override]  # ints only: prepare never slices
         if not -self._n <= k < self._n:
             raise IndexError(k)
-        i, f = self._db.execute(f"SELECT image_id, filename {self._where} ORDER BY rowid LIMIT 1 OFFSET ?",
-                                (self.split, k % self._n)).fetchone()
-        return ImageRecord(i, f, self.split)
+        i, f, r = self._db.execute(f"SELECT image_id, filename, restval {self._where} ORDER BY rowid LIMIT 1 OFFSET ?",
+                                   (self.split, k % self._n)).fetchone()
+        return ImageRecord(i, f, self.split, bool(r))
 
 
 def read_splits(manifest: Manifest, captions: CaptionStore) -> tuple[dict[str, SplitRecords], list[dict]]:

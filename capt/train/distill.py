@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from capt.data.cache import karpathy_part
 from capt.data.dataset import read_feature_grid
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
@@ -91,14 +92,24 @@ class DistillConfig:
         return self.uses_encoder_kd or self.uses_decoder_kd
 
 
-def student_subset(n_images: int, fraction: float, seed: int) -> list[int]:
-    """The positions (sorted) of the ``round(fraction * n_images)`` training images the students
-    learn from: a seeded draw, the same for every variant so that they compare fairly."""
+def student_subset(positions: list[int], fraction: float, seed: int) -> list[int]:
+    """The positions (sorted) of the training images the students learn from: a seeded draw of
+    ``round(fraction * len(positions))`` of ``positions`` (those of the training split's part
+    they train on, capt.data.cache.karpathy_part), the same for every variant so that they
+    compare fairly."""
     if not 0.0 < fraction <= 1.0:
         raise CaptError(f"train_fraction must be in (0, 1], got {fraction}")
-    k = max(1, round(fraction * n_images))
+    k = max(1, round(fraction * len(positions)))
     g = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(n_images, generator=g)[:k].tolist())
+    return sorted(positions[j] for j in torch.randperm(len(positions), generator=g)[:k].tolist())
+
+
+def student_images(train_h5: Path, part: str, fraction: float, seed: int,
+                   param: str = "students.subset") -> list[int]:
+    """The positions in the prepared training split ``train_h5`` of the images every student
+    learns from: the seeded ``fraction`` (students.train_fraction, subset_seed) of Karpathy's
+    ``part`` of it (``param``, students.subset: all | train | restval)."""
+    return student_subset(karpathy_part(train_h5, part, param), fraction, seed)
 
 
 def kd_decoder_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
