@@ -108,14 +108,14 @@ def test_coco_profile_dag_and_status_without_downloading(coco_repo):
     stages = {line.split()[0] for line in _dvc(coco_repo, "stage", "list").splitlines() if line.strip()}
     models = ["teacher", "student_base", "student_t5", "student_t10", "student_t20", "student_enc",
               "student_dec", "student_seq"]
-    expected = {"download@coco", "download@flickr8k", "prepare@coco", "prepare@flickr8k", "pretrain@teacher",
+    expected = {"preflight", "download@coco", "download@flickr8k", "prepare@coco", "prepare@flickr8k", "pretrain@teacher",
                 "pretrain@students", "features", "train_teacher", "teacher_captions", "blip_weights", "blip",
                 "attention", "report", "evaluate_blip", "baselines",
                 *(f"distill@{m}" for m in models[1:]),
                 *(f"evaluate@{m}" for m in models)}
     assert stages == expected
     dot = _dvc(coco_repo, "dag", "--dot", "report")
-    for edge in ('"download@coco" -> "prepare@coco"', '"features" -> "train_teacher"',
+    for edge in ('"preflight" -> "download@coco"', '"download@coco" -> "prepare@coco"', '"features" -> "train_teacher"',
                  '"prepare@flickr8k" -> "evaluate@teacher"', '"prepare@coco" -> "evaluate@teacher"',
                  '"train_teacher" -> "distill@student_t20"', '"prepare@flickr8k" -> "baselines"',
                  '"features" -> "baselines"', '"baselines" -> "report"'):

@@ -33,7 +33,7 @@ from tests.mirror import MirrorSizes, build_mirror, caption_words, seed_torch_hu
 
 pytestmark = pytest.mark.rehearsal
 
-# Few images: 38 stages each pay ~6 s of Python and torch start-up, so what the budget (10 min on
+# Few images: 39 stages each pay ~6 s of Python and torch start-up, so what the budget (10 min on
 # 2 cores) leaves for work is a ResNet pass over a handful of 256 px images per stage.
 SIZES = MirrorSizes(coco_train=4, coco_restval=2, coco_val=2, coco_test=3,
                     flickr_train=2, flickr_val=1, flickr_test=2)
@@ -41,8 +41,9 @@ SIZES = MirrorSizes(coco_train=4, coco_restval=2, coco_val=2, coco_test=3,
 # where it runs.
 # METEOR is off: its JVM costs 8.5 s per evaluation (x 18); tests/test_metrics.py runs it for real.
 # The profile asks for cuda everywhere (a clear error without a GPU); the rehearsal runs on the CPU.
+# Its preflight checks room for the miniature's study, not COCO's 172 GB.
 OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=1", "report.timing_repeats=1",
-             "attention.image_indices=[0]", "evaluate.meteor=off",
+             "attention.image_indices=[0]", "evaluate.meteor=off", "preflight.disk_gb=1",
              *(f"{section}.device=cpu" for section in ("pretrain.teacher", "pretrain.students", "features",
                                                        "teacher.train", "teacher_captions", "students.train",
                                                        "blip.train", "baselines", "evaluate"))]
