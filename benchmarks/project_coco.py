@@ -5,7 +5,8 @@
 and peak resident memory (recorded by every stage, stages/_common.py), and the images of each
 split of each dataset. This script scales each stage's disk by the images it processes:
 
-    prepare@<d>       every image of <d>            (uint8 S x S x 3 per image, + its captions)
+    prepare@<d>       every image of <d>            (uint8 S x S x 3 per image, + its captions), and
+                      its test images again at BLIP's size (test_blip.h5)
     features          the train + val images of the teacher's dataset (fp16 cells per image)
     teacher_captions  the train images (x students.train_fraction)
     evaluate*, baselines  per output file, the test images of the test set it names (<...>-<d>.json/.h5:
@@ -101,24 +102,32 @@ def split_of(path: str) -> str | None:
     return stem if Path(path).suffix == ".h5" and stem in ("train", "val", "test") else None
 
 
+def is_blip_test(path: str) -> bool:
+    """prepare's test split at BLIP's input size: it scales with the test images alone."""
+    return Path(path).name == "test_blip.h5"
+
+
 def scaled_bytes(files: dict[str, int], images: dict[str, int], real: dict[str, int], which: str) -> tuple[float, float]:
     """(bytes per image, projected bytes) of a stage's data files (its weights aside).
 
     Per-split files (prepare's and the feature cache's train/val/test.h5) give a line
     bytes = overhead + per_image * images through their points, so a file's fixed overhead is not
     multiplied by 100,000; other files (captions, maps, seq-KD targets) scale as a whole by the
-    stage's images (an upper bound where they have a fixed part)."""
+    stage's images (an upper bound where they have a fixed part); BLIP's test cache by the test images."""
     splits = {split_of(f): b for f, b in files.items() if split_of(f) and not f.endswith(WEIGHTS)}
-    rest = sum(b for f, b in files.items() if not split_of(f) and not f.endswith(WEIGHTS))
+    blip_test = sum(b for f, b in files.items() if is_blip_test(f))
+    rest = sum(b for f, b in files.items() if not split_of(f) and not is_blip_test(f) and not f.endswith(WEIGHTS))
     n_mirror, n_real = count(images, which), count(real, which)
+    blip_projected = blip_test * real["test"] / images["test"] if blip_test else 0.0
     if len({images[s] for s in splits}) >= 2:
         xs, ys = [images[s] for s in splits], list(splits.values())
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         per_image = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
         overhead = my - per_image * mx
-        return per_image, overhead * len(splits) + per_image * sum(real[s] for s in splits) + rest * n_real / n_mirror
+        return per_image, (overhead * len(splits) + per_image * sum(real[s] for s in splits) + rest * n_real / n_mirror
+                           + blip_projected)
     total = sum(splits.values()) + rest
-    return total / n_mirror, total * n_real / n_mirror
+    return total / n_mirror, total * n_real / n_mirror + blip_projected
 
 
 def project(report: dict) -> list[dict]:

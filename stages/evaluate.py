@@ -57,7 +57,7 @@ import typer
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from capt.data.cache import read_references
+from capt.data.cache import BLIP_TEST_FILE, read_references
 from capt.data.dataset import CaptionDataset
 from capt.data.manifest import load_manifest
 from capt.errors import CaptError
@@ -129,10 +129,14 @@ def _lstm(model: str, test_set: CaptionDataset, cfg: EvaluateConfig):
 
 
 def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
-    """Captions (with the settings saved in the folder) and per-word Grad-CAM of a BLIP folder."""
-    from capt.blip.model import caption_dataset, load_blip, read_generation   # transformers: ~3 s to import
+    """Captions (with the settings saved in the folder) and per-word Grad-CAM of a BLIP folder, on
+    ``test_set`` (``test_blip.h5``: the test images at BLIP's input size, which it must be)."""
+    from capt.blip.model import caption_dataset, input_size, load_blip, read_generation   # transformers: ~3 s
 
     model, processor = load_blip(folder)
+    if test_set.image_size != (size := input_size(processor)):
+        raise CaptError(f"{test_set.path}: {test_set.image_size} px images, and BLIP ({folder}) takes {size} px; "
+                        f"set prepare.blip_image_size: {size} and rerun prepare")
     model.to(resolve_device(cfg.device))
     out = caption_dataset(model, processor, test_set, read_generation(folder), batch_size=cfg.batch_size,
                           gradcam_layer=cfg.gradcam_layer)
@@ -243,16 +247,21 @@ def evaluate_on(model: str, dataset: str, cfg: EvaluateConfig, training: list[st
     it; ``training``: the training captions (``training_captions``) its diagnostics compare with."""
     test_h5 = Path("data/prepared") / dataset / "test.h5"
     folder = Path("models") / model
+    images: CaptionDataset | None = None    # what the model sees; a baseline sees no image
     if model in BASELINE_MODELS:
         hypotheses, maps = _baseline(model, dataset)
     elif folder.is_dir():
-        hypotheses, maps = _blip(folder, CaptionDataset(test_h5), cfg)
+        images = CaptionDataset(test_h5.with_name(BLIP_TEST_FILE))
+        hypotheses, maps = _blip(folder, images, cfg)
     else:
-        hypotheses, maps = _lstm(model, CaptionDataset(test_h5), cfg)
+        images = CaptionDataset(test_h5)
+        hypotheses, maps = _lstm(model, images, cfg)
     references = read_references(test_h5)
     scores, per_image = score_captions_per_image(references, hypotheses, tokenizer=cfg.tokenizer, human_ceiling=True,
                                                  meteor={"auto": None, "on": True, "off": False}[cfg.meteor])
     scores["images"] = len(hypotheses)
+    if images is not None:                  # BLIP: its own input size (test_blip.h5); the others test.h5's
+        scores["image_size"] = images.image_size
     scores.update(caption_diagnostics(hypotheses, training))
     scores.update(confidence_intervals(per_image, cfg.bootstrap_resamples, cfg.bootstrap_seed))
     instances = test_instances(dataset, hypotheses)

@@ -1,7 +1,8 @@
 """Stage prepare@<dataset>: vocabulary + one HDF5 file per split from a downloaded dataset.
 
 Params: ``prepare`` (a PrepareConfig). Reads ``data/raw/<dataset>/``, writes
-``data/prepared/<dataset>/`` (train/val/test.h5, word_map.json, summary.json).
+``data/prepared/<dataset>/`` (train/val/test.h5, test_blip.h5: the test split at BLIP's input
+size, word_map.json, summary.json).
 ``prepare.workers`` (decoding processes) may be left out (0: decode in this process); the
 outputs are byte-identical whatever it is.
 """

@@ -157,6 +157,34 @@ def test_evaluation_keeps_an_empty_caption_with_its_empty_maps(lstm, tmp_path, m
         assert read_word_maps(tmp_path / f"{technique}.h5")[1][7][0] == []
 
 
+def _split_file(path: Path, size: int) -> Path:
+    """Three random images in a prepared split's layout (capt.data.cache), ``size`` px."""
+    import h5py
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 3, size, size), dtype=np.uint8)
+    with h5py.File(path, "w") as f:
+        f["images"], f["image_ids"] = images, np.array([7, 8, 9])
+        f["captions"], f["caption_lengths"] = np.zeros((3, 1, 7), np.int32), np.full((3, 1), 2, np.int32)
+        f.attrs.update(image_size=size, captions_per_image=1, max_len=5, split="test")
+    return path
+
+
+def test_blip_is_scored_only_on_test_images_of_its_own_input_size(blip_folder, tmp_path):
+    """BLIP reads test_blip.h5, which prepare writes at prepare.blip_image_size: a cache of another
+    size (BLIP upsampling the models' 256 px images to 384) is refused, naming the file and the fix."""
+    from capt.errors import CaptError
+    from stages import evaluate
+
+    cfg = evaluate.EvaluateConfig(device="cpu", batch_size=2)
+    wrong = _split_file(tmp_path / "test_blip.h5", 24)
+    with pytest.raises(CaptError) as info:
+        evaluate._blip(blip_folder, evaluate.CaptionDataset(wrong), cfg)
+    assert str(info.value) == (f"{wrong}: 24 px images, and BLIP ({blip_folder}) takes 32 px; "
+                               "set prepare.blip_image_size: 32 and rerun prepare")
+    hypotheses, maps = evaluate._blip(blip_folder, evaluate.CaptionDataset(_split_file(tmp_path / "right.h5", 32)), cfg)
+    assert sorted(hypotheses) == [7, 8, 9] and sorted(maps["gradcam_crossattn"]) == [7, 8, 9]
+
+
 def test_every_package_says_what_it_holds():
     import importlib
     import pkgutil

@@ -23,7 +23,7 @@ from capt.errors import CaptError
 from capt.text import normalize_caption
 from tests.fixtures import COCO_IMAGES, FLICKR_IMAGES, build_coco, build_flickr8k, coco_name, image_bytes, write_zip
 
-CFG = PrepareConfig(image_size=16, min_word_freq=1, max_len=8, captions_per_image=3)
+CFG = PrepareConfig(image_size=16, blip_image_size=24, min_word_freq=1, max_len=8, captions_per_image=3)
 
 
 def test_normalize_caption():
@@ -190,7 +190,8 @@ def test_prepare_coco_hdf5_round_trip(tmp_path):
     assert refs == {73: COCO_IMAGES[73][4]}                    # every raw reference, untouched
     assert read_references(out / "train.h5")[9] == COCO_IMAGES[9][4]   # all six, not just the sampled three
     assert summary["splits"]["test"]["images"] == 1 and summary["images_skipped"] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "test.h5", "train.h5", "val.h5", "word_map.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "test.h5", "test_blip.h5", "train.h5", "val.h5",
+                                                     "word_map.json"]
     # Karpathy's restval image (30, a val2014 image trained on) is marked: the seed's split can
     # train a teacher on his train part and students on restval (teacher.subset, students.subset).
     with h5py.File(out / "train.h5", "r") as f, h5py.File(out / "test.h5", "r") as g:
@@ -200,6 +201,30 @@ def test_prepare_coco_hdf5_round_trip(tmp_path):
     assert karpathy_part(out / "train.h5", "all", "students.subset") == [0, 1, 2]
     with pytest.raises(CaptError, match="students.subset: must be one of all, train, restval, got 'val'"):
         karpathy_part(out / "train.h5", "val", "students.subset")
+
+
+def test_blip_is_given_the_test_images_resized_once_from_the_originals_to_its_own_size(tmp_path, shapes_world):
+    """test_blip.h5: the test split again at blip_image_size, each image decoded from its zip and
+    resized once (not test.h5's small images upsampled), with the same ids and references."""
+    out = tmp_path / "out"
+    summary = prepare_dataset(shapes_world, out, dataclasses.replace(CFG, image_size=16, blip_image_size=32),
+                              progress=False)
+    assert summary["blip_test"] == {"image_size": 32, "images": 9}
+    manifest = load_manifest(shapes_world)
+    with CaptionStore(tmp_path / "captions.sqlite") as captions, \
+            ZipImageStore([manifest.path(z) for z in manifest.images]) as store:
+        originals = {r.image_id: decode_image(store.read_bytes(r.filename), 32)
+                     for r in read_splits(manifest, captions)[0]["test"]}
+    with h5py.File(out / "test.h5") as small, h5py.File(out / "test_blip.h5") as blip:
+        assert blip.attrs["image_size"] == 32 and blip.attrs["split"] == "test"
+        np.testing.assert_array_equal(blip["image_ids"][:], small["image_ids"][:])
+        for image_id, image, small_image in zip(blip["image_ids"][:], blip["images"][:], small["images"][:]):
+            np.testing.assert_array_equal(image, originals[int(image_id)])
+            upsampled = Image.fromarray(small_image.transpose(1, 2, 0)).resize((32, 32), Image.Resampling.BICUBIC)
+            assert not np.array_equal(image, np.asarray(upsampled).transpose(2, 0, 1))
+    assert read_references(out / "test_blip.h5") == read_references(out / "test.h5")
+    with pytest.raises(CaptError, match="prepare.blip_image_size must be >= 16, got 8"):
+        dataclasses.replace(CFG, blip_image_size=8)
 
 
 def test_a_split_without_restval_cannot_be_split_by_karpathy_part(tmp_path):

@@ -176,6 +176,9 @@ def test_the_data_is_the_mirror_read_as_coco_and_flickr8k(coco_repo):
         assert int(f["restval"][:].sum()) == SIZES.coco_restval     # (teacher.subset / students.subset)
     with h5py.File(repo / "data/prepared/flickr8k/test.h5") as f:
         assert f["images"].shape[0] == SIZES.flickr_test
+    for dataset, n_test in (("coco", SIZES.coco_test), ("flickr8k", SIZES.flickr_test)):   # BLIP's, from the zips
+        with h5py.File(repo / f"data/prepared/{dataset}/test_blip.h5") as f:
+            assert f["images"].shape == (n_test, 3, 384, 384)
     assert coco, "prepare wrote an empty summary"
 
 
@@ -193,6 +196,8 @@ def test_every_model_is_evaluated_on_both_test_sets_with_grounding_only_on_coco(
         # the COCO profile's tokenizer is coco-caption's; the ceiling is on 5 leave-one-out folds
         assert p["evaluate"]["tokenizer"] == "ptb" and on_coco["ceiling_folds"] == 5
         assert 0 <= on_coco["bleu4_coco"] <= 1 and 0 <= on_coco["bleu4_loo"] <= 1
+        # what each model saw: the models the 256 px cache, BLIP the originals resized once to its 384
+        assert on_coco["image_size"] == on_flickr["image_size"] == (384 if model == "blip" else 256)
 
 
 def test_blip_words_are_whole_words_on_coco(coco_repo):

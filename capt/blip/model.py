@@ -128,6 +128,12 @@ def pixel_values(processor: BlipProcessor, images: torch.Tensor) -> torch.Tensor
     return processor.image_processor(arrays, input_data_format="channels_first", return_tensors="pt")["pixel_values"]
 
 
+def input_size(processor: BlipProcessor) -> int:
+    """R: the side of the square images the vision encoder takes (384 for the pretrained BLIP)."""
+    size = processor.image_processor.size
+    return int(size["height"]) if "height" in size else int(size["shortest_edge"])
+
+
 def prompt_ids(processor: BlipProcessor, prompt: str, batch_size: int) -> torch.Tensor:
     """``[CLS] prompt [SEP]`` ids (B, Lp), the same row repeated: BLIP's generate swaps [CLS] for
     [DEC] and drops the [SEP] so that the decoder continues the prompt."""

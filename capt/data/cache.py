@@ -27,6 +27,8 @@ import numpy as np
 from capt.errors import CaptError
 
 STR = h5py.string_dtype("utf-8")
+# The test split again at BLIP's input size (capt.data.prepare): what BLIP is scored on.
+BLIP_TEST_FILE = "test_blip.h5"
 
 
 class SplitWriter:

@@ -1,5 +1,10 @@
 """Prepare a downloaded dataset: vocabulary from the training split, one HDF5 file per split.
 
+The test split is written twice: ``test.h5`` at ``image_size`` for the Show-Attend-Tell models, and
+``test_blip.h5`` at ``blip_image_size``, BLIP's input size, so that BLIP sees each original image
+resized once to its own size (bicubic, as its processor resizes) as its published numbers were
+measured (384 px), not the models' 256 px cache upsampled again.
+
 Streams, so peak memory does not grow with the number of images: the annotation JSON is parsed
 as it is read, captions are joined to their images through a temporary SQLite table, and the
 images are decoded straight out of their zips and written to HDF5 a block at a time.
@@ -19,7 +24,7 @@ import zipfile
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 
@@ -27,7 +32,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 from tqdm import tqdm
 
-from capt.data.cache import SplitWriter
+from capt.data.cache import BLIP_TEST_FILE, SplitWriter
 from capt.data.manifest import load_manifest
 from capt.data.readers import SPLITS, CaptionStore, ImageRecord, ZipImageStore, decode_image, read_splits
 from capt.data.vocab import Vocabulary, build_vocabulary
@@ -51,6 +56,7 @@ _BAD_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, zipf
 @dataclass(frozen=True)
 class PrepareConfig:
     image_size: int = 128          # S: images are resized to S x S
+    blip_image_size: int = 384     # test_blip.h5: the test images at BLIP's input size (384: the pretrained BLIP's)
     min_word_freq: int = 3         # training-split words seen fewer times become <unk>
     max_len: int = 20              # caption tokens kept (without <start>/<end>)
     captions_per_image: int = 5    # encoded captions per image (sampled, deterministically)
@@ -59,11 +65,12 @@ class PrepareConfig:
     workers: int = 0               # decoding processes: 0 or 1 in this process; outputs identical either way
 
     def __post_init__(self):
-        for name in ("image_size", "min_word_freq", "max_len", "captions_per_image"):
+        for name in ("image_size", "blip_image_size", "min_word_freq", "max_len", "captions_per_image"):
             if getattr(self, name) < 1:
                 raise CaptError(f"prepare.{name} must be >= 1, got {getattr(self, name)}")
-        if self.image_size < 16:
-            raise CaptError(f"prepare.image_size must be >= 16, got {self.image_size}")
+        for name in ("image_size", "blip_image_size"):
+            if getattr(self, name) < 16:
+                raise CaptError(f"prepare.{name} must be >= 16, got {getattr(self, name)}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             raise CaptError(f"prepare.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
@@ -225,7 +232,8 @@ def _write_split(path: Path, records: list[ImageRecord], captions: CaptionStore,
 
 def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, progress: bool = True) -> dict:
     """``raw_dir`` (a downloaded dataset with its manifest) -> ``out_dir`` with
-    ``train.h5``, ``val.h5``, ``test.h5``, ``word_map.json`` and ``summary.json``; returns the summary."""
+    ``train.h5``, ``val.h5``, ``test.h5``, ``test_blip.h5`` (the test split at ``cfg.blip_image_size``),
+    ``word_map.json`` and ``summary.json``; returns the summary."""
     manifest = load_manifest(raw_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -251,6 +259,10 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, progress: 
                 splits[split], skipped = stats, skipped + bad
                 if bad:
                     log.warning("%s: skipped %d bad image(s), listed in summary.json", split, len(bad))
+            # The same test images (a bad one is bad at any size: skipped again, listed once).
+            blip_cfg = replace(cfg, image_size=cfg.blip_image_size)
+            blip_test, _ = _write_split(out_dir / BLIP_TEST_FILE, by_split["test"], captions, fmt, store, vocab,
+                                        blip_cfg, {"dataset": manifest.name, "split": "test"}, progress, pool)
     vocab.save(out_dir / "word_map.json")
     summary = {
         "dataset": manifest.name,
@@ -258,6 +270,7 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, progress: 
         "vocab_size": len(vocab),
         "train_distinct_words": len(counts),
         "splits": splits,
+        "blip_test": {"image_size": cfg.blip_image_size, "images": blip_test["images"]},
         "images_skipped": len(skipped),
         "skipped": skipped,
     }
