@@ -15,6 +15,7 @@ from torch.utils.data import RandomSampler
 
 from capt.errors import CaptError
 from capt.models.decoder import AttentionDecoder, DecoderConfig
+from capt.models.encoder import Encoder, EncoderConfig
 from capt.train.captioner import CaptionerTask
 from capt.train.distributed import ShardSampler, derive_seed
 from capt.train.loop import TrainConfig, fit
@@ -33,13 +34,28 @@ def _task(cfg: TrainConfig) -> CaptionerTask:
     return CaptionerTask(dec, VOCAB, ds, ds.refs, cfg)
 
 
-def _train_one_rank(out: Path) -> None:
+def _student_task(cfg: TrainConfig):
+    """A student as distill trains one: a ResNet-18 trunk whose layer2 is fine-tuned (BatchNorms
+    included), word-level KD from a teacher decoder and encoder KD on the teacher's features."""
+    from capt.train.distill import DistillConfig, DistillTask
+    from tests.test_distill import VOCAB as WORDS, TinyImages, _setup
+
+    task, ds, teacher_dec, _ = _setup(DistillConfig(beta=0.5, temperature=5.0, w_enc=1.0, w_dec=1.0))
+    ds = TinyImages(Encoder(EncoderConfig(name="resnet18", stages=2, encoded_size=2)).eval(), n=16)
+    return DistillTask(task.encoder, task.decoder, teacher_dec, ds.features.shape[-1], task.kd, vocab=WORDS,
+                       val_set=ds, val_references=ds.refs, cfg=cfg)
+
+
+TASKS = {"decoder": _task, "student": _student_task}
+
+
+def _train_one_rank(out: Path, kind: str) -> None:
     """The body of each torchrun process: join the group, fit, save this rank's weights."""
     from capt.train.distributed import start_runtime, stop_runtime
 
     runtime = start_runtime("cpu")
     cfg = dataclasses.replace(DDP_CFG, processes=runtime.world_size)
-    task = _task(cfg)
+    task = TASKS[kind](cfg)
     result = fit(task, task.val_set, cfg, out / "ckpt", progress=False, runtime=runtime)
     torch.save({"weights": task.model.state_dict(), "history": result["history"]}, out / f"rank{runtime.rank}.pt")
     stop_runtime()
@@ -83,11 +99,15 @@ def test_process_count_must_match_the_running_group(tmp_path):
         dataclasses.replace(DDP_CFG, batch_size=9, processes=2)
 
 
-def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "stages.launch", "2", "tests.test_distributed", str(tmp_path)],
+def _two_gloo_processes(out: Path, kind: str) -> None:
+    run = subprocess.run([sys.executable, "-m", "stages.launch", "2", "tests.test_distributed", str(out), kind],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
+    _two_gloo_processes(tmp_path, "decoder")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for k in r0["weights"]:
         assert torch.equal(r0["weights"][k], r1["weights"][k]), f"ranks differ in {k}"
@@ -107,6 +127,25 @@ def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
         assert a["val_bleu4"] == pytest.approx(b["val_bleu4"], abs=1e-6)
 
 
+def test_a_student_with_a_fine_tuned_encoder_trains_alike_on_two_gloo_processes_and_one(tmp_path):
+    """Each of 2 processes normalises a shard of 4 images of the global batch of 8: with BatchNorm
+    statistics frozen in the fine-tuned blocks (capt.models.encoder) the step is that of one process
+    on all 8, to float rounding (1e-5), BatchNorm's scale and shift included; with batch statistics
+    it would not be (the weights then differ by ~1e-3)."""
+    _two_gloo_processes(tmp_path, "student")
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["weights"] for r in (0, 1))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    one = _student_task(DDP_CFG)
+    before = {k: v.clone() for k, v in one.model.state_dict().items()}
+    fit(one, one.val_set, DDP_CFG, tmp_path / "single", progress=False)
+    w1 = one.model.state_dict()
+    norms = [k for k in w1 if k.startswith("encoder.blocks") and ".bn" in k]
+    assert any(k.endswith(".weight") and not torch.equal(w1[k], before[k]) for k in norms)        # it learned them
+    assert all(torch.equal(w1[k], before[k]) for k in norms if k.endswith(("running_mean", "running_var")))
+    for k in (k for k in w1 if k != "decoder.attention.score.bias"):       # see the decoder test above
+        assert torch.allclose(w1[k], r0[k], atol=1e-5, rtol=1e-4), f"{k}: DDP and one process differ"
+
+
 def _launch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stages.launch", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
@@ -122,5 +161,5 @@ def test_launcher_runs_one_process_in_place_and_refuses_bad_counts():
     assert "usage" in _launch("2").stderr
 
 
-if __name__ == "__main__":          # one torchrun process of test_two_gloo_processes_agree_and_match_one_process
-    _train_one_rank(Path(sys.argv[1]))
+if __name__ == "__main__":          # one torchrun process of the tests above: <out folder> <kind of task>
+    _train_one_rank(Path(sys.argv[1]), sys.argv[2])
