@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import re
 
-# Apostrophes join ("man's" -> "mans", "don't" -> "dont") rather than split, so a word never
-# becomes two tokens of which one is a fragment.
-_APOSTROPHES = re.compile(r"['\u2019`]")
-# Everything that is not a letter or a digit separates words.
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+# Penn Treebank tokens, as coco-caption's PTBTokenizer writes them (the tokenizer of published COCO
+# scores): a clitic is a token of its own ("man's" -> "man 's", "don't" -> "do n't"), so the models'
+# vocabulary, their captions and the references all hold the same "'s" whichever tokenizer scores
+# them (evaluate.tokenizer). Curly and back quotes count as apostrophes.
+_APOSTROPHES = re.compile(r"[\u2019\u2018`]")
+_CLITIC = re.compile(r"(?<=[^\W_])(n't|'s|'m|'d|'ll|'re|'ve)(?![^\W_])")
+# A clitic, or a run of letters and digits that may hold, as PTB keeps them, an apostrophe or a
+# hyphen inside ("o'clock", "t-shirt") or a decimal point ("3.5"); everything else (punctuation,
+# quotes, an apostrophe or hyphen at a word's edge) separates words.
+_TOKEN = re.compile(r"(?<![^\W_])(?:n't|'s|'m|'d|'ll|'re|'ve)(?![^\W_])|[^\W_]+(?:['-][^\W_]+|(?<=\d)[.,]\d+)*")
 
 
 def normalize_caption(text: str) -> list[str]:
-    """Lowercase, drop punctuation, split on whitespace: ``"A Red, circle."`` -> ``["a", "red", "circle"]``."""
-    text = _APOSTROPHES.sub("", text.lower())
-    return _NON_WORD.sub(" ", text).split()
+    """Lowercase, split clitics, drop punctuation: ``"A man's red, circle."`` -> ``["a", "man", "'s",
+    "red", "circle"]``."""
+    text = _CLITIC.sub(r" \1", _APOSTROPHES.sub("'", text.lower()))
+    return _TOKEN.findall(text)

@@ -28,7 +28,10 @@ CFG = PrepareConfig(image_size=16, blip_image_size=24, min_word_freq=1, max_len=
 
 def test_normalize_caption():
     assert normalize_caption("A RED bus, parked outside!") == ["a", "red", "bus", "parked", "outside"]
-    assert normalize_caption("the man's dog-sled don't") == ["the", "mans", "dog", "sled", "dont"]
+    # Penn Treebank tokens, as coco-caption's PTBTokenizer gives them (tests/test_metrics.py compares)
+    assert normalize_caption("the man\u2019s dog-sled don't") == ["the", "man", "'s", "dog-sled", "do", "n't"]
+    assert normalize_caption("A 3.5 inch e-mail, 1,000 people -- James' 'new' car.") == [
+        "a", "3.5", "inch", "e-mail", "1,000", "people", "james", "new", "car"]
     assert normalize_caption("  ") == []
 
 

@@ -5,7 +5,8 @@ Tokenisation dominates BLEU, so one tokenizer, chosen per call (``tokenizer``), 
 reference and hypothesis of every metric here, the ceiling included:
 
 - ``simple`` (the default): the project's one normaliser, :func:`capt.text.normalize_caption`
-  (lowercase, apostrophes joined, punctuation dropped), the tokens the models are trained on.
+  (lowercase, clitics split and hyphenated words kept as PTB does, punctuation dropped), the
+  tokens the models are trained on; on captions the same tokens as ``ptb``.
 - ``ptb``: coco-caption's tokenisation, what published COCO numbers use: the Stanford
   ``PTBTokenizer`` (the jar bundled with pycocoevalcap, run through Java, ``-preserveLines
   -lowerCase``), then coco-caption's punctuation tokens dropped (its ``PUNCTUATIONS`` list, kept
