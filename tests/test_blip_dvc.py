@@ -15,7 +15,7 @@ from tests.repo_copy import REPO, copy_repository
 from tests.test_pipeline import _ran, _run
 
 pytestmark = pytest.mark.e2e
-STAGES = {"download@shapes", "prepare@shapes", "download@shapes-shift", "prepare@shapes-shift", "blip_weights", "blip",
+STAGES = {"preflight", "download@shapes", "prepare@shapes", "download@shapes-shift", "prepare@shapes-shift", "blip_weights", "blip",
           "evaluate_blip"}
 N_TEST = 4
 

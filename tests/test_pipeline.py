@@ -72,7 +72,7 @@ def _micro_params(dst: Path) -> None:
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-DATA_STAGES = {"download@shapes", "download@shapes-shift", "prepare@shapes", "prepare@shapes-shift"}
+DATA_STAGES = {"preflight", "download@shapes", "download@shapes-shift", "prepare@shapes", "prepare@shapes-shift"}
 TEST_SETS = ("shapes", "shapes-shift")
 
 
