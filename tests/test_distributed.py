@@ -26,12 +26,29 @@ ROOT = Path(__file__).parents[1]
 DDP_CFG = TrainConfig(epochs=2, batch_size=8, lr=0.01, early_stop=10, max_decode_len=5, seed=3, device="cpu")
 
 
-def _task(cfg: TrainConfig) -> CaptionerTask:
+def _task(cfg: TrainConfig, ds: TinyFeatures | None = None) -> CaptionerTask:
     torch.manual_seed(0)
     # No dropout: one process and two draw their dropout masks differently.
     dec = AttentionDecoder(DecoderConfig(embed_dim=8, attention_dim=8, decoder_dim=12, dropout=0.0), len(VOCAB), 6)
-    ds = TinyFeatures()
+    ds = ds or TinyFeatures()
     return CaptionerTask(dec, VOCAB, ds, ds.refs, cfg)
+
+
+class VaryingLengths(TinyFeatures):
+    """Captions of 1, 2 or 3 words by image: the two processes' shards of a global batch hold
+    different numbers of tokens."""
+
+    def __init__(self):
+        super().__init__()
+        for i in range(len(self)):
+            words = self.refs[i][0].split()[: 1 + i % 3]
+            self.captions[i, :] = torch.tensor(VOCAB.encode(words, max_len=4))
+            self.lengths[i] = len(words) + 2
+            self.refs[i] = [" ".join(words)] * len(self.refs[i])
+
+
+def _varying_task(cfg: TrainConfig) -> CaptionerTask:
+    return _task(cfg, VaryingLengths())
 
 
 def _student_task(cfg: TrainConfig):
@@ -46,7 +63,7 @@ def _student_task(cfg: TrainConfig):
                        val_set=ds, val_references=ds.refs, cfg=cfg)
 
 
-TASKS = {"decoder": _task, "student": _student_task}
+TASKS = {"decoder": _task, "lengths": _varying_task, "student": _student_task}
 
 
 def _train_one_rank(out: Path, kind: str) -> None:
@@ -125,6 +142,22 @@ def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
     for a, b in zip(single["history"], r0["history"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)   # the mean over both processes
         assert a["val_bleu4"] == pytest.approx(b["val_bleu4"], abs=1e-6)
+
+
+def test_captions_of_different_lengths_weigh_every_token_alike_on_two_gloo_processes_and_one(tmp_path):
+    """Each process's loss is a mean over its own tokens; weighed by its share of the global batch's
+    tokens (capt.train.distributed.token_share), the average DDP takes is the mean over every token,
+    as one process computes it: equal to 1e-6 (unweighed, a shard of short captions weighs each of
+    its tokens more, and the weights ended ~1e-3 apart)."""
+    _two_gloo_processes(tmp_path, "lengths")
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    one = _varying_task(DDP_CFG)
+    single = fit(one, one.val_set, DDP_CFG, tmp_path / "single", progress=False)
+    w1 = one.model.state_dict()
+    for k in (k for k in w1 if k != "decoder.attention.score.bias"):       # see the test above
+        assert torch.allclose(w1[k], r0["weights"][k], atol=1e-6, rtol=1e-5), f"{k}: DDP and one process differ"
+    for a, b in zip(single["history"], r0["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
 
 
 def test_a_student_with_a_fine_tuned_encoder_trains_alike_on_two_gloo_processes_and_one(tmp_path):

@@ -118,16 +118,18 @@ class AttentionDecoder(nn.Module):
 
 
 def caption_loss(logits: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor,
-                 alphas: torch.Tensor, alpha_c: float) -> torch.Tensor:
+                 alphas: torch.Tensor, alpha_c: float, ce_weight: float = 1.0) -> torch.Tensor:
     """Cross-entropy over non-padding positions + alpha_c * doubly stochastic regularisation.
 
     logits (B, T, V) predict captions[:, 1:T+1]; alphas (B, T, P) are zero at padding steps.
     The regulariser pushes every cell's attention, summed over the caption, towards 1.
+    ``ce_weight`` scales the cross-entropy, a mean over this batch's tokens, alone: under DDP a
+    process's share of the global batch's tokens (capt.train.distributed.token_share).
     """
     T = logits.shape[1]
     targets = captions[:, 1:T + 1]                                                # (B, T)
     mask = torch.arange(T, device=lengths.device)[None, :] < (lengths - 1)[:, None]
-    ce = F.cross_entropy(logits[mask], targets[mask])
+    ce = F.cross_entropy(logits[mask], targets[mask]) * ce_weight
     if alpha_c == 0:
         return ce
     return ce + alpha_c * ((1.0 - alphas.sum(dim=1)) ** 2).mean()

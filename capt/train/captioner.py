@@ -18,6 +18,7 @@ from capt.eval.metrics import score_captions
 from capt.models.beam_search import beam_search
 from capt.models.decoder import AttentionDecoder, caption_loss
 from capt.models.encoder import Encoder, pool_cells
+from capt.train.distributed import token_share
 from capt.train.loop import TrainConfig, to_device
 
 
@@ -88,16 +89,18 @@ class CaptionerTask:
             return self.cached_features(batch)
         return self.encoder(batch["image"])
 
-    def _teacher_forced(self, features: torch.Tensor,
-                        batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
-        """Loss and top-5 (correct, total) of the batch's captions given its features (B, P, D)."""
+    def _teacher_forced(self, features: torch.Tensor, batch: dict[str, torch.Tensor],
+                        training: bool = False) -> tuple[torch.Tensor, int, int]:
+        """Loss and top-5 (correct, total) of the batch's captions given its features (B, P, D);
+        ``training``: its cross-entropy weighed by this process's share of the global batch's tokens."""
         feats, caps, lens = flatten_captions(features, batch["captions"], batch["lengths"])
         logits, alphas = self.decoder(feats, caps, lens)
         correct, total = top5_accuracy(logits.detach(), caps, lens)
-        return caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c), correct, total
+        share = token_share(int((lens - 1).sum()), self.device) if training else 1.0
+        return caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c, share), correct, total
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, correct, total = self._teacher_forced(self.features(batch), batch)
+        loss, correct, total = self._teacher_forced(self.features(batch), batch, training=True)
         return loss, {"loss": loss.item(), "top5": correct / max(total, 1)}
 
     @torch.no_grad()

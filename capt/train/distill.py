@@ -39,6 +39,7 @@ from capt.models.beam_search import beam_search
 from capt.models.decoder import AttentionDecoder, caption_loss
 from capt.models.encoder import Encoder, pool_cells
 from capt.train.captioner import CaptionerTask, flatten_captions, top5_accuracy
+from capt.train.distributed import token_share
 
 TARGETS = ("references", "teacher")
 PROJECTIONS = ("auto", "always")
@@ -212,7 +213,10 @@ class DistillTask(CaptionerTask):
         student_features = self.features(batch)                                 # (B, P, D_s)
         feats, caps, lens = flatten_captions(student_features, batch["captions"], batch["lengths"])
         logits, alphas = self.decoder(feats, caps, lens)                         # (B*C, T, V)
-        task = caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c)
+        # Both token means (the cross-entropy, the KL) weighed by this process's share of the
+        # global batch's tokens: under DDP, the mean over every token, as one process computes it.
+        share = token_share(int((lens - 1).sum()), self.device)
+        task = caption_loss(logits, caps, lens, alphas, self.cfg.alpha_c, share)
         correct, total = top5_accuracy(logits.detach(), caps, lens)
         stats = {"task": task.item(), "top5": correct / max(total, 1)}
         kd_terms = torch.zeros((), dtype=task.dtype, device=task.device)
@@ -227,7 +231,8 @@ class DistillTask(CaptionerTask):
             with torch.no_grad():
                 teacher_feats = teacher_features.repeat_interleave(batch["captions"].shape[1], dim=0)
                 teacher_logits, _ = self.teacher(teacher_feats, caps, lens)
-            dec = kd_decoder_loss(logits, teacher_logits, self.kd.temperature, padding_mask(lens, logits.shape[1]))
+            dec = kd_decoder_loss(logits, teacher_logits, self.kd.temperature,
+                                  padding_mask(lens, logits.shape[1])) * share
             kd_terms = kd_terms + self.kd.w_dec * dec
             stats["kd_dec"] = dec.item()
         loss = task if self.kd.beta == 0 else (1 - self.kd.beta) * task + self.kd.beta * kd_terms

@@ -129,6 +129,22 @@ def all_mean(values: dict[str, float], runtime: Runtime) -> dict[str, float]:
     return {k: v / runtime.world_size for k, v in zip(keys, t.tolist())}
 
 
+def token_share(tokens: int, device: torch.device) -> float:
+    """N * n_r / (n_1 + .. + n_N): this process's share of the global batch's ``tokens``, times the
+    process count; 1.0 in one process (exactly: a loss scaled by it is the same bit for bit).
+
+    DDP averages the gradients of the N processes. A loss that is a mean over this process's n_r
+    tokens, scaled by the share, averages to the mean over all the global batch's tokens, as one
+    process computes it; unscaled, a process whose captions happen to be short would weigh each of
+    its tokens more. Every process calls it at the same step (an all-reduce), so only in training:
+    rank 0 validates alone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1.0
+    total = torch.tensor([float(tokens)], dtype=torch.float64, device=device)    # NCCL: on the GPU
+    dist.all_reduce(total)
+    return dist.get_world_size() * tokens / total.item()
+
+
 def broadcast_from_main(obj, runtime: Runtime):
     """Rank 0's ``obj`` in every process (validation numbers: every process decides alike)."""
     if not runtime.distributed:
