@@ -51,6 +51,10 @@ def _varying_task(cfg: TrainConfig) -> CaptionerTask:
     return _task(cfg, VaryingLengths())
 
 
+# The students' setting for any process count: BatchNorm statistics frozen (capt.train.distributed).
+FROZEN_BN_CFG = dataclasses.replace(DDP_CFG, batchnorm="frozen")
+
+
 def _student_task(cfg: TrainConfig):
     """A student as distill trains one: a ResNet-18 trunk whose layer2 is fine-tuned (BatchNorms
     included), word-level KD from a teacher decoder and encoder KD on the teacher's features."""
@@ -71,7 +75,7 @@ def _train_one_rank(out: Path, kind: str) -> None:
     from capt.train.distributed import start_runtime, stop_runtime
 
     runtime = start_runtime("cpu")
-    cfg = dataclasses.replace(DDP_CFG, processes=runtime.world_size)
+    cfg = dataclasses.replace(FROZEN_BN_CFG if kind == "student" else DDP_CFG, processes=runtime.world_size)
     task = TASKS[kind](cfg)
     result = fit(task, task.val_set, cfg, out / "ckpt", progress=False, runtime=runtime)
     torch.save({"weights": task.model.state_dict(), "history": result["history"]}, out / f"rank{runtime.rank}.pt")
@@ -162,7 +166,7 @@ def test_captions_of_different_lengths_weigh_every_token_alike_on_two_gloo_proce
 
 def test_a_student_with_a_fine_tuned_encoder_trains_alike_on_two_gloo_processes_and_one(tmp_path):
     """Each of 2 processes holds a shard of 4 images of the global batch of 8. With BatchNorm
-    statistics frozen in the fine-tuned blocks (capt.models.encoder) the encoder ends as one process
+    statistics frozen (train.batchnorm: frozen; CPU processes cannot synchronise them) the encoder ends as one process
     on all 8 leaves it, to 1e-5 (measured: 1.1e-6), BatchNorm's scale and shift included, and the
     whole model within 0.5% of how far training moved it (measured: 0.065%, Adam's rounding noise on
     the attention's biases). With batch statistics (BatchNorm in train mode) the encoder differed
@@ -170,9 +174,9 @@ def test_a_student_with_a_fine_tuned_encoder_trains_alike_on_two_gloo_processes_
     _two_gloo_processes(tmp_path, "student")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["weights"] for r in (0, 1))
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
-    one = _student_task(DDP_CFG)
+    one = _student_task(FROZEN_BN_CFG)
     before = {k: v.clone() for k, v in one.model.state_dict().items()}
-    fit(one, one.val_set, DDP_CFG, tmp_path / "single", progress=False)
+    fit(one, one.val_set, FROZEN_BN_CFG, tmp_path / "single", progress=False)
     w1 = one.model.state_dict()
     norms = [k for k in w1 if k.startswith("encoder.blocks") and ".bn" in k]
     assert any(k.endswith(".weight") and not torch.equal(w1[k], before[k]) for k in norms)        # it learned them
@@ -183,6 +187,29 @@ def test_a_student_with_a_fine_tuned_encoder_trains_alike_on_two_gloo_processes_
     apart = sum(((w1[k] - r0[k]) ** 2).sum() for k in learned).sqrt()
     moved = sum(((w1[k] - before[k]) ** 2).sum() for k in learned).sqrt()
     assert apart < 5e-3 * moved, f"DDP and one process {apart / moved:.2%} apart"
+
+
+def test_batchnorm_that_normalises_by_the_batch_is_synchronised_on_gpus_and_refused_on_cpu_processes():
+    """Under DDP a BatchNorm in train mode (a fine-tuned block, train.batchnorm: batch) must see the
+    global batch: on GPUs it becomes a SyncBatchNorm before DDP wraps the model (the conversion needs
+    no GPU to check); CPU processes cannot synchronise it, so they are refused in one line."""
+    from capt.train.distributed import Runtime, batch_normalising, synchronise_batchnorm
+
+    task = _student_task(DDP_CFG)
+    task.model.eval()
+    learning = batch_normalising(task.model)
+    assert learning and all(n.startswith("encoder.blocks") for n in learning)      # the stem's never learn
+    assert not any(m.training for m in task.model.modules())                    # the mode is left as it was
+    with pytest.raises(CaptError) as info:
+        synchronise_batchnorm(task.model, Runtime(rank=0, world_size=2, device=torch.device("cpu")))
+    assert str(info.value) == (f"{len(learning)} BatchNorm layers normalise by the batch ({learning[0]}, ...) and 2 CPU "
+                               "processes cannot synchronise them (SyncBatchNorm runs on GPUs): each would normalise its "
+                               "own shard; train on GPUs, on one process, or set train.batchnorm: frozen")
+    encoder = task.encoder
+    synchronise_batchnorm(task.model, Runtime(rank=0, world_size=2, device=torch.device("cuda", 0)))
+    synced = {n for n, m in task.model.named_modules() if isinstance(m, torch.nn.SyncBatchNorm)}
+    assert set(learning) <= synced and task.encoder is encoder                  # in place: the task's own modules
+    synchronise_batchnorm(task.model, Runtime())                                 # one process: nothing to do
 
 
 def _launch(*args: str) -> subprocess.CompletedProcess:

@@ -12,16 +12,7 @@ the cache's fp16 rounding) from fewer stored cells: 64 instead of Show-Attend-Te
 Frozen means frozen: no parameter needs a gradient and the whole trunk stays in eval mode,
 whatever ``.train()`` is called with, so BatchNorm running statistics never drift. With
 ``fine_tune`` only blocks 2-4 (``layer2``..``layer4``, those of them in the trunk) learn; the stem and ``layer1`` stay frozen
-as in Show-Attend-Tell.
-
-A fine-tuned block learns its convolutions and its BatchNorms' scale and shift, never their
-statistics: the trunk stays in eval mode, so every BatchNorm normalises by the running statistics
-of pretraining (ImageNet's on COCO), not by the batch. Normalising by the batch would make a step
-depend on how the batch is split: under DistributedDataParallel each process holds a shard of
-the global batch and an unsynchronised BatchNorm normalises each shard alone, and SyncBatchNorm,
-which would not, runs on GPUs only (so no CPU run could check it). Frozen statistics give the same
-step whatever the process count (tests/test_distributed.py, 2 Gloo processes against one) and
-whatever the per-process batch.
+(and in eval mode) as in Show-Attend-Tell.
 """
 
 from __future__ import annotations
@@ -109,12 +100,9 @@ class Encoder(nn.Module):
         return not self.cfg.fine_tune
 
     def train(self, mode: bool = True) -> Encoder:
-        """The trunk stays in eval mode whatever ``mode`` is: BatchNorm normalises by its running
-        statistics, which never move, in frozen and fine-tuned blocks alike (a ResNet has no dropout,
-        so BatchNorm is all the mode changes)."""
         super().train(mode)
-        self.stem.train(False)
-        self.blocks.train(False)
+        self.stem.train(False)                      # never learns: BN statistics stay put
+        self.blocks.train(mode and not self.frozen)
         return self
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

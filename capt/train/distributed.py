@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.utils.data import Sampler
 
 from capt.errors import CaptError
@@ -127,6 +128,43 @@ def all_mean(values: dict[str, float], runtime: Runtime) -> dict[str, float]:
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=runtime.device)   # NCCL: on the GPU
     dist.all_reduce(t)              # a sum
     return {k: v / runtime.world_size for k, v in zip(keys, t.tolist())}
+
+
+BATCHNORM_MODES = ("batch", "frozen")
+
+
+def batch_normalising(model: nn.Module) -> list[str]:
+    """The names of ``model``'s BatchNorms that normalise by the batch when it trains: those that
+    ``model.train()`` leaves in train mode (a frozen trunk keeps its own in eval mode)."""
+    was_training = model.training
+    model.train()
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    model.train(was_training)
+    return names
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Every BatchNorm of ``model`` to eval mode: it normalises by its running statistics, which no
+    longer move; its scale and shift still learn. Call it after each ``model.train()``."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def synchronise_batchnorm(model: nn.Module, runtime: Runtime) -> None:
+    """Under DDP, make the BatchNorms that normalise by the batch normalise by the global batch,
+    as one process does: SyncBatchNorm, in place, before DDP wraps ``model``. Unsynchronised, each
+    process would normalise its own shard (a quarter of the batch with 4 processes) and the result
+    would depend on the process count. SyncBatchNorm runs on GPUs only, so on CPU processes (Gloo)
+    such a model is refused in one line; ``train.batchnorm: frozen`` (running statistics) trains
+    on any."""
+    if not runtime.distributed or not (names := batch_normalising(model)):
+        return
+    if runtime.device.type != "cuda":
+        raise CaptError(f"{len(names)} BatchNorm layers normalise by the batch ({names[0]}, ...) and {runtime.world_size} "
+                        "CPU processes cannot synchronise them (SyncBatchNorm runs on GPUs): each would normalise its own "
+                        "shard; train on GPUs, on one process, or set train.batchnorm: frozen")
+    nn.SyncBatchNorm.convert_sync_batchnorm(model)       # replaces the children in place: the task keeps its modules
 
 
 def token_share(tokens: int, device: torch.device) -> float:

@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from capt.errors import CaptError
 from capt.train.checkpoint import load_checkpoint, save_checkpoint
-from capt.train.distributed import (DEVICES, Runtime, ShardSampler, all_mean, barrier, broadcast_from_main,
+from capt.train.distributed import (BATCHNORM_MODES, DEVICES, Runtime, ShardSampler, all_mean, barrier,
+                                    broadcast_from_main, freeze_batchnorm, synchronise_batchnorm,
                                     current_runtime, derive_seed, gather_to_main)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -94,6 +95,8 @@ class TrainConfig:
     device: str = "auto"          # auto (a GPU where there is one) | cpu | cuda
     precision: str = "fp32"       # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     channels_last: bool = False   # convolution weights and images in NHWC memory order
+    batchnorm: str = "batch"      # BatchNorms that learn: batch (normalise by the batch; under DDP by the global
+                                  # batch, SyncBatchNorm, GPUs only) | frozen (running statistics; any process count)
     seed: int = 0
 
     def __post_init__(self):
@@ -110,6 +113,8 @@ class TrainConfig:
             raise CaptError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.device not in DEVICES:
             raise CaptError(f"train.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.batchnorm not in BATCHNORM_MODES:
+            raise CaptError(f"train.batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {self.batchnorm!r}")
         if self.select_on not in SELECT_ON:
             raise CaptError(f"train.select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
 
@@ -259,6 +264,8 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
     task.to(rt.device)
     if cfg.channels_last:
         task.model.to(memory_format=torch.channels_last)
+    if cfg.batchnorm == "batch":
+        synchronise_batchnorm(task.model, rt)              # under DDP: the global batch's statistics
     step_module: nn.Module = _LossModule(task)
     if rt.distributed:
         step_module = DistributedDataParallel(step_module, device_ids=[rt.device] if rt.device.type == "cuda" else None)
@@ -292,6 +299,8 @@ def fit(task: Task, train_set: Dataset, cfg: TrainConfig, ckpt_dir: Path, *, fin
         if plateau.bad >= cfg.early_stop:
             break
         task.model.train()
+        if cfg.batchnorm == "frozen":
+            freeze_batchnorm(task.model)
         totals: dict[str, float] = {}
         n_batches = 0
         bar = tqdm(_epoch_loader(train_set, cfg, epoch, rt), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
