@@ -74,8 +74,10 @@ def run(workload: str, n: int, batch_size: int, epochs: int, out: Path) -> None:
     from capt.train.distributed import start_runtime, stop_runtime
 
     rt = start_runtime("cpu")
+    # The student's fine-tuned BatchNorms: CPU processes cannot synchronise them (capt.train.distributed),
+    # so both sides of the comparison keep their running statistics.
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, early_stop=epochs + 1, max_decode_len=5,
-                      processes=rt.world_size, device="cpu")
+                      processes=rt.world_size, device="cpu", batchnorm="frozen")
     task, train = make_task(workload, n, cfg)
     ckpt = out.with_suffix(".ckpt")         # one folder for every process: rank 0 writes, all read
     t0 = time.perf_counter()
