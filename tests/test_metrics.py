@@ -149,8 +149,11 @@ def test_cider_positive_and_rewards_a_matching_caption():
 
 
 def _java_children() -> list:
+    """This process's live Java children (not other children, such as the resource tracker that an
+    earlier test's multiprocessing pool leaves)."""
     psutil = pytest.importorskip("psutil")
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    alive = [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    return [p for p in alive if "java" in p.name().lower()]
 
 
 @pytest.fixture(scope="module")
