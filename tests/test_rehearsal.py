@@ -41,7 +41,7 @@ SIZES = MirrorSizes(coco_train=4, coco_restval=2, coco_val=2, coco_test=3,
 # where it runs.
 # METEOR is off: its JVM costs 8.5 s per evaluation (x 18); tests/test_metrics.py runs it for real.
 # The profile asks for cuda everywhere (a clear error without a GPU); the rehearsal runs on the CPU.
-# Its preflight checks room for the miniature's study, not COCO's 172 GB.
+# Its preflight checks room for the miniature's study, not COCO's 178 GB.
 OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=1", "report.timing_repeats=1",
              "attention.image_indices=[0]", "evaluate.meteor=off", "preflight.disk_gb=1",
              *(f"{section}.device=cpu" for section in ("pretrain.teacher", "pretrain.students", "features",
