@@ -113,21 +113,22 @@ def scaled_bytes(files: dict[str, int], images: dict[str, int], real: dict[str, 
     Per-split files (prepare's and the feature cache's train/val/test.h5) give a line
     bytes = overhead + per_image * images through their points, so a file's fixed overhead is not
     multiplied by 100,000; other files (captions, maps, seq-KD targets) scale as a whole by the
-    stage's images (an upper bound where they have a fixed part); BLIP's test cache by the test images."""
+    stage's images (an upper bound where they have a fixed part); BLIP's test cache by the test
+    images, its overhead (that of the split files, which hold the same datasets) counted once."""
     splits = {split_of(f): b for f, b in files.items() if split_of(f) and not f.endswith(WEIGHTS)}
     blip_test = sum(b for f, b in files.items() if is_blip_test(f))
     rest = sum(b for f, b in files.items() if not split_of(f) and not is_blip_test(f) and not f.endswith(WEIGHTS))
     n_mirror, n_real = count(images, which), count(real, which)
-    blip_projected = blip_test * real["test"] / images["test"] if blip_test else 0.0
     if len({images[s] for s in splits}) >= 2:
         xs, ys = [images[s] for s in splits], list(splits.values())
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         per_image = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
         overhead = my - per_image * mx
+        blip_projected = overhead + (blip_test - overhead) * real["test"] / images["test"] if blip_test else 0.0
         return per_image, (overhead * len(splits) + per_image * sum(real[s] for s in splits) + rest * n_real / n_mirror
                            + blip_projected)
     total = sum(splits.values()) + rest
-    return total / n_mirror, total * n_real / n_mirror + blip_projected
+    return total / n_mirror, total * n_real / n_mirror + blip_test * real["test"] / images["test"]
 
 
 def project(report: dict) -> list[dict]:
