@@ -161,4 +161,10 @@ def test_the_seed_studys_follow_ups_compose_with_either_profile_and_the_seeds(tm
     for m in new:
         assert {f"distill@{m}", f"replicate@{m}-1", f"replicate@{m}-4"} <= stages
         assert {f"evaluate@{m}", f"evaluate_replicate@{m}-1", f"evaluate_replicate@{m}-4"} <= stages
-    assert all("fine_tune" not in v and "projection" not in v for v in default["distill"].values())
+    assert all("fine_tune" not in v for v in default["distill"].values())
+    # encoder KD goes through a learned projection in the embedded profile; COCO compares its two
+    # 2048-wide trunks as they are, as the seed did
+    encoder_kd = {"student_t5", "student_t10", "student_t20", "student_enc"}
+    assert {m: v.get("projection") for m, v in default["distill"].items() if m in encoder_kd} == \
+        dict.fromkeys(encoder_kd, "always" if profile == "shapes" else "auto")
+    assert all("projection" not in v for m, v in default["distill"].items() if m not in encoder_kd)
