@@ -126,18 +126,12 @@ def test_console_script_entry_point(lstm, photos):
 def test_evaluation_keeps_an_empty_caption_with_its_empty_maps(lstm, tmp_path, monkeypatch):
     """An untrained model may end a caption at once (<end> first): the rehearsal's first contact
     with COCO. Its hypothesis is "", and its word maps (0, P) are written and read back."""
-    import h5py
-
     from capt.eval.maps import read_word_maps, write_word_maps
     from capt.models.beam_search import Decoded
     from capt.models.saved import Captioner
     from stages import evaluate
 
-    images = np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
-    with h5py.File(tmp_path / "test.h5", "w") as f:      # a prepared split's layout (capt.data.cache)
-        f["images"], f["image_ids"] = images, np.array([7, 8, 9])
-        f["captions"], f["caption_lengths"] = np.zeros((3, 1, 7), np.int32), np.full((3, 1), 2, np.int32)
-        f.attrs.update(image_size=32, captions_per_image=1, max_len=5, split="test")
+    _split_file(tmp_path / "test.h5", 32)
     monkeypatch.setattr(evaluate, "load_captioner", lambda path: load_captioner(lstm))
     real_caption = Captioner.caption
 
