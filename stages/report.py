@@ -45,7 +45,8 @@ import typer
 
 from capt.errors import CaptError
 from capt.eval.baselines import BASELINE_MODELS
-from capt.eval.bootstrap import ImageScores, format_p, paired_bleu4
+from capt.eval.bootstrap import format_p, paired_bleu4
+from capt.eval.per_image import ImageScores
 from capt.eval.compare import COMPARED_METRICS, METRIC_NAMES, PerImage, compare_models, evaluation_statistics
 from capt.eval.grounding import CHAIR_KEYS
 from capt.eval.seeds import compare_over_seeds, mean_sd, paired_bleu4_over_seeds

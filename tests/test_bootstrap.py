@@ -12,11 +12,11 @@ import pytest
 from nltk.translate.bleu_score import corpus_bleu
 
 from capt.errors import CaptError
-from capt.eval.bootstrap import (_RANDOMISATION_STREAM, ImageScores, _rng, _sorted_positions, bleu4_resampled,
-                                 cider_resampled, cider_statistics, confidence_intervals, corpus_bleu4, corpus_cider,
-                                 corpus_score, format_p, image_scores, p_value_floor, paired_bleu4, paired_cider,
+from capt.eval.bootstrap import (_RANDOMISATION_STREAM, _rng, _sorted_positions, bleu4_resampled, cider_resampled,
+                                 confidence_intervals, corpus_score, format_p, p_value_floor, paired_bleu4, paired_cider,
                                  paired_statistic, percentile_ci95, resample_counts, resample_indices, statistic_ci95)
-from capt.eval.metrics import score_captions
+from capt.eval.metrics import image_scores, score_captions
+from capt.eval.per_image import ImageScores, cider_statistics, corpus_bleu4, corpus_cider
 from capt.text import normalize_caption
 
 # nltk warns whenever an n-gram order has no match; the slow reference computations hit that.
@@ -282,7 +282,7 @@ def test_p_values_at_the_floor_print_as_a_bound():
 
 
 def test_a_stage_output_that_is_missing_or_not_json_is_one_line_naming_it_and_its_stage(tmp_path):
-    from capt.eval.bootstrap import read_stage_json
+    from capt.eval.per_image import read_stage_json
 
     with pytest.raises(CaptError, match=r"gone.json: missing; run evaluate@m$"):
         read_stage_json(tmp_path / "gone.json", "evaluate@m")

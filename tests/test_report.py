@@ -98,7 +98,7 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
     import json
 
     from capt.errors import CaptError
-    from capt.eval.bootstrap import image_scores
+    from capt.eval.metrics import image_scores
     from stages.report import paired_cells
 
     refs = {i: [f"a {c} circle above a {d} square" for c, d in (("red", "blue"), ("big", "small"))]
@@ -219,7 +219,7 @@ def test_students_over_seeds_mean_sd_and_the_t_interval_against_the_baseline(tmp
     import json
 
     from capt.errors import CaptError
-    from capt.eval.bootstrap import image_scores
+    from capt.eval.metrics import image_scores
     from capt.eval.seeds import paired_bleu4_over_seeds
     from stages.report import seed_cells, seed_table_cells
 
@@ -265,7 +265,8 @@ def test_students_over_seeds_mean_sd_and_the_t_interval_against_the_baseline(tmp
 def test_a_frozen_encoder_student_is_paired_with_its_fine_tuned_twin(tmp_path):
     """The seed study's follow-up (a): each fine_tune-false variant finds the variant with the same
     loss and a fine-tuned encoder, and the report pairs the two on the same images (per seed too)."""
-    from capt.eval.bootstrap import image_scores, paired_bleu4
+    from capt.eval.bootstrap import paired_bleu4
+    from capt.eval.metrics import image_scores
     from capt.eval.seeds import paired_bleu4_over_seeds
     from stages.report import finetuning_twins, twin_cells, twin_columns, twin_rows
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from capt.errors import CaptError
-from capt.eval.bootstrap import cider_statistics, corpus_bleu4, corpus_cider, image_scores
+from capt.eval.metrics import image_scores
+from capt.eval.per_image import cider_statistics, corpus_bleu4, corpus_cider
 from capt.eval.seeds import (compare_over_seeds, mean_sd, paired_bleu4_over_seeds, paired_cider_over_seeds,
                              paired_statistic_over_seeds, t_interval95)
 

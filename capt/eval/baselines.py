@@ -30,7 +30,8 @@ import numpy as np
 from pycocoevalcap.cider.cider import Cider
 
 from capt.errors import CaptError
-from capt.eval.metrics import _sort_key, tokenize_captions
+from capt.eval.metrics import tokenize_captions
+from capt.eval.per_image import sort_key
 
 __all__ = ["BASELINE_MODELS", "best_constant_caption", "nearest_neighbour_captions", "pooled_features", "caption_diagnostics"]
 
@@ -54,7 +55,7 @@ def best_constant_caption(train_captions: list[str], val_references: dict[int, l
         raise CaptError("no training captions to choose the constant baseline from")
     if not val_references:
         raise CaptError("no val images to choose the constant baseline on")
-    val_ids = sorted(val_references, key=_sort_key)
+    val_ids = sorted(val_references, key=sort_key)
     flat = list(train_captions) + [r for i in val_ids for r in val_references[i]]
     tokens = tokenize_captions(flat, tokenizer)            # one batch: one JVM for ptb
     train_tokens, ref_tokens = tokens[:len(train_captions)], iter(tokens[len(train_captions):])
@@ -125,7 +126,7 @@ def caption_diagnostics(hypotheses: dict[int, str], train_captions: list[str]) -
     if not hypotheses:
         raise CaptError("no captions to describe")
     seen = {" ".join(t) for t in tokenize_captions(list(train_captions))}
-    captions = [" ".join(t) for t in tokenize_captions([hypotheses[i] for i in sorted(hypotheses, key=_sort_key)])]
+    captions = [" ".join(t) for t in tokenize_captions([hypotheses[i] for i in sorted(hypotheses, key=sort_key)])]
     distinct = len(set(captions))
     return {"images": len(captions), "distinct_captions": distinct, "distinct_share": distinct / len(captions),
             "vocabulary_used": len({w for c in captions for w in c.split()}),

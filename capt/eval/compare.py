@@ -1,7 +1,7 @@
 """Is model A better than model B, by each metric, on the same test images?
 
 An evaluation leaves per-image statistics behind (``results/scores/<model>-<dataset>.json``: BLEU's
-counts and CIDEr-D, capt.eval.bootstrap.ImageScores; ``results/content/<model>-<dataset>.json``:
+counts and CIDEr-D, capt.eval.per_image.ImageScores; ``results/content/<model>-<dataset>.json``:
 the content counts, capt.eval.content). Every corpus score the study compares is a function of
 their sums, so one paired comparison (capt.eval.bootstrap.paired_statistic: a paired percentile
 bootstrap interval and an approximate randomisation p-value) serves them all:
@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 
 from capt.errors import CaptError
-from capt.eval.bootstrap import (ImageScores, PairedComparison, cider_statistics, corpus_bleu4, corpus_cider,
-                                 paired_statistic, read_stage_json)
+from capt.eval.bootstrap import PairedComparison, paired_statistic
+from capt.eval.per_image import ImageScores, cider_statistics, corpus_bleu4, corpus_cider, read_stage_json
 from capt.eval.content import ContentScores, CoverageScores, content_metrics, coverage_metrics
 
 __all__ = ["COMPARED_METRICS", "METRIC_NAMES", "PerImage", "evaluation_statistics", "compare_models"]

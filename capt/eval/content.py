@@ -68,7 +68,7 @@ import numpy as np
 from capt.data.shapes import COLOURS, NUMBERS, PLURALS, RELATIONS, SHAPES, SIZES, relations_between
 from capt.errors import CaptError
 from capt.eval.grounding import ChairLexicon, Instances, Lexicon, dataset_lexicon
-from capt.eval.metrics import _sort_key
+from capt.eval.per_image import sort_key
 from capt.text import normalize_caption
 
 __all__ = ["CONTENT_STATISTICS", "COVERAGE_STATISTICS", "StatedObject", "is_shapes_world", "StatedRelation", "StatedContent",
@@ -478,7 +478,7 @@ def _sorted_ids(hypotheses: Mapping, what: str) -> list:
         raise CaptError(f"{what} takes image id -> caption, got a {type(hypotheses).__name__}")
     if not hypotheses:
         raise CaptError(f"no captions to score for {what}")
-    return sorted(hypotheses, key=_sort_key)
+    return sorted(hypotheses, key=sort_key)
 
 
 def score_content(hypotheses: Mapping, instances: Instances) -> ContentScores:

@@ -66,10 +66,10 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer as _ptb_module
 
 from capt.errors import CaptError
-from capt.eval.bootstrap import ImageScores, bleu_statistics
+from capt.eval.per_image import ImageScores, bleu_statistics, sort_key
 from capt.text import normalize_caption
 
-__all__ = ["score_captions", "score_captions_per_image", "ceiling_bleu4", "leave_one_out_bleu4", "LeaveOneOut", "tokenize_captions",
+__all__ = ["score_captions", "score_captions_per_image", "ceiling_bleu4", "leave_one_out_bleu4", "LeaveOneOut", "tokenize_captions", "image_scores",
            "TOKENIZERS", "write_coco_results", "meteor_available", "ptb_tokenizer_available"]
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def tokenize_captions(captions: list[str], tokenizer: str = "simple") -> list[li
 def _check_references(references: dict[int, list[str]]) -> dict[int, list[str]]:
     """The raw reference captions, type-checked, sorted by image id."""
     out = {}
-    for image_id in sorted(references, key=_sort_key):
+    for image_id in sorted(references, key=sort_key):
         raw = references[image_id]
         if isinstance(raw, str) or not isinstance(raw, (list, tuple)):
             raise CaptError(
@@ -232,8 +232,8 @@ def _check_inputs(
         raise CaptError("references and hypotheses must both be dicts keyed by image id")
     ref_ids, hyp_ids = set(references), set(hypotheses)
     if ref_ids != hyp_ids:
-        no_hyp = sorted(ref_ids - hyp_ids, key=_sort_key)
-        no_ref = sorted(hyp_ids - ref_ids, key=_sort_key)
+        no_hyp = sorted(ref_ids - hyp_ids, key=sort_key)
+        no_ref = sorted(hyp_ids - ref_ids, key=sort_key)
         raise CaptError(
             f"references and hypotheses cover different images: {len(no_hyp)} of "
             f"{len(ref_ids)} reference ids have no hypothesis (e.g. {no_hyp[:_EXAMPLES]}), "
@@ -256,10 +256,6 @@ def _check_inputs(
             what = "no references" if not raw_refs[image_id] else "only blank references"
             raise CaptError(f"image {image_id!r} has {what}; every scored image needs one")
     return refs, hyps
-
-
-def _sort_key(image_id):
-    return (0, image_id, "") if isinstance(image_id, (int, np.integer)) else (1, 0, repr(image_id))
 
 
 # --------------------------------------------------------------------------- BLEU
@@ -442,7 +438,7 @@ def score_captions_per_image(
     human_ceiling: bool = False,
 ) -> tuple[dict[str, float], ImageScores]:
     """Score one caption per image against that image's references, and keep what the bootstrap
-    needs per image (capt.eval.bootstrap.ImageScores: BLEU statistics and CIDEr-D, from the same
+    needs per image (capt.eval.per_image.ImageScores: BLEU statistics and CIDEr-D, from the same
     tokens, so its ``bleu4`` and ``cider_mean`` are the scores'; one tokenisation, one CIDEr).
 
     ``references``: image id -> raw reference captions; ``hypotheses``: image id -> one raw
@@ -486,6 +482,15 @@ def score_captions_per_image(
     per_image = ImageScores(tuple(ids), bleu_statistics([refs[i] for i in ids], [hyps[i] for i in ids]),
                             np.asarray(cider_per_image, np.float64).reshape(len(ids)), tokenizer)
     return scores, per_image
+
+
+def image_scores(references: dict[int, list[str]], hypotheses: dict[int, str], *,
+                 tokenizer: str = "simple") -> ImageScores:
+    """Per-image BLEU statistics and CIDEr-D of one caption per image: the same inputs, checks,
+    tokens and sort order as :func:`score_captions` (so ``.bleu4`` and
+    ``.cider_mean`` are its ``bleu4`` and ``cider``). CIDEr-D per image from pycocoevalcap, its
+    idf from the references of every image given."""
+    return score_captions_per_image(references, hypotheses, meteor=False, tokenizer=tokenizer)[1]
 
 
 @dataclass(frozen=True)
@@ -576,7 +581,7 @@ def write_coco_results(hypotheses: dict[int, str], path: Path) -> None:
     """Write ``[{"image_id": int, "caption": str}, ...]`` sorted by id, atomically."""
     path = Path(path)
     rows = []
-    for image_id in sorted(hypotheses, key=_sort_key):
+    for image_id in sorted(hypotheses, key=sort_key):
         cap = hypotheses[image_id]
         if not isinstance(cap, str):
             raise CaptError(f"the caption for image {image_id!r} is a {type(cap).__name__}, not a string")

@@ -30,7 +30,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from capt.errors import CaptError
-from capt.eval.bootstrap import CorpusFunction, ImageScores, _same_images, _same_test_set, corpus_score
+from capt.eval.bootstrap import _same_images, _same_test_set, corpus_score
+from capt.eval.per_image import CorpusFunction, ImageScores
 
 CI_LEVEL = 0.95
 
