@@ -20,7 +20,7 @@ import typer
 from capt.errors import CaptError
 from capt.models.encoder import EncoderConfig
 from capt.models.saved import load_encoder
-from capt.train.checkpoint import save_checkpoint
+from capt.models.checkpoint import save_checkpoint
 from capt.train.distributed import resolve_device
 from capt.train.features import encode_split
 from stages._common import make_config, read_params, stage_main

@@ -24,7 +24,7 @@ from capt.models.decoder import AttentionDecoder, DecoderConfig
 from capt.models.encoder import Encoder, EncoderConfig
 from capt.models.saved import save_captioner
 from capt.train.captioner import CaptionerTask
-from capt.train.checkpoint import load_checkpoint
+from capt.models.checkpoint import load_checkpoint
 from capt.train.loop import TrainConfig, fit
 from stages._common import make_config, read_params, stage_main
 from stages._training import run_fingerprint, training_runtime, write_training_outputs

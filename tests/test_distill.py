@@ -379,7 +379,7 @@ def test_students_on_karpathy_restval_learn_from_its_images_only(study, caplog, 
 
 
 def test_a_teacher_on_karpathy_train_leaves_the_restval_images_to_the_students(study, caplog):
-    from capt.train.checkpoint import save_checkpoint
+    from capt.models.checkpoint import save_checkpoint
     from capt.train.features import encode_split
     from stages.train_teacher import main
 

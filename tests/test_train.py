@@ -190,7 +190,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
     """A full disk in the middle of torch.save: the previous good checkpoint stays, no .tmp is left."""
     import errno
 
-    from capt.train.checkpoint import load_checkpoint, save_checkpoint
+    from capt.models.checkpoint import load_checkpoint, save_checkpoint
 
     path = tmp_path / "last.pt"
     save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)

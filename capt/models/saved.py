@@ -20,7 +20,7 @@ from capt.errors import CaptError
 from capt.models.beam_search import Decoded, beam_search
 from capt.models.decoder import AttentionDecoder, DecoderConfig
 from capt.models.encoder import Encoder, EncoderConfig
-from capt.train.checkpoint import load_checkpoint, save_checkpoint
+from capt.models.checkpoint import load_checkpoint, save_checkpoint
 
 
 @dataclass

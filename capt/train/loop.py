@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from capt.errors import CaptError
-from capt.train.checkpoint import load_checkpoint, save_checkpoint
+from capt.models.checkpoint import load_checkpoint, save_checkpoint
 from capt.train.distributed import (BATCHNORM_MODES, DEVICES, Runtime, ShardSampler, all_mean, barrier,
                                     broadcast_from_main, freeze_batchnorm, synchronise_batchnorm,
                                     current_runtime, derive_seed, gather_to_main)
