@@ -33,10 +33,11 @@ import typer
 from capt.data.cache import read_references
 from capt.errors import CaptError
 from capt.eval.baselines import BASELINE_MODELS, best_constant_caption, nearest_neighbour_captions, pooled_features
+from capt.eval.evaluation import EvaluateConfig
 from capt.eval.metrics import write_coco_results
 from capt.models.encoder import EncoderConfig
 from stages._common import make_config, read_params, stage_main, write_json
-from stages.evaluate import EvaluateConfig, evaluate_on
+from stages.evaluate import evaluate_on
 
 log = logging.getLogger("stages.baselines")
 

@@ -132,7 +132,6 @@ def test_evaluation_keeps_an_empty_caption_with_its_empty_maps(lstm, tmp_path, m
     from stages import evaluate
 
     _split_file(tmp_path / "test.h5", 32)
-    monkeypatch.setattr(evaluate, "load_captioner", lambda path: load_captioner(lstm))
     real_caption = Captioner.caption
 
     def first_one_empty(self, batch, **kw):
@@ -142,7 +141,7 @@ def test_evaluation_keeps_an_empty_caption_with_its_empty_maps(lstm, tmp_path, m
 
     monkeypatch.setattr(Captioner, "caption", first_one_empty)
     cfg = evaluate.EvaluateConfig(beam_size=2, max_len=5, device="cpu")
-    hypotheses, maps = evaluate._lstm("m", evaluate.CaptionDataset(tmp_path / "test.h5"), cfg)
+    hypotheses, maps = evaluate._lstm(lstm, "m", evaluate.CaptionDataset(tmp_path / "test.h5"), cfg)
     assert hypotheses[7] == "" and hypotheses[8] != ""
     for technique, technique_maps in maps.items():
         words, m = technique_maps[7]

@@ -356,16 +356,15 @@ def test_a_shapes_world_is_told_from_coco_by_its_instances(tmp_path):
 
 
 def test_the_evaluations_content_cells_bracket_each_score_on_the_shared_resamples():
-    """stages.evaluate.content_cells: each headline score with a 95% interval from the same
+    """capt.eval.evaluation.content_cells: each headline score with a 95% interval from the same
     resamples as BLEU's (resample_counts of the image ids), None where undefined."""
-    from stages.evaluate import EvaluateConfig, content_cells
+    from capt.eval.evaluation import content_cells
 
     scenes = _varied_scenes()
     captions = {i: (f"a {objects[0][2]} {objects[0][1]} {objects[0][0]}" if i % 3 else "a large red cross")
                 for i, objects in scenes.items()}
     scores = score_content(captions, _instances(scenes))
-    cfg = EvaluateConfig(bootstrap_resamples=1000, bootstrap_seed=3)
-    cells = content_cells({"content": scores}, cfg)
+    cells = content_cells({"content": scores}, 1000, 3)
     expected = np.nanpercentile(scores.resampled(resample_counts(scores.image_ids, 1000, 3))["object_f1"], (2.5, 97.5))
     assert cells["object_f1_ci95"] == [float(expected[0]), float(expected[1])]
     assert cells["object_f1_ci95"][0] <= cells["object_f1"] <= cells["object_f1_ci95"][1]

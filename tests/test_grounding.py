@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,13 +191,15 @@ test_maps.__test__ = False       # a helper, not a test
 
 
 def _evaluate_grounding(dataset: str, maps: dict) -> dict:
-    """stages.evaluate's grounding and CHAIR of the captions whose words ``maps`` holds (the
-    captions of the first technique; with no maps, those of ``test_maps()``, scored without maps)."""
-    from stages.evaluate import EvaluateConfig, _grounding, test_instances
+    """The evaluation's grounding and CHAIR (capt.eval.evaluation) of the captions whose words ``maps``
+    holds (the captions of the first technique; with no maps, those of ``test_maps()``, scored
+    without maps), on the instances of ``data/raw/<dataset>``."""
+    from capt.eval.evaluation import EvaluateConfig, ground_captions, test_instances
 
     words = next(iter((maps or test_maps()).values()))
     hypotheses = {i: " ".join(w) for i, (w, _) in words.items()}
-    return _grounding(test_instances(dataset, hypotheses), hypotheses, maps, EvaluateConfig())
+    return ground_captions(test_instances(Path("data/raw") / dataset, hypotheses), hypotheses, maps,
+                           EvaluateConfig().grounding_tolerance)
 
 
 def test_evaluation_reads_only_the_instances_file_of_its_test_images(tmp_path, monkeypatch):

@@ -432,7 +432,7 @@ def test_evaluate_config_tokenizer_and_the_profiles(tmp_path):
     import yaml
 
     from stages._common import make_config
-    from stages.evaluate import EvaluateConfig
+    from capt.eval.evaluation import EvaluateConfig
 
     assert EvaluateConfig().tokenizer == "simple"
     with pytest.raises(CaptError) as e:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from tqdm import tqdm
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
 from capt.models.beam_search import Decoded, beam_search
+from capt.models.checkpoint import load_checkpoint, save_checkpoint
 from capt.models.decoder import AttentionDecoder, DecoderConfig
 from capt.models.encoder import Encoder, EncoderConfig
-from capt.models.checkpoint import load_checkpoint, save_checkpoint
+from capt.models.gradcam import lstm_word_gradcam
 
 
 @dataclass
@@ -47,14 +49,24 @@ class Captioner:
                            beam_size=beam_size, max_len=max_len)
 
     def caption_dataset(self, dataset: Dataset, *, beam_size: int, max_len: int, batch_size: int = 32,
-                        progress: bool = True) -> dict[int, Decoded]:
-        """image id -> Decoded for every image of a CaptionDataset."""
-        out: dict[int, Decoded] = {}
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-        for batch in tqdm(loader, desc="caption", unit="batch", disable=not progress):
+                        maps: bool = False, desc: str = "caption") -> tuple[dict[int, str], dict[str, dict]]:
+        """Every image of a CaptionDataset captioned by beam search: (image id -> caption, technique ->
+        image id -> (words, (T, P) maps)). With ``maps``, each word's soft ``attention`` (what beam
+        search kept) and ``gradcam_encoder``, Grad-CAM on the encoder's last block for the word's
+        logit (capt.models.gradcam); without, no maps (``{}``)."""
+        hypotheses: dict[int, str] = {}
+        word_maps: dict[str, dict] = {"attention": {}, "gradcam_encoder": {}} if maps else {}
+        for batch in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc=desc, unit="batch"):
             decoded = self.caption(batch["image"], beam_size=beam_size, max_len=max_len)
-            out.update(zip(batch["image_id"].tolist(), decoded))
-        return out
+            cams = (lstm_word_gradcam(self.encoder, self.decoder, batch["image"], [d.tokens for d in decoded],
+                                      self.vocab.start, self.vocab.end) if maps else [None] * len(decoded))
+            for image_id, d, cam in zip(batch["image_id"].tolist(), decoded, cams):
+                hypotheses[image_id] = self.words(d)
+                if maps:
+                    words = [self.vocab.words[t] for t in d.tokens]
+                    word_maps["attention"][image_id] = (words, d.alphas.numpy())
+                    word_maps["gradcam_encoder"][image_id] = (words, cam.reshape(len(words), math.prod(cam.shape[1:])))   # 0 words: (0, P)
+        return hypotheses, word_maps
 
     def words(self, decoded: Decoded) -> str:
         return " ".join(self.vocab.decode(decoded.tokens))
