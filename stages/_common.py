@@ -100,7 +100,11 @@ def record_stage_cost(seconds: float) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-BLIP_MODEL = "blip"     # the BLIP folder models/blip/, in every study beside study.models
+# The BLIP folder models/blip/, in every study beside study.models: capt.eval.study.BLIP_MODEL, spelled
+# out here rather than imported because every stage imports this module, and capt.eval.study would
+# bring capt.eval and transformers into each one's imports and dvc.yaml deps (tests/test_report.py
+# checks that the two agree).
+BLIP_MODEL = "blip"
 
 
 def study_models() -> list[str]:

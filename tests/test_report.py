@@ -78,7 +78,8 @@ def test_markdown_and_html_tables_format_each_column():
 
 def test_share_of_the_ceiling_is_bleu4_loo_over_ceiling_bleu4():
     from capt.errors import CaptError
-    from stages.report import ceiling_note, score_cells
+    from capt.eval.study import score_cells
+    from capt.viz.table1 import ceiling_note
 
     scores = {"bleu4": 0.52, "bleu4_coco": 0.53, "cider": 2.7, "bleu4_loo": 0.45, "ceiling_bleu4": 0.6,
               "ceiling_folds": 5, "images": 250}
@@ -99,7 +100,7 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
 
     from capt.errors import CaptError
     from capt.eval.metrics import image_scores
-    from stages.report import paired_cells
+    from capt.eval.study import paired_cells
 
     refs = {i: [f"a {c} circle above a {d} square" for c, d in (("red", "blue"), ("big", "small"))]
             for i in range(1, 31)}
@@ -127,7 +128,7 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
     shifted = {k.removesuffix("_shapes-shift"): v for k, v in kd.items() if k.endswith("_shapes-shift")}
     assert shifted == {k.removesuffix("_shapes"): v for k, v in kd.items() if k.endswith("_shapes")}   # same images
     json.dumps(cells)                                                            # summary.json takes it as is
-    from stages.report import comparison_rows
+    from capt.viz.table1 import comparison_rows
     rows = comparison_rows(cells, students, list(references), ["shapes", "shapes-shift"], 1000)
     assert [(r["model"], r["against"]) for r in rows] == [("student_base", "teacher"), ("student_kd", "student_base"),
                                                            ("student_kd", "teacher")]    # no row of the base against itself
@@ -142,7 +143,7 @@ def test_every_student_is_compared_with_the_baseline_and_the_teacher_on_every_te
 
 
 def test_blips_row_says_which_checkpoint_it_is_and_whether_it_was_tuned_here():
-    from stages.report import blip_loss
+    from capt.eval.study import blip_loss
 
     base = "Salesforce/blip-image-captioning-base"
     assert blip_loss("pretrained", base, False) == (f"zero-shot: {base}, the COCO-finetuned captioning checkpoint, "
@@ -155,7 +156,8 @@ def test_blips_row_says_which_checkpoint_it_is_and_whether_it_was_tuned_here():
 
 def test_published_numbers_sit_beside_ours_for_the_models_and_metrics_named():
     from capt.errors import CaptError
-    from stages.report import ReportConfig, published_rows
+    from capt.eval.study import published_rows
+    from capt.viz.table1 import ReportConfig
 
     published = [{"model": "teacher", "dataset": "coco", "scores": {"bleu4_coco": 0.243}, "source": "Xu"},
                  {"model": "blip", "dataset": "coco", "scores": {"bleu4_coco": 0.397, "meteor": 0.3}, "source": "Li"},
@@ -221,7 +223,8 @@ def test_students_over_seeds_mean_sd_and_the_t_interval_against_the_baseline(tmp
     from capt.errors import CaptError
     from capt.eval.metrics import image_scores
     from capt.eval.seeds import paired_bleu4_over_seeds
-    from stages.report import seed_cells, seed_table_cells
+    from capt.eval.study import seed_cells
+    from capt.viz.table1 import seed_table_cells
 
     refs = {i: [f"a {c} circle above a {d} square" for c, d in (("red", "blue"), ("big", "small"))]
             for i in range(1, 31)}
@@ -268,7 +271,8 @@ def test_a_frozen_encoder_student_is_paired_with_its_fine_tuned_twin(tmp_path):
     from capt.eval.bootstrap import paired_bleu4
     from capt.eval.metrics import image_scores
     from capt.eval.seeds import paired_bleu4_over_seeds
-    from stages.report import finetuning_twins, twin_cells, twin_columns, twin_rows
+    from capt.eval.study import finetuning_twins, twin_cells
+    from capt.viz.table1 import twin_columns, twin_rows
 
     variants = {"student_base": {"beta": 0.0}, "student_dec": {"beta": 0.3, "temperature": 20.0, "w_dec": 1.0},
                 "student_frozen": {"beta": 0.0, "fine_tune": False},
@@ -312,3 +316,12 @@ def test_a_frozen_encoder_student_is_paired_with_its_fine_tuned_twin(tmp_path):
     assert rows[0]["bleu4_frozen_shapes"] == scores["student_frozen", 0].bleu4
     assert rows[0]["delta_shapes"].startswith(f"{frozen['delta_bleu4_vs_finetuned_shapes']:+.3f} [")
     assert {c[0] for c in twin_columns(["shapes"], True)} >= set(rows[0]) | {"delta_seeds_shapes"}
+
+
+def test_the_stages_name_blip_as_the_study_does():
+    """stages._common spells the BLIP model's name out (importing capt.eval.study there would put
+    capt.eval in every stage's deps); both must name the same folder."""
+    from capt.eval.study import BLIP_MODEL
+    from stages._common import BLIP_MODEL as STAGES_BLIP_MODEL
+
+    assert STAGES_BLIP_MODEL == BLIP_MODEL

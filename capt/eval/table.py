@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +14,8 @@ import torch
 
 from capt.errors import CaptError
 from capt.models.saved import Captioner, count_parameters
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,23 @@ def time_per_image(models: dict[str, Callable[[torch.Tensor], object]], images: 
         torch.set_num_threads(previous)
     return {name: Latency(float(np.median(ms)), float(np.percentile(ms, 25)), float(np.percentile(ms, 75)),
                           repeats, len(images), threads) for name, ms in passes.items()}
+
+
+def write_latency(captioners: dict[str, Callable[[torch.Tensor], object]], images: torch.Tensor, path: Path, *,
+                  dataset: str, repeats: int, threads: int, beam_size: int) -> dict[str, Latency]:
+    """Time every model (:func:`time_per_image`) and write ``path``: the settings (``dataset``, the
+    test set ``images`` come from; ``beam_size``, the captioners') and, per model, ``median_ms``,
+    ``p25_ms``, ``p75_ms``. Returns model -> Latency."""
+    latency = time_per_image(captioners, images, repeats=repeats, threads=threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "what": "wall-clock CPU milliseconds to caption one image, one at a time (not a deterministic metric)",
+        "test_set": dataset, "images": len(images), "repeats": repeats, "threads": threads,
+        "beam_size": beam_size, "models": {m: t.to_json() for m, t in latency.items()}}, indent=2) + "\n")
+    for m, t in latency.items():
+        log.info("%s: %.1f ms per image on the CPU (quartiles %.1f-%.1f over %d passes, %d thread(s))",
+                 m, t.median_ms, t.p25_ms, t.p75_ms, t.repeats, t.threads)
+    return latency
 
 
 def folder_mb(path: Path) -> float:

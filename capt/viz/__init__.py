@@ -1,2 +1,4 @@
 """Pictures of the study: ``attention`` (each word's map over the image, and every model side by
-side), ``curves`` (training histories as CSV and PNG) and ``report`` (the offline HTML page)."""
+side), ``curves`` (training histories as CSV and PNG), ``scores`` (Figure 1: every model's scores
+with their intervals), ``table1`` (Table 1 and its companion tables: columns, rows and notes) and
+``report`` (the offline HTML page)."""

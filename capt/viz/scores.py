@@ -125,3 +125,15 @@ def draw_model_scores(scores: list[ModelScore], title: str) -> plt.Figure:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def write_figure1(evaluations: dict, test_sets: list[str], png: Path, plots_dir: Path,
+                  seed_values: dict | None = None) -> tuple[Path, str]:
+    """The report's lead figure (:func:`plot_model_scores`) from every evaluation's metrics (and each seed's
+    score where students were replicated: ``seed_values``), and one CSV per test set,
+    ``plots_dir/figure1-<dataset>.csv``, for dvc.yaml's plots. Returns (png, caption)."""
+    scores = model_scores(evaluations, seed_values)
+    plot_model_scores(scores, png, "Figure 1: every model's BLEU-4 and CIDEr-D with its 95% interval")
+    for dataset in test_sets:
+        write_scores_csv(scores, dataset, plots_dir / f"figure1-{dataset}.csv")
+    return png, "BLEU-4 and CIDEr-D per model with 95% intervals; dashed: the baseline student and the teacher"
