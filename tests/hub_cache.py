@@ -118,3 +118,57 @@ def _write_cache(hub_cache: Path, repo_id: str, files: dict[str, bytes]) -> Path
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)                       # no newline, as huggingface_hub writes
     return snapshot
+
+
+# ----------------------------------------------------------------------------- CLIP (capt.eval.clipscore)
+
+CLIP_BASE = "openai/clip-vit-base-patch32"
+# The real ViT-B/32's input (224 px, 32 px patches: a 7 x 7 grid), tiny everywhere else.
+CLIP_IMAGE_SIZE, CLIP_PATCH_SIZE = 224, 32
+# What openai/clip-vit-base-patch32's main revision holds that transformers never loads: junk bytes.
+CLIP_UNLOADED = ("flax_model.msgpack", "tf_model.h5", "README.md", ".gitattributes")
+# Its tokenizer's special tokens, as its tokenizer_config.json and special_tokens_map.json spell them.
+_CLIP_TOKEN = {"lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
+
+
+def seed_clip_hub_cache(hub_cache: Path, words: list[str], *, repo_id: str = CLIP_BASE, seed: int = 0) -> Path:
+    """Write a tiny random CLIP as ``repo_id`` into the Hugging Face cache ``hub_cache`` and return
+    its snapshot folder. The files are those of ``openai/clip-vit-base-patch32``, in its formats:
+    a config whose text tower pools at the highest token id (its ``eos_token_id`` is the legacy
+    2, as the real one's), both weights formats (``model.safetensors`` and the pickled
+    ``pytorch_model.bin``), the image processor's ``preprocessor_config.json`` in the old
+    feature-extractor format (224 px, CLIP's mean and std), and the BPE tokenizer's files
+    (``vocab.json``, ``merges.txt``, ``tokenizer.json``, ``tokenizer_config.json``,
+    ``special_tokens_map.json``) over the prompt's words and ``words``; its Flax and TensorFlow
+    weights as junk."""
+    from capt.eval.clipscore import PROMPT, save_clip, small_clip, write_clip_tokenizer_files
+
+    model, processor = small_clip(seed, words, image_size=CLIP_IMAGE_SIZE, patch_size=CLIP_PATCH_SIZE)
+    image = processor.image_processor
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_clip(model, processor, folder / "saved")
+        write_clip_tokenizer_files(folder / "bpe", [*PROMPT.split(), *words])     # small_clip's vocabulary
+        config = json.loads((folder / "saved" / "config.json").read_text())
+        config["text_config"].update({"bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1})
+        files = {"config.json": _json(config),
+                 "model.safetensors": (folder / "saved" / "model.safetensors").read_bytes(),
+                 "tokenizer.json": (folder / "saved" / "tokenizer.json").read_bytes(),
+                 "vocab.json": (folder / "bpe" / "vocab.json").read_bytes(),
+                 "merges.txt": (folder / "bpe" / "merges.txt").read_bytes()}
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+        files["pytorch_model.bin"] = (folder / "pytorch_model.bin").read_bytes()
+    files["preprocessor_config.json"] = _json({
+        "crop_size": CLIP_IMAGE_SIZE, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+        "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": list(image.image_mean),
+        "image_std": list(image.image_std), "resample": 3, "size": CLIP_IMAGE_SIZE})
+    special = {"bos_token": {"content": "<|startoftext|>", **_CLIP_TOKEN},
+               "eos_token": {"content": "<|endoftext|>", **_CLIP_TOKEN},
+               "unk_token": {"content": "<|endoftext|>", **_CLIP_TOKEN}, "pad_token": "<|endoftext|>"}
+    files["special_tokens_map.json"] = _json(special)
+    files["tokenizer_config.json"] = _json({
+        **special, "add_prefix_space": False, "do_lower_case": True, "errors": "replace", "model_max_length": 77,
+        "name_or_path": repo_id, "processor_class": "CLIPProcessor", "tokenizer_class": "CLIPTokenizer"})
+    for name in CLIP_UNLOADED:
+        files[name] = hashlib.sha256(f"{name} {seed}".encode()).digest() * 64
+    return _write_cache(Path(hub_cache), repo_id, files)
