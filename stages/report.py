@@ -34,12 +34,17 @@ import typer
 
 from capt.blip.model import caption_images, load_blip, read_generation
 from capt.eval.baselines import BASELINE_MODELS
-from capt.eval.study import (BASELINE_LOSS, BASELINES, CAPTION_BASELINES, above_constant_cells, blip_loss, epochs_cell,
-                             evaluation_cells, finetuning_twins, loss_cell, paired_cells, published_rows, seed_cells,
-                             twin_cells)
+from capt.data.cache import read_references
+from capt.eval.difference import image_truths, read_images, read_model_outputs
+from capt.eval.evaluation import test_instances
+from capt.eval.study import (BASELINE_LOSS, BASELINES, CAPTION_BASELINES, above_constant_cells, blip_loss,
+                             difference_pairs, epochs_cell, evaluation_cells, finetuning_twins, loss_cell, paired_cells,
+                             published_rows, seed_cells, twin_cells)
 from capt.eval.table import folder_mb, model_size, write_latency
 from capt.models.saved import load_captioner
-from capt.viz.report import Figures, Table, write_report
+from capt.viz.difference import difference_view
+from capt.viz.report import Figures, Link, Table, write_report
+from capt.viz.viewer import write_viewer
 from capt.viz.scores import write_figure1
 from capt.viz.table1 import (CHAIR_COLUMNS, CHAIR_NOTE, FIGURE1_NOTE, GROUNDING_COLUMNS, PUBLISHED_COLUMNS,
                              PUBLISHED_NOTE, TWIN_NOTE, ReportConfig, chair_rows, comparison_columns, comparison_rows,
@@ -148,6 +153,17 @@ def main() -> None:
     out.write_text(table1_markdown(table1, against_baselines, against_students, published_table, twin_section,
                                    grounding, chair))
 
+    # Why A beats B, on the first test set: the images where the pair differ most, and every word's maps
+    dataset = test_sets[0]
+    test_h5 = Path("data/prepared") / dataset / "test.h5"
+    outputs = {m: read_model_outputs(m, dataset) for m in study_models()}
+    image_ids = outputs[study[0]].scores.image_ids
+    instances = test_instances(Path("data/raw") / dataset, image_ids)
+    truths = None if instances is None else image_truths(instances, image_ids, read_references(test_h5))
+    pairs = [tuple(p) for p in cfg.difference_pairs] or difference_pairs(study_models())
+    difference_sections, _, shown = difference_view(pairs, outputs, test_h5, truths, Path("results/difference"),
+                                                    cfg.difference_examples)
+
     figure = write_figure1(evaluations, test_sets, Path("results/figure1.png"), Path("results/plots"), seed_values)
     curves = [(Path("results/curves") / f"{r['model']}.png", f"{r['model']}: training curves") for r in rows
               if (Path("results/curves") / f"{r['model']}.png").exists()]
@@ -163,7 +179,14 @@ def main() -> None:
         Figures("Where each model looks, word by word", compare,
                 "A row per model and technique (soft attention and Grad-CAM on the encoder's last block for the "
                 "LSTM models, Grad-CAM on a cross-attention layer for BLIP), with its caption and sentence BLEU-4; the same colour scale in every cell.", width="100%"),
+        Link("Every word's map, image by image: the viewer", "viewer/index.html",
+             f"{min(cfg.viewer_images, len(image_ids))} {dataset} test images (first those of the difference view "
+             "below), every model and technique: pick an image and a model, step through its words."),
+        *difference_sections,
     ])
+    viewer_ids = list(dict.fromkeys([*shown, *image_ids]))[:cfg.viewer_images]
+    write_viewer(page.parent / "viewer", read_images(test_h5, viewer_ids), list(outputs.values()), truths=truths,
+                 pair=pairs[0] if pairs else None, title=f"capt: every word's map on {dataset}")
     log.info("table of %d models -> %s, metrics/summary.json, %s", len(rows), out, page)
 
 

@@ -197,11 +197,21 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     assert len(pngs) == 4
     report = (repo_copy / "results/report/index.html").read_text()
     n_images = report.count("<img ")
-    assert n_images == 1 + len(STUDENTS) + 2 + len(compare)      # Figure 1, every model's curves, BLIP's, each comparison
+    # Figure 1, every model's curves, BLIP's, each comparison, and the difference view's figures: each student
+    # against student_base and the teacher against BLIP, on the images where either beats the other most
+    differences = sorted((repo_copy / "results/difference").glob("*.png"))
+    pairs = {p.name.split("-top")[0].split("-bottom")[0] for p in differences}
+    assert pairs == {*(f"{s}-vs-student_base" for s in STUDENTS if s != "student_base"), "teacher-vs-blip"}, pairs
+    assert n_images == 1 + len(STUDENTS) + 2 + len(compare) + len(differences)
+    record = json.loads((repo_copy / "results/difference/teacher-vs-blip.json").read_text())
+    assert record["examples"][0]["delta"] >= record["examples"][-1]["delta"] and record["summary"], record
+    assert 'href="viewer/index.html"' in report
     if shutil.which("chromium"):                                 # CI installs it; tests/test_report.py says so
         dom = rendered_dom(repo_copy / "results/report/index.html")
         assert f'data-images-loaded="{n_images}"' in dom and 'data-images-broken="0"' in dom
         assert dom.count('<td class="text">student_') >= 3 and "Hallucination" in dom
+        viewer = rendered_dom(repo_copy / "results/report/viewer/index.html")
+        assert 'data-images-broken="0"' in viewer and 'class="word' in viewer
     shown = _run(["dvc", "metrics", "show"], repo_copy)
     assert "metrics/eval/teacher-shapes.json" in shown and "bleu4" in shown
 

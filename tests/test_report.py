@@ -325,3 +325,18 @@ def test_the_stages_name_blip_as_the_study_does():
     from stages._common import BLIP_MODEL as STAGES_BLIP_MODEL
 
     assert STAGES_BLIP_MODEL == BLIP_MODEL
+
+
+def test_the_difference_view_pairs_each_student_with_the_baseline_and_the_teacher_with_blip():
+    from capt.errors import CaptError
+    from capt.eval.study import difference_pairs
+    from capt.viz.table1 import ReportConfig
+
+    models = ["teacher", "student_base", "student_t5", "student_seq", "blip"]
+    assert difference_pairs(models) == [("student_t5", "student_base"), ("student_seq", "student_base"),
+                                        ("teacher", "blip")]
+    assert difference_pairs(["teacher", "student_t5"]) == []          # no baseline student, no BLIP: no pair
+    with pytest.raises(CaptError, match=r"report.difference_pairs\[1\] must be two model names"):
+        ReportConfig(difference_pairs=[["a", "b"], ["teacher"]])
+    with pytest.raises(CaptError, match="report.viewer_images must be a positive integer"):
+        ReportConfig(viewer_images=0)

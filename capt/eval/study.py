@@ -315,3 +315,11 @@ def seed_cells(models: list[str], test_sets: list[str], seeds: list[int], resamp
                          len(seeds), METRIC_NAMES[metric], c.mean, "-" if c.sd is None else f"{c.sd:.4f}",
                          "-" if c.ci95 is None else f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]")
     return cells
+
+
+def difference_pairs(models: list[str]) -> list[tuple[str, str]]:
+    """The difference view's default pairs (A, B) among ``models``: each student against the
+    baseline student, and the teacher against BLIP, where both are there."""
+    base, teacher = BASELINES["base"], BASELINES["teacher"]
+    pairs = [(m, base) for m in models if m not in (base, teacher, BLIP_MODEL) and base in models]
+    return pairs + ([(teacher, BLIP_MODEL)] if teacher in models and BLIP_MODEL in models else [])

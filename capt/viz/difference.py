@@ -18,9 +18,12 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from capt.eval.difference import RIGHT, UNJUDGED, WRONG, Example
+from capt.errors import CaptError
+from capt.eval.difference import (RIGHT, UNJUDGED, WRONG, Example, difference_examples, difference_summary,
+                                   read_images)
 from capt.eval.maps import TECHNIQUES
 from capt.viz.attention import CELL_PX, GAP, display_image, mosaic, overlay, upsample_attention
+from capt.files import write_json
 from capt.viz.report import Figures, Table
 
 matplotlib.use("Agg")
@@ -127,3 +130,30 @@ def summary_table(rows: list[dict], names: tuple[str, str]) -> Table:
                  note=f"Per shape, size, colour and relation (COCO: per category). precision = right / judged "
                       f"claims (an attribute of an object that is not in the image is not judged); recall = images "
                       f"where the caption states it rightly / images where it is true; differences are {a} - {b}.")
+
+
+def difference_view(pairs: Sequence[tuple[str, str]], outputs: Mapping, test_h5: Path, truths: Mapping | None,
+                    folder: Path, k: int) -> tuple[list, dict, list]:
+    """The report's difference view of each pair (A, B) of ``outputs`` (model -> ModelOutputs, on
+    one test set): the ``k`` images where A beats B most and the ``k`` where B beats A most, drawn
+    into ``folder`` (:func:`difference_figures`), and the per-item summary (:func:`summary_table`);
+    each pair's examples and summary also go to ``folder/<A>-vs-<B>.json``. Returns (the report
+    sections, pair name -> its JSON, every image shown in order: the viewer's first images)."""
+    sections, records, shown = [], {}, []
+    for a, b in pairs:
+        missing = [m for m in (a, b) if m not in outputs]
+        if missing:
+            raise CaptError(f"difference pair {a} vs {b}: no evaluation of {', '.join(missing)} among "
+                            f"{', '.join(outputs)}")
+        examples = difference_examples(outputs[a], outputs[b], k, truths)
+        images = read_images(test_h5, [e.image_id for e in examples])
+        sections.append(difference_figures(examples, images, (a, b), folder))
+        record = {"a": a, "b": b, "examples": [e.to_json() for e in examples]}
+        if truths is not None:
+            rows = difference_summary(outputs[a].captions, outputs[b].captions, truths)
+            sections.append(summary_table(rows, (a, b)))
+            record["summary"] = rows
+        records[f"{a}-vs-{b}"] = record
+        write_json(Path(folder) / f"{a}-vs-{b}.json", record)
+        shown += [e.image_id for e in examples]
+    return sections, records, list(dict.fromkeys(shown))

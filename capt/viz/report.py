@@ -78,7 +78,21 @@ class Figures:
     width: str = "32%"
 
 
-def write_report(out_dir: Path, title: str, intro: str, sections: list[Table | Figures]) -> Path:
+@dataclass
+class Link:
+    """A page of its own beside the report (a folder under ``out_dir``, written after it), linked."""
+
+    title: str
+    href: str
+    note: str = ""
+
+    def html(self) -> str:
+        note = f"<p>{html.escape(self.note)}</p>" if self.note else ""
+        return (f'<h2>{html.escape(self.title)}</h2>\n{note}\n'
+                f'<p><a href="{html.escape(self.href)}">{html.escape(self.href)}</a></p>')
+
+
+def write_report(out_dir: Path, title: str, intro: str, sections: list[Table | Figures | Link]) -> Path:
     """Write ``out_dir/index.html`` and ``out_dir/img/``; returns the page's path. A missing
     image file is an error here, not a broken picture later."""
     out_dir = Path(out_dir)
@@ -88,7 +102,7 @@ def write_report(out_dir: Path, title: str, intro: str, sections: list[Table | F
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>", '<p id="image-check"></p>']
     n = 0
     for section in sections:
-        if isinstance(section, Table):
+        if isinstance(section, (Table, Link)):
             parts.append(section.html())
             continue
         parts.append(f"<h2>{html.escape(section.title)}</h2>")

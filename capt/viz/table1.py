@@ -37,9 +37,16 @@ class ReportConfig:
     seed_bleu4: dict = field(default_factory=dict)   # model -> the seed study's BLEU-4 (its Table 1)
     published: list = field(default_factory=list)    # {model, dataset, scores: {metric: value}, source}: what the
                                                      # literature reports, printed beside our score of that metric
+    difference_pairs: list = field(default_factory=list)  # [[A, B], ...]: the difference view's pairs; empty: each
+                                                     # student against student_base, the teacher against BLIP
+    difference_examples: int = 2           # the images where A beats B most, and as many where B beats A most
+    viewer_images: int = 20                # test images in the viewer: the difference view's, then the first others
 
     def __post_init__(self):
-        for name in ("timing_images", "timing_repeats", "timing_threads"):
+        for i, pair in enumerate(self.difference_pairs):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(m, str) for m in pair):
+                raise CaptError(f"report.difference_pairs[{i}] must be two model names [A, B], got {pair!r}")
+        for name in ("timing_images", "timing_repeats", "timing_threads", "difference_examples", "viewer_images"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CaptError(f"report.{name} must be a positive integer, got {value!r}")
