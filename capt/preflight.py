@@ -69,3 +69,19 @@ def disk_problem(root: Path, need_gb: float, param: str) -> str | None:
         return None
     return (f"{param} is {need_gb:g} GB and {Path(root).resolve()} has {free / 1e9:.1f} GB free for the "
             f"{missing / 1e9:.1f} GB still to write: free some space, or lower {param} if the run needs less")
+
+
+def clip_problem(clip_model: str | None, param: str) -> str | None:
+    """``clip_model``: the CLIP a CLIPScore will load (a folder, or a repo id in the Hugging Face
+    cache), None when CLIPScore is off; ``param`` names it. The evaluation's own one-line error
+    (capt.eval.clipscore: what to fetch, and where to put it) when the weights are not there."""
+    if clip_model is None or Path(clip_model).is_dir():
+        return None
+    from capt.errors import CaptError
+    from capt.eval.clipscore import cached_clip       # transformers: only where CLIPScore is on
+
+    try:
+        cached_clip(clip_model)
+    except CaptError as e:
+        return f"{param}: {e}"
+    return None

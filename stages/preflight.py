@@ -2,7 +2,9 @@
 
 Params: ``preflight.disk_gb`` and the params of later stages that make a requirement:
 ``evaluate.tokenizer`` (ptb) and ``evaluate.meteor`` (on) need Java, each ``*.device`` set to
-cuda needs a GPU per process, and ``preflight.disk_gb`` needs room in the workspace (capt.preflight).
+cuda needs a GPU per process, ``evaluate.clipscore`` (on) needs ``evaluate.clip_model``'s weights
+(offline: in the Hugging Face cache) and ``preflight.disk_gb`` needs room in the workspace
+(capt.preflight).
 Every download@ depends on its output, so in a fresh clone it runs first; each missing requirement
 is one line of the error. Writes ``data/preflight.txt``, the same text whatever the params, so a
 change to one of them reruns this check and nothing after it.
@@ -18,7 +20,7 @@ from pathlib import Path
 import typer
 
 from capt.errors import CaptError
-from capt.preflight import disk_problem, gpu_problem, java_problem
+from capt.preflight import clip_problem, disk_problem, gpu_problem, java_problem
 from stages._common import PARAMS, make_config, read_params, stage_main
 
 log = logging.getLogger("stages.preflight")
@@ -59,16 +61,17 @@ def main() -> None:
         java.append("evaluate.meteor: on")
     gpus = {device: _param(processes) if processes else 1
             for device, processes in DEVICE_PARAMS.items() if _param(device) == "cuda"}
-    problems = [p for p in (java_problem(java), gpu_problem(gpus), disk_problem(Path("."), cfg.disk_gb,
-                                                                                "preflight.disk_gb")) if p]
+    clip = _param("evaluate.clip_model") if _param("evaluate.clipscore") in ("on", True) else None
+    problems = [p for p in (java_problem(java), gpu_problem(gpus), clip_problem(clip, "evaluate.clip_model"),
+                            disk_problem(Path("."), cfg.disk_gb, "preflight.disk_gb")) if p]
     if problems:
         for p in problems[:-1]:                    # one line each, the last as the stage's error
             print(f"error: {p}", file=sys.stderr)
         raise CaptError(problems[-1])
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("the run-time requirements of params.yaml were met (stages/preflight.py)\n")
-    log.info("Java for %s, GPUs for %s, %g GB of disk: met", ", ".join(java) or "nothing",
-             ", ".join(f"{k} ({n})" for k, n in gpus.items()) or "nothing", cfg.disk_gb)
+    log.info("Java for %s, GPUs for %s, CLIP weights for %s, %g GB of disk: met", ", ".join(java) or "nothing",
+             ", ".join(f"{k} ({n})" for k, n in gpus.items()) or "nothing", clip or "nothing", cfg.disk_gb)
 
 
 if __name__ == "__main__":

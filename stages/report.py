@@ -46,10 +46,11 @@ from capt.viz.difference import difference_view
 from capt.viz.report import Figures, Link, Table, write_report
 from capt.viz.viewer import write_viewer
 from capt.viz.scores import write_figure1
-from capt.viz.table1 import (CHAIR_COLUMNS, CHAIR_NOTE, FIGURE1_NOTE, GROUNDING_COLUMNS, PUBLISHED_COLUMNS,
-                             PUBLISHED_NOTE, TWIN_NOTE, ReportConfig, chair_rows, comparison_columns, comparison_rows,
-                             grounding_note, grounding_rows, latency_cell, seed_note, seed_table_cells, table1_columns,
-                             table1_markdown, table1_note, twin_columns, twin_rows)
+from capt.viz.table1 import (CHAIR_COLUMNS, CHAIR_NOTE, FAITHFULNESS_COLUMNS, FIGURE1_NOTE, GROUNDING_COLUMNS,
+                             PUBLISHED_COLUMNS, PUBLISHED_NOTE, TWIN_NOTE, ReportConfig, chair_rows, comparison_columns,
+                             comparison_rows, faithfulness_note, faithfulness_rows, grounding_note, grounding_rows,
+                             latency_cell, seed_note, seed_table_cells, table1_columns, table1_markdown, table1_note,
+                             twin_columns, twin_rows)
 from stages._common import make_config, read_params, stage_main, study_models, write_json
 
 log = logging.getLogger("stages.report")
@@ -147,11 +148,15 @@ def main() -> None:
                     if twin_table else None)
     grounding = Table("Grounding: does each word's map land on what it names?", grounding_rows(rows),
                       GROUNDING_COLUMNS, grounding_note(read_params("evaluate", "grounding_tolerance")), digits=3)
+    explained = faithfulness_rows(rows)
+    faithfulness = (Table("Faithfulness: does each word's map explain the model?", explained, FAITHFULNESS_COLUMNS,
+                          faithfulness_note(read_params("evaluate", "faithfulness_steps")), digits=3)
+                    if explained else None)
     chair = Table("Hallucination", chair_rows(rows), CHAIR_COLUMNS, CHAIR_NOTE, digits=3)
     out = Path("results/table1.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table1_markdown(table1, against_baselines, against_students, published_table, twin_section,
-                                   grounding, chair))
+                                   grounding, chair, faithfulness))
 
     # Why A beats B, on the first test set: the images where the pair differ most, and every word's maps
     dataset = test_sets[0]
@@ -173,7 +178,8 @@ def main() -> None:
         f"Every model of the study on {', '.join(test_sets)}: the numbers of metrics/summary.json and the figures "
         "of the DAG, made by the report stage."), [
         Figures("Figure 1: does distillation help?", [figure], FIGURE1_NOTE, width="100%"),
-        table1, against_baselines, against_students, *([twin_section] if twin_section else []), grounding, chair,
+        table1, against_baselines, against_students, *([twin_section] if twin_section else []), grounding,
+        *([faithfulness] if faithfulness else []), chair,
         *([published_table] if published_table else []),
         Figures("Training curves", curves, "Per epoch: training and validation loss, validation BLEU-4."),
         Figures("Where each model looks, word by word", compare,

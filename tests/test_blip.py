@@ -412,3 +412,36 @@ def test_blip_weights_fetches_one_weights_format_safetensors_first():
     assert needed_files(repo) == ["config.json", "preprocessor_config.json", "tokenizer_config.json", "vocab.txt",
                                   "model.safetensors"]
     assert needed_files([f for f in repo if f != "model.safetensors"])[-1] == "pytorch_model.bin"
+
+
+def test_blips_word_scorer_sums_a_words_pieces_teacher_forced_after_the_prompt(pieces_blip, images):
+    """capt.eval.faithfulness reads BLIP through blip_word_scorer: log p(word t) for a split word is
+    the sum of its pieces' log-probabilities, each after [DEC], the prompt and every piece before it;
+    rows of different lengths in one batch do not interact."""
+    from capt.blip.faithfulness import blip_word_scorer
+    from capt.blip.model import pixel_values, prompt_ids
+
+    model, processor = pieces_blip
+    words = ["a", "red", "skateboard"]
+    scorer = blip_word_scorer(model, processor, "a picture of", words)
+    assert scorer.grid == 4                                     # 32 px / 8 px patches
+    caption = [0, 2, 1, 2]                                      # a skateboard red skateboard
+    got = scorer.word_log_probs(images[:2].repeat(2, 1, 1, 1)[:3], [(caption, 1), (caption, 3), (caption[:1], 0)])
+
+    tok = processor.tokenizer
+    start = prompt_ids(processor, "a picture of", 1)[0, :-1].tolist()
+    start[0] = model.config.text_config.bos_token_id
+    pieces = {w: tok.convert_tokens_to_ids(tok.tokenize(w)) for w in words}
+    assert len(pieces["skateboard"]) == 2
+
+    def by_hand(image, before, word):
+        ids = start + [p for w in before for p in pieces[w]] + pieces[word]
+        with torch.no_grad():
+            embeds = model.vision_model(pixel_values=pixel_values(processor, image[None]))[0]
+            logp = model.text_decoder(input_ids=torch.tensor([ids]), encoder_hidden_states=embeds).logits[0].log_softmax(-1)
+        a = len(ids) - len(pieces[word])
+        return sum(float(logp[a + i - 1, ids[a + i]]) for i in range(len(pieces[word])))
+
+    want = [by_hand(images[0], ["a"], "skateboard"), by_hand(images[1], ["a", "skateboard", "red"], "skateboard"),
+            by_hand(images[0], [], "a")]
+    torch.testing.assert_close(got, torch.tensor(want), atol=1e-5, rtol=0)

@@ -141,7 +141,8 @@ def test_evaluation_keeps_an_empty_caption_with_its_empty_maps(lstm, tmp_path, m
 
     monkeypatch.setattr(Captioner, "caption", first_one_empty)
     cfg = evaluate.EvaluateConfig(beam_size=2, max_len=5, device="cpu")
-    hypotheses, maps = evaluate._lstm(lstm, "m", evaluate.CaptionDataset(tmp_path / "test.h5"), cfg)
+    hypotheses, maps, explained = evaluate._lstm(lstm, "m", evaluate.CaptionDataset(tmp_path / "test.h5"), cfg)
+    assert explained == {}                                      # evaluate.faithfulness_images: 0
     assert hypotheses[7] == "" and hypotheses[8] != ""
     for technique, technique_maps in maps.items():
         words, m = technique_maps[7]
@@ -174,8 +175,15 @@ def test_blip_is_scored_only_on_test_images_of_its_own_input_size(blip_folder, t
         evaluate._blip(blip_folder, evaluate.CaptionDataset(wrong), cfg)
     assert str(info.value) == (f"{wrong}: 24 px images, and BLIP ({blip_folder}) takes 32 px; "
                                "set prepare.blip_image_size: 32 and rerun prepare")
-    hypotheses, maps = evaluate._blip(blip_folder, evaluate.CaptionDataset(_split_file(tmp_path / "right.h5", 32)), cfg)
-    assert sorted(hypotheses) == [7, 8, 9] and sorted(maps["gradcam_crossattn"]) == [7, 8, 9]
+    hypotheses, maps, explained = evaluate._blip(blip_folder, evaluate.CaptionDataset(_split_file(tmp_path / "right.h5", 32)),
+                                                 cfg)
+    assert sorted(hypotheses) == [7, 8, 9] and sorted(maps["gradcam_crossattn"]) == [7, 8, 9] and explained == {}
+    # its Grad-CAM maps' deletion / insertion curves, on BLIP's own patch grid (no sanity check: the LSTMs')
+    cfg = evaluate.EvaluateConfig(device="cpu", batch_size=2, faithfulness_images=2, faithfulness_steps=2)
+    _, maps, explained = evaluate._blip(blip_folder, evaluate.CaptionDataset(tmp_path / "right.h5"), cfg)
+    f = explained["faithfulness"]["gradcam_crossattn"]
+    assert f["images"] == sum(1 for i in (7, 8) if maps["gradcam_crossattn"][i][0]) and len(f["deletion_curve"]) == 3
+    assert f["words"] == sum(len(maps["gradcam_crossattn"][i][0]) for i in (7, 8)) and "sanity_check" not in explained
 
 
 def test_every_package_says_what_it_holds():

@@ -328,3 +328,33 @@ def test_loading_from_a_seeded_offline_hub_cache(tmp_path, monkeypatch, images):
     scores = _score(model, processor, images)
     assert scores.clip_model == PRETRAINED and scores.image_ids == tuple(sorted(IDS))
     assert np.isfinite(scores.clip_s).all() and (scores.clip_s >= 0).all() and (scores.ref_clip_s >= 0).all()
+
+
+def test_an_evaluation_carries_clipscore_and_the_report_pairs_models_on_it(tmp_path):
+    """capt.eval.evaluation puts CLIP-S with its interval in the metrics; the per-image scores in the
+    content file are what capt.eval.compare pairs two models on, refusing two different CLIPs."""
+    import json
+
+    from capt.eval.compare import compare_models, evaluation_statistics
+    from capt.eval.evaluation import EvaluateConfig, evaluate_captions
+    from capt.eval.metrics import image_scores
+
+    ids = tuple(range(1, 21))
+    references = {i: ["a red square", "a square that is red"] for i in ids}
+    good = ClipScores(ids, np.linspace(0.6, 0.9, 20), np.linspace(0.5, 0.8, 20))
+    bad = ClipScores(ids, np.linspace(0.1, 0.4, 20), np.linspace(0.2, 0.5, 20))
+    evaluation = evaluate_captions({i: "a red square" for i in ids}, references, EvaluateConfig(meteor="off"),
+                                   instances=None, clip=good)
+    assert evaluation.scores["clip_s"] == pytest.approx(0.75) and evaluation.scores["clip_model"] == PRETRAINED
+    low, high = evaluation.scores["clip_s_ci95"]
+    assert low < 0.75 < high and evaluation.clip is good
+    loaded = {}
+    for name, clip in (("good", good), ("bad", bad), ("other", ClipScores(ids, good.clip_s, good.ref_clip_s, "x/y"))):
+        image_scores(references, {i: "a red square" for i in ids}).write(tmp_path / f"{name}.json", name, "d")
+        (tmp_path / f"{name}-content.json").write_text(json.dumps({"clipscore": clip.to_json(name, "d")}))
+        loaded[name] = evaluation_statistics(tmp_path / f"{name}.json", tmp_path / f"{name}-content.json", "evaluate")
+    compared = compare_models(loaded["good"], loaded["bad"], 1000, 0)
+    assert compared["clip_s"].delta == pytest.approx(0.5) and compared["clip_s"].ci95[0] > 0
+    assert compared["ref_clip_s"].delta == pytest.approx(0.3) and compared["bleu4"].delta == 0
+    with pytest.raises(CaptError, match="CLIP-S were computed on different tokens or by different models"):
+        compare_models(loaded["good"], loaded["other"], 1000, 0)

@@ -191,6 +191,11 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
             for ground in g["grounding"].values():
                 assert ground["grounded_words"] <= g["object_mentions"]
                 assert all(0 <= ground[k] <= 1 for k in ("pointing_game", "pointing_game_centre", "mass_in_mask"))
+        explained = json.loads((repo_copy / f"metrics/eval/teacher-{dataset}.json").read_text())
+        assert sorted(explained["faithfulness"]) == sorted(explained["sanity_check"]) == ["attention", "gradcam_encoder"]
+        for f in explained["faithfulness"].values():                # evaluate.faithfulness_images: 6 images
+            assert 0 < f["images"] <= 6 and f["words"] > 0 and len(f["deletion_curve"]) == 4 + 1
+            assert all(0 <= f[k] <= 1 for k in ("deletion_auc", "insertion_auc", "deletion_auc_random"))
         captions = json.loads((repo_copy / f"results/captions/teacher-{dataset}.json").read_text())
         assert len(captions) == n and all(isinstance(c["caption"], str) for c in captions)
     pngs = sorted(p.name for p in (repo_copy / "results/attention/teacher").iterdir())
@@ -206,6 +211,7 @@ def test_dvc_repro_runs_skips_and_reruns_only_what_changed(repo_copy):
     record = json.loads((repo_copy / "results/difference/teacher-vs-blip.json").read_text())
     assert record["examples"][0]["delta"] >= record["examples"][-1]["delta"] and record["summary"], record
     assert 'href="viewer/index.html"' in report
+    assert "### Faithfulness and the sanity check" in (repo_copy / "results/table1.md").read_text()
     if shutil.which("chromium"):                                 # CI installs it; tests/test_report.py says so
         dom = rendered_dom(repo_copy / "results/report/index.html")
         assert f'data-images-loaded="{n_images}"' in dom and 'data-images-broken="0"' in dom

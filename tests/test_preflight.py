@@ -17,9 +17,11 @@ Usage = namedtuple("Usage", "total used free")
 
 
 def _params(tmp_path: Path, monkeypatch, *, tokenizer="simple", meteor="off", disk_gb=1, devices=None,
-            processes=None) -> None:
+            processes=None, clipscore="off", clip_model="openai/clip-vit-base-patch32") -> None:
     """A params.yaml holding just what the stage reads, every device auto unless ``devices`` says."""
-    params: dict = {"preflight": {"disk_gb": disk_gb}, "evaluate": {"tokenizer": tokenizer, "meteor": meteor}}
+    params: dict = {"preflight": {"disk_gb": disk_gb},
+                    "evaluate": {"tokenizer": tokenizer, "meteor": meteor, "clipscore": clipscore,
+                                 "clip_model": clip_model}}
     for dotted in [*DEVICE_PARAMS, *filter(None, DEVICE_PARAMS.values())]:
         *path, key = dotted.split(".")
         node = params
@@ -98,3 +100,23 @@ def test_a_bad_disk_param_is_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main()
     assert _errors(capsys) == ["error: params.yaml: preflight.disk_gb: must be a number >= 0, got 'lots'"]
+
+
+def test_clipscore_without_its_clip_in_the_cache_stops_before_any_download(tmp_path, monkeypatch, capsys):
+    """evaluate.clipscore: on loads evaluate.clip_model at evaluation, offline from the Hugging Face
+    cache: preflight says now what to fetch and where; a cache that holds it passes."""
+    from tests.hub_cache import seed_clip_hub_cache
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _params(tmp_path, monkeypatch, clipscore="on")
+    with pytest.raises(SystemExit):
+        main()
+    (line,) = _errors(capsys)
+    assert line.startswith("error: evaluate.clip_model: openai/clip-vit-base-patch32 is not in the Hugging Face cache")
+    assert str(cache) in line and "hf download openai/clip-vit-base-patch32" in line and not OUT.exists()
+    seed_clip_hub_cache(cache, ["a", "red", "square"])
+    main()
+    assert OUT.exists()

@@ -27,7 +27,7 @@ from dvc.utils.hydra import compose_and_dump
 
 from capt.data.sources import REMOTE_DATASETS
 from stages._common import STAGE_COSTS
-from tests.hub_cache import seed_blip_hub_cache
+from tests.hub_cache import seed_blip_hub_cache, seed_clip_hub_cache
 from tests.repo_copy import REPO, copy_repository
 from tests.mirror import MirrorSizes, build_mirror, caption_words, seed_torch_hub
 
@@ -42,8 +42,11 @@ SIZES = MirrorSizes(coco_train=4, coco_restval=2, coco_val=2, coco_test=3,
 # METEOR is off: its JVM costs 8.5 s per evaluation (x 18); tests/test_metrics.py runs it for real.
 # The profile asks for cuda everywhere (a clear error without a GPU); the rehearsal runs on the CPU.
 # Its preflight checks room for the miniature's study, not COCO's 178 GB.
+# The maps' faithfulness on one image, its curves two points (intact, all blurred): the code path at COCO's
+# 14x14 cells, without the ResNet-101 passes of 8 steps on the CPU.
 OVERRIDES = ["teacher.train.epochs=1", "students.train.epochs=1", "report.timing_images=1", "report.timing_repeats=1",
              "attention.image_indices=[0]", "evaluate.meteor=off", "preflight.disk_gb=1",
+             "evaluate.faithfulness_images=1", "evaluate.faithfulness_steps=1",
              *(f"{section}.device=cpu" for section in ("pretrain.teacher", "pretrain.students", "features",
                                                        "teacher.train", "teacher_captions", "students.train",
                                                        "blip.train", "baselines", "evaluate"))]
@@ -75,6 +78,7 @@ def offline_env(mirror, tmp_path_factory) -> dict[str, str]:
     seed_torch_hub(caches / "torch")
     words = [w for w in caption_words(mirror[0]) if w not in PIECES]
     seed_blip_hub_cache(caches / "hf" / "hub", words + ["a", "picture", "of"], PIECES)
+    seed_clip_hub_cache(caches / "hf" / "hub", [*words, *PIECES])      # the profile's CLIPScore: ViT-B/32's files
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
                TORCH_HOME=str(caches / "torch"), HF_HOME=str(caches / "hf"), HF_HUB_CACHE=str(caches / "hf" / "hub"),
@@ -198,6 +202,16 @@ def test_every_model_is_evaluated_on_both_test_sets_with_grounding_only_on_coco(
         assert 0 <= on_coco["bleu4_coco"] <= 1 and 0 <= on_coco["bleu4_loo"] <= 1
         # what each model saw: the models the 256 px cache, BLIP the originals resized once to its 384
         assert on_coco["image_size"] == on_flickr["image_size"] == (384 if model == "blip" else 256)
+        # CLIPScore on every caption (the hub cache's tiny CLIP as ViT-B/32), with its interval
+        for scores in (on_coco, on_flickr):
+            assert scores["clip_model"] == "openai/clip-vit-base-patch32", model
+            assert 0 <= scores["clip_s_ci95"][0] <= scores["clip_s"] <= scores["clip_s_ci95"][1] <= 2.5
+            assert 0 <= scores["ref_clip_s"] <= 2.5
+        if model != "blip":                     # the LSTM models' maps explained on COCO's 14x14 cells
+            assert sorted(on_coco["faithfulness"]) == ["attention", "gradcam_encoder"], model
+            assert on_coco["faithfulness"]["attention"]["images"] == 1
+            assert len(on_coco["faithfulness"]["attention"]["deletion_curve"]) == 2
+            assert on_coco["sanity_check"]["gradcam_encoder"]["randomisation"], model
 
 
 def test_blip_words_are_whole_words_on_coco(coco_repo):
@@ -229,6 +243,13 @@ def test_the_report_holds_every_model(coco_repo):
         assert 0 <= summary[model]["coverage_coco"] <= 1 and summary[model].get("coverage_flickr8k") is None
         assert summary[model].get("object_f1_coco") is None
     assert "delta_coverage_vs_constant_coco" in summary["teacher"] and "delta_cider_vs_nearest_flickr8k" in summary["teacher"]
+    assert "delta_clip_s_vs_constant_coco" in summary["teacher"] and "p_ref_clip_s_vs_nearest_flickr8k" in summary["blip"]
+    # why A beats B on COCO: each content word judged by CHAIR's lexicon against the instances and references
+    record = json.loads((repo / "results/difference/teacher-vs-blip.json").read_text())
+    assert len(record["examples"]) == 3 and {row["kind"] for row in record["summary"]} == {"object"}
+    assert all(c["verdict"] in ("right", "wrong") for e in record["examples"] for c in e["differences"]["a"]["claims"])
+    viewer = (repo / "results/report/viewer/index.html").read_text()
+    assert "http://" not in viewer and "https://" not in viewer and len(list((repo / "results/report/viewer/img").iterdir())) == 3
     table = (repo / "results/table1.md").read_text()
     html = (repo / "results/report/index.html").read_text()
     for model in summary:

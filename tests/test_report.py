@@ -340,3 +340,26 @@ def test_the_difference_view_pairs_each_student_with_the_baseline_and_the_teache
         ReportConfig(difference_pairs=[["a", "b"], ["teacher"]])
     with pytest.raises(CaptError, match="report.viewer_images must be a positive integer"):
         ReportConfig(viewer_images=0)
+
+
+def test_the_faithfulness_table_shows_each_auc_beside_its_baselines_and_the_sanity_check():
+    from capt.eval.study import explained_cells
+    from capt.viz.table1 import FAITHFULNESS_COLUMNS, faithfulness_rows
+
+    faithfulness = {"attention": {"words": 40, "images": 6, "steps": 4, "fractions": [0, .25, .5, .75, 1],
+                                  "deletion_auc": 0.41, "deletion_auc_ci95": [0.35, 0.47], "deletion_auc_random": 0.52,
+                                  "deletion_auc_centre": 0.5, "deletion_auc_vs_random": -0.11,
+                                  "deletion_auc_vs_random_ci95": [-0.16, -0.05], "insertion_auc": 0.6,
+                                  "insertion_auc_ci95": [0.55, 0.66], "insertion_auc_random": 0.5,
+                                  "insertion_auc_centre": 0.52, "insertion_auc_vs_random": 0.1,
+                                  "insertion_auc_vs_random_ci95": [0.04, 0.15], "deletion_curve": [-1, -2, -3, -3, -3]}}
+    sanity = {"attention": {"spearman_decoder": 0.12, "spearman_decoder_ci95": [0.02, 0.2], "words": 40,
+                            "spearman_last_block": None, "spearman_last_block_ci95": None}}
+    cells = explained_cells(faithfulness, sanity)
+    assert "deletion_curve" not in cells["attention"] and "fractions" not in cells["attention"]   # metrics/eval keeps them
+    rows = faithfulness_rows([{"model": "teacher", "explained": {"shapes": cells}}, {"model": "constant"}])
+    assert len(rows) == 1 and {c[0] for c in FAITHFULNESS_COLUMNS} <= set(rows[0])
+    row = rows[0]
+    assert row["words"] == "40 (6)" and row["deletion"] == "0.410 [0.350, 0.470]"
+    assert row["deletion_vs_random"] == "-0.110 [-0.160, -0.050]" and row["insertion_vs_random"] == "+0.100 [+0.040, +0.150]"
+    assert row["spearman_decoder"] == "+0.120 [+0.020, +0.200]" and row["spearman_last_block"] == "-"

@@ -128,7 +128,12 @@ class ClipScores:
     def read(cls, path: Path, stage: str) -> "ClipScores":
         """The scores an evaluation wrote (``stage`` names it, for the error line). Scores made
         with another prompt or weight are refused: they are another metric."""
-        data = read_stage_json(path, stage)
+        return cls.from_json(read_stage_json(path, stage), str(path), stage)
+
+    @classmethod
+    def from_json(cls, data, where: str, stage: str) -> "ClipScores":
+        """:meth:`to_json`'s dict back (``where`` and ``stage`` name the file and its stage, for the error line)."""
+        path = where
         keys = ("image_ids", "clip_s", "ref_clip_s", "clip_model", "prompt", "weight")
         if not isinstance(data, dict) or any(k not in data for k in keys):
             raise CaptError(f"{path}: not per-image CLIP scores ({', '.join(keys)}); run {stage} again")

@@ -11,10 +11,14 @@ bootstrap interval and an approximate randomisation p-value) serves them all:
 - ``object_f1``: the content metric on a shapes world, objects stated right against the truth
   (strict: shape and every attribute named), F1 of the summed counts;
 - ``coverage``: on any dataset with instances (COCO too), the share of annotated categories the
-  captions name.
+  captions name;
+- ``clip_s``, ``ref_clip_s``: CLIPScore and RefCLIPScore (capt.eval.clipscore, where the
+  evaluation ran it: ``evaluate.clipscore``), the mean of the per-image scores; two evaluations
+  scored by different CLIPs are not compared.
 
-BLEU-4 and CIDEr-D reward wording; ``object_f1`` and ``coverage`` what is said about the image.
-A claim that one model is better should hold on both kinds.
+BLEU-4 and CIDEr-D reward wording; ``object_f1`` and ``coverage`` what is said about the image,
+CLIP-S how well the caption fits the image without references. A claim that one model is better
+should hold on more than one kind.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ import numpy as np
 
 from capt.errors import CaptError
 from capt.eval.bootstrap import PairedComparison, paired_statistic
+from capt.eval.clipscore import ClipScores, clip_s_statistics, corpus_mean, ref_clip_s_statistics
 from capt.eval.per_image import ImageScores, cider_statistics, corpus_bleu4, corpus_cider, read_stage_json
 from capt.eval.content import ContentScores, CoverageScores, content_metrics, coverage_metrics
 
 __all__ = ["COMPARED_METRICS", "METRIC_NAMES", "PerImage", "evaluation_statistics", "compare_models"]
 
 # What the study compares, in this order, where an evaluation has it.
-COMPARED_METRICS = ("bleu4", "cider", "object_f1", "coverage")
-METRIC_NAMES = {"bleu4": "BLEU-4", "cider": "CIDEr-D", "object_f1": "object F1", "coverage": "object coverage"}
+COMPARED_METRICS = ("bleu4", "cider", "object_f1", "coverage", "clip_s", "ref_clip_s")
+METRIC_NAMES = {"bleu4": "BLEU-4", "cider": "CIDEr-D", "object_f1": "object F1", "coverage": "object coverage",
+                "clip_s": "CLIP-S", "ref_clip_s": "RefCLIP-S"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class PerImage:
     image_ids: tuple
     statistics: np.ndarray
     corpus: Callable[[np.ndarray], np.ndarray]
-    tokens: str | None = None      # what the statistics were computed on, where tokens matter
+    tokens: str | None = None      # what the statistics were computed on, where it matters (tokens, the CLIP)
 
     @property
     def score(self) -> float:
@@ -73,6 +79,10 @@ def evaluation_statistics(scores_path: Path, content_path: Path | None, stage: s
         coverage = CoverageScores.from_json(data["coverage"], str(content_path))
         out["coverage"] = PerImage(coverage.image_ids, coverage.statistics,
                                    lambda sums: coverage_metrics(sums)["coverage"])
+    if "clipscore" in data:
+        clip = ClipScores.from_json(data["clipscore"], str(content_path), stage)
+        out["clip_s"] = PerImage(clip.image_ids, clip_s_statistics(clip), corpus_mean, clip.clip_model)
+        out["ref_clip_s"] = PerImage(clip.image_ids, ref_clip_s_statistics(clip), corpus_mean, clip.clip_model)
     return out
 
 
@@ -85,8 +95,9 @@ def compare_models(a: dict[str, PerImage], b: dict[str, PerImage], resamples: in
         if metric not in a or metric not in b:
             continue
         if a[metric].tokens != b[metric].tokens:
-            raise CaptError(f"the two models were scored on different tokens ({a[metric].tokens} and "
-                            f"{b[metric].tokens}): evaluate both with the same evaluate.tokenizer")
+            raise CaptError(f"the two models' {METRIC_NAMES[metric]} were computed on different tokens or by different "
+                            f"models ({a[metric].tokens} and {b[metric].tokens}): evaluate both with the same "
+                            "evaluate.tokenizer and evaluate.clip_model")
         out[metric] = paired_statistic(a[metric].image_ids, a[metric].statistics, b[metric].image_ids,
                                        b[metric].statistics, a[metric].corpus, resamples, seed)
     return out

@@ -10,6 +10,7 @@ replicate student without maps), :func:`evaluate_captions` scores them the same 
   alone, so every model on a test set gets the same ones);
 - what the captions look like as a set, against the training captions
   (capt.eval.baselines.caption_diagnostics), where those are given;
+- CLIP-S and RefCLIP-S (capt.eval.clipscore), where the caller scored the captions with a CLIP;
 - where the test set has instance masks: CHAIR of the captions and the grounding of each
   technique's maps (capt.eval.grounding), object coverage, and on a shapes world the content
   metric against the truth (capt.eval.content), each headline with its interval on the same
@@ -30,6 +31,7 @@ from capt.data.manifest import load_manifest
 from capt.errors import CaptError
 from capt.eval.baselines import caption_diagnostics
 from capt.eval.bootstrap import MIN_RESAMPLES, confidence_intervals, resample_counts
+from capt.eval.clipscore import PRETRAINED, ClipScores, clipscore_cells
 from capt.eval.content import is_shapes_world, score_content, score_coverage
 from capt.eval.grounding import CHAIR_KEYS, Instances, dataset_lexicon, load_instances, score_techniques
 from capt.eval.metrics import TOKENIZERS, score_captions_per_image
@@ -57,6 +59,11 @@ class EvaluateConfig:
     device: str = "auto"        # auto (a GPU where there is one) | cpu | cuda
     bootstrap_resamples: int = 1000   # percentile bootstrap over the test images (95% intervals)
     bootstrap_seed: int = 0           # with the test set's image ids, all the resamples depend on
+    faithfulness_images: int = 0      # a Show-Attend-Tell model's maps explained on this many test images: deletion /
+                                      # insertion curves and the sanity check (capt.eval.faithfulness); 0: not at all
+    faithfulness_steps: int = 8       # points of each curve after the first: steps + 1 fractions of cells removed
+    clipscore: str = "off"            # on: CLIP-S and RefCLIP-S of every caption (capt.eval.clipscore) | off
+    clip_model: str = PRETRAINED      # the CLIP that scores them: a Hugging Face repo id in the local cache, or a folder
 
     def __post_init__(self):
         # YAML 1.1 readers (PyYAML) read a bare on/off as a boolean; a YAML 1.2 writer (DVC's
@@ -65,6 +72,10 @@ class EvaluateConfig:
             object.__setattr__(self, "meteor", "on" if self.meteor else "off")
         if self.meteor not in ("auto", "on", "off"):
             raise CaptError(f"evaluate.meteor must be auto, on or off, got {self.meteor!r}")
+        if isinstance(self.clipscore, bool):
+            object.__setattr__(self, "clipscore", "on" if self.clipscore else "off")
+        if self.clipscore not in ("on", "off"):
+            raise CaptError(f"evaluate.clipscore must be on or off, got {self.clipscore!r}")
         if self.tokenizer not in TOKENIZERS:
             raise CaptError(f"evaluate.tokenizer must be {' or '.join(TOKENIZERS)}, got {self.tokenizer!r}")
         if (isinstance(self.bootstrap_resamples, bool) or not isinstance(self.bootstrap_resamples, int)
@@ -73,6 +84,10 @@ class EvaluateConfig:
                             f"the interval's percentiles noisy), got {self.bootstrap_resamples!r}")
         if isinstance(self.bootstrap_seed, bool) or not isinstance(self.bootstrap_seed, int) or self.bootstrap_seed < 0:
             raise CaptError(f"evaluate.bootstrap_seed must be a non-negative integer, got {self.bootstrap_seed!r}")
+        for name, least in (("faithfulness_images", 0), ("faithfulness_steps", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise CaptError(f"evaluate.{name} must be an integer of at least {least}, got {value!r}")
 
     @property
     def meteor_wanted(self) -> bool | None:
@@ -84,11 +99,13 @@ class EvaluateConfig:
 class Evaluation:
     """``scores``: what ``metrics/eval/<model>-<dataset>.json`` holds; ``per_image``: the BLEU
     statistics and CIDEr-D behind its intervals; ``content``: the per-image content counts
-    (``{"coverage": CoverageScores, "content": ContentScores}``, what the test set allows)."""
+    (``{"coverage": CoverageScores, "content": ContentScores}``, what the test set allows);
+    ``clip``: the per-image CLIP scores, where they were computed."""
 
     scores: dict
     per_image: ImageScores
     content: dict
+    clip: ClipScores | None = None
 
 
 def test_instances(raw_dir: Path, image_ids) -> Instances | None:
@@ -160,12 +177,14 @@ def content_cells(per_image: dict, resamples: int, seed: int) -> dict:
 
 def evaluate_captions(hypotheses: dict[int, str], references: dict[int, list[str]], cfg: EvaluateConfig, *,
                       instances: Instances | None, maps: dict[str, WordMaps] | None = None,
-                      training: list[str] | None = None, image_size: int | None = None) -> Evaluation:
+                      training: list[str] | None = None, image_size: int | None = None,
+                      clip: ClipScores | None = None) -> Evaluation:
     """Every score of one caption per test image (``hypotheses``, image id -> caption) against the
     test set's raw ``references``: see the module docstring. ``instances``: the test set's
     (:func:`test_instances`, None without masks); ``maps``: technique -> its word maps (none for
     a baseline or a replicate: CHAIR alone); ``training``: the training captions the diagnostics
-    compare with; ``image_size``: what the model saw, recorded as is."""
+    compare with; ``image_size``: what the model saw, recorded as is; ``clip``: the captions' CLIP
+    scores (capt.eval.clipscore.score_clip), given an interval on the same resamples."""
     scores, per_image = score_captions_per_image(references, hypotheses, tokenizer=cfg.tokenizer, human_ceiling=True,
                                                  meteor=cfg.meteor_wanted)
     scores["images"] = len(hypotheses)
@@ -177,4 +196,6 @@ def evaluate_captions(hypotheses: dict[int, str], references: dict[int, list[str
     scores.update(ground_captions(instances, hypotheses, maps or {}, cfg.grounding_tolerance, references))
     content = caption_content(hypotheses, instances)
     scores.update(content_cells(content, cfg.bootstrap_resamples, cfg.bootstrap_seed))
-    return Evaluation(scores, per_image, content)
+    if clip is not None:
+        scores.update(clipscore_cells(clip, cfg.bootstrap_resamples, cfg.bootstrap_seed), clip_model=clip.clip_model)
+    return Evaluation(scores, per_image, content, clip)

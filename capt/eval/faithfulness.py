@@ -54,6 +54,7 @@ import copy
 import hashlib
 import json
 import math
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -66,6 +67,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from capt.errors import CaptError
 from capt.eval.bootstrap import corpus_score, paired_statistic, statistic_ci95
+from capt.eval.difference import read_images
 from capt.eval.per_image import sort_key
 from capt.models.gradcam import lstm_word_gradcam
 from capt.models.saved import Captioner
@@ -598,4 +600,27 @@ def sanity_check(captioner: Captioner, images: Mapping, captions: Mapping,
             else:
                 s[f"spearman_{variant}"], s[f"spearman_{variant}_ci95"] = None, None
         out[technique] = s
+    return out
+
+
+def explain_maps(model: Captioner | WordScorer, test_h5: Path, maps: Mapping[str, Mapping], *, max_images: int,
+                 steps: int = 8, batch_size: int = 256, resamples: int = 1000, seed: int = 0,
+                 word_ids: Callable[[str], int] | None = None) -> dict:
+    """The evaluation's questions of a model's maps, on the first ``max_images`` test images
+    (sorted ids) of ``test_h5``: ``{"faithfulness": faithfulness(...)}``, technique -> its dict, and
+    for a Show-Attend-Tell :class:`Captioner` ``"sanity_check": sanity_check(...)`` too (its
+    randomisations are the LSTM's). ``maps``: technique -> image id -> (words, (T, P) maps), the
+    evaluation's own; ``word_ids``: a word -> the id the model's scorer reads (default: a
+    captioner's vocabulary)."""
+    first = next(iter(maps.values()), {})
+    ids = sorted(first, key=sort_key)[:max_images]
+    if word_ids is None:
+        word_ids = model.vocab.word_map.__getitem__
+    captions = {i: [word_ids(w) for w in first[i][0]] for i in ids}
+    images = {i: torch.as_tensor(image) for i, image in read_images(test_h5, ids).items()}
+    chosen = {t: {i: m[i] for i in ids} for t, m in maps.items()}
+    out = {"faithfulness": faithfulness(model, images, captions, chosen, steps=steps, batch_size=batch_size,
+                                        resamples=resamples, seed=seed)}
+    if isinstance(model, Captioner):
+        out["sanity_check"] = sanity_check(model, images, captions, resamples=resamples, seed=seed)
     return out

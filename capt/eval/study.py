@@ -65,7 +65,8 @@ SCORE_KEYS = ("bleu4", "bleu4_coco", "cider", "bleu4_loo", "ceiling_bleu4", "cei
 # interval on a shapes world, coverage wherever there are instances) and what the captions look
 # like as a set (capt.eval.baselines.caption_diagnostics).
 CONTENT_KEYS = ("object_f1", "object_f1_ci95", "attribute_f1", "relation_accuracy", "coverage", "coverage_ci95",
-                "distinct_captions", "vocabulary_used", "novel_share")
+                "distinct_captions", "vocabulary_used", "novel_share", "clip_s", "clip_s_ci95", "ref_clip_s",
+                "ref_clip_s_ci95")
 
 
 def score_cells(scores: dict, dataset: str, where: str) -> dict:
@@ -86,8 +87,9 @@ def evaluation_cells(model: str, test_sets: list[str], evaluations: dict,
     """A Table 1 row's cells from a model's evaluations on every test set (:func:`score_cells`;
     ``eval_dir/<model>-<dataset>.json``), with ``chair`` (CHAIR and coverage per test set) and
     ``grounding`` (per test set and technique) where the evaluations have them; each evaluation's
-    metrics go to ``evaluations[(model, dataset)]``."""
-    cells, chair, grounding = {}, {}, {}
+    metrics go to ``evaluations[(model, dataset)]``; and ``explained`` (per test set and technique: the
+    maps' faithfulness with their sanity check, :func:`explained_cells`) where the evaluation has it."""
+    cells, chair, grounding, explained = {}, {}, {}, {}
     for dataset in test_sets:
         scores_path = eval_dir / f"{model}-{dataset}.json"
         try:
@@ -100,7 +102,21 @@ def evaluation_cells(model: str, test_sets: list[str], evaluations: dict,
             chair[dataset] = {k: scores.get(k) for k in (*CHAIR_KEYS, "coverage")}
         if "grounding" in scores:
             grounding[dataset] = scores["grounding"]
-    return {**cells, **({"chair": chair} if chair else {}), **({"grounding": grounding} if grounding else {})}
+        if "faithfulness" in scores:
+            explained[dataset] = explained_cells(scores["faithfulness"], scores.get("sanity_check", {}))
+    return {**cells, **({"chair": chair} if chair else {}), **({"grounding": grounding} if grounding else {}),
+            **({"explained": explained} if explained else {})}
+
+
+def explained_cells(faithfulness: dict, sanity: dict) -> dict:
+    """Technique -> the numbers of its maps' faithfulness (capt.eval.faithfulness: the deletion and
+    insertion AUCs with their intervals, the random and centre rankings', the paired difference to
+    random) and sanity check (the maps' rank correlation after randomising the decoder and the
+    encoder's last block); the mean curves stay in metrics/eval."""
+    keep = lambda k: not k.endswith(("_curve", "_curve_random", "_curve_centre")) and k != "fractions"  # noqa: E731
+    return {t: {**{k: v for k, v in f.items() if keep(k)},
+                **{k: v for k, v in sanity.get(t, {}).items() if k.startswith("spearman_")}}
+            for t, f in faithfulness.items()}
 
 
 def above_constant_cells(row: dict, constant: dict, test_sets: list[str]) -> dict:

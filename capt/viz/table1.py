@@ -75,12 +75,16 @@ def table1_columns(rows: list[dict], test_sets: list[str], over_seeds: bool) -> 
 
 
 def content_columns(rows: list[dict], dataset: str) -> list[tuple]:
-    """Table 1's content column on a test set: object F1 where the evaluations have it (a shapes
-    world), else object coverage where they have that, else none."""
+    """Table 1's content columns on a test set: object F1 where the evaluations have it (a shapes
+    world), else object coverage where they have that; and CLIP-S where they have it."""
+    columns = []
     for key, header in (("object_f1", "object F1"), ("coverage", "coverage")):
         if any(r.get(f"{key}_{dataset}") is not None for r in rows):
-            return [(key, header, "{:.3f}")]
-    return []
+            columns = [(key, header, "{:.3f}")]
+            break
+    if any(r.get(f"clip_s_{dataset}") is not None for r in rows):        # evaluate.clipscore: on
+        columns.append(("clip_s", "CLIP-S", "{:.3f}"))
+    return columns
 
 
 def seed_columns(rows: list[dict], test_sets: list[str]) -> list[tuple]:
@@ -181,6 +185,55 @@ def grounding_rows(rows: list[dict]) -> list[dict]:
             for r in rows for d, by_technique in r.get("grounding", {}).items() for t, g in by_technique.items()]
 
 
+FAITHFULNESS_COLUMNS = [("model", "model"), ("dataset", "test set"), ("technique", "technique"),
+                        ("words", "words (images)"), ("deletion", "deletion AUC"),
+                        ("deletion_auc_random", "random", "{:.3f}"), ("deletion_auc_centre", "centre", "{:.3f}"),
+                        ("deletion_vs_random", "deletion - random"), ("insertion", "insertion AUC"),
+                        ("insertion_auc_random", "random", "{:.3f}"), ("insertion_auc_centre", "centre", "{:.3f}"),
+                        ("insertion_vs_random", "insertion - random"),
+                        ("spearman_decoder", "maps vs randomised decoder"),
+                        ("spearman_last_block", "maps vs randomised last block")]
+
+
+def _interval(value: float | None, ci95: list | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    return fmt.format(value) + ("" if not ci95 else f" [{fmt.format(ci95[0])}, {fmt.format(ci95[1])}]")
+
+
+def faithfulness_rows(rows: list[dict]) -> list[dict]:
+    """One row per model, test set and technique whose maps were explained (capt.eval.study's
+    ``explained`` cells): each AUC with its interval, the baselines', the paired difference to the
+    random ranking, and the sanity check's rank correlations."""
+    out = []
+    for r in rows:
+        for d, by_technique in r.get("explained", {}).items():
+            for t, e in by_technique.items():
+                row = {"model": r["model"], "dataset": d, "technique": t, "words": f"{e['words']} ({e['images']})"}
+                for c in ("deletion", "insertion"):
+                    row[c] = _interval(e[f"{c}_auc"], e.get(f"{c}_auc_ci95"))
+                    row[f"{c}_auc_random"], row[f"{c}_auc_centre"] = e[f"{c}_auc_random"], e[f"{c}_auc_centre"]
+                    row[f"{c}_vs_random"] = _interval(e[f"{c}_auc_vs_random"], e.get(f"{c}_auc_vs_random_ci95"), True)
+                for v in ("decoder", "last_block"):
+                    row[f"spearman_{v}"] = _interval(e.get(f"spearman_{v}"), e.get(f"spearman_{v}_ci95"), True)
+                out.append(row)
+    return out
+
+
+def faithfulness_note(steps: int) -> str:
+    return ("Does a word's map explain the model? (capt.eval.faithfulness) For each word of a model's own caption, "
+            "teacher-forced, the grid cells are removed (replaced by a Gaussian blur of the image) in the order its "
+            f"map ranks them, in {steps} steps, or revealed from the blurred image in that order, and the word's "
+            "probability recorded: the area under the deletion curve is lower, under the insertion curve higher, "
+            "the more the map's top cells are what the word depends on (Petsiuk et al. 2018). Beside them the same "
+            "words with the cells in a random order and nearest the centre first; each difference to random is "
+            "paired on the same words, with a 95% bootstrap interval over the images. The sanity check (Adebayo et "
+            "al. 2018): the mean Spearman correlation of each word's map with the map of the same word after the "
+            "decoder's (or the encoder's last block's) weights are redrawn at random: near 1, the map does not "
+            "depend on what the model learned, and explains nothing about it.")
+
+
 def chair_rows(rows: list[dict]) -> list[dict]:
     return [{"model": r["model"], "dataset": d, **c} for r in rows for d, c in r.get("chair", {}).items()]
 
@@ -275,7 +328,7 @@ TWIN_NOTE = ("The seed study's follow-up (a): its students, fine-tuned, beat its
 
 
 def table1_markdown(table1: Table, vs_baselines: Table, vs_students: Table, published: Table | None,
-                    twins: Table | None, grounding: Table, chair: Table) -> str:
+                    twins: Table | None, grounding: Table, chair: Table, faithfulness: Table | None = None) -> str:
     """The text of ``results/table1.md``: Table 1 and its companions (the page's tables: their rows,
     columns and notes; Markdown has its own headings), a section left out where its table is None."""
     text = f"# Table 1: teacher, students, BLIP and the baselines\n\n{table1.note}\n\n" + markdown_table(
@@ -290,6 +343,9 @@ def table1_markdown(table1: Table, vs_baselines: Table, vs_students: Table, publ
                                                                                                   published.columns)
     if twins is not None:
         text += "\n## Encoder fine-tuning x KD\n\n" + twins.note + "\n\n" + markdown_table(twins.rows, twins.columns)
-    text += ("\n## Grounding\n\n" + grounding.note + "\n\n" + markdown_table(grounding.rows, grounding.columns)
-             + "\n## Hallucination\n\n" + chair.note + "\n\n" + markdown_table(chair.rows, chair.columns))
+    text += "\n## Grounding\n\n" + grounding.note + "\n\n" + markdown_table(grounding.rows, grounding.columns)
+    if faithfulness is not None:
+        text += ("\n### Faithfulness and the sanity check\n\n" + faithfulness.note + "\n\n"
+                 + markdown_table(faithfulness.rows, faithfulness.columns))
+    text += ("\n## Hallucination\n\n" + chair.note + "\n\n" + markdown_table(chair.rows, chair.columns))
     return text
