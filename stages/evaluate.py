@@ -116,7 +116,7 @@ def _log_explained(explained: dict) -> None:
 def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     """Captions (with the settings saved in the folder) and per-word Grad-CAM of a BLIP folder, on
     ``test_set`` (``test_blip.h5``: the test images at BLIP's input size, which it must be)."""
-    from capt.blip.faithfulness import blip_word_scorer
+    from capt.blip.faithfulness import BlipWords, blip_sanity, blip_word_scorer
     from capt.blip.model import caption_dataset, input_size, load_blip, read_generation   # transformers: ~3 s
 
     model, processor = load_blip(folder)
@@ -129,12 +129,13 @@ def _blip(folder: Path, test_set: CaptionDataset, cfg: EvaluateConfig):
     maps = {"gradcam_crossattn": {i: (tokens, m.reshape(len(tokens), math.prod(m.shape[1:])))
                                   for i, (_, tokens, m) in out.items()}}
     explained = {}
-    if cfg.faithfulness_images:         # the deletion / insertion curves; the sanity check is the LSTMs' alone
+    if cfg.faithfulness_images:         # the deletion / insertion curves, and the sanity check
         table = sorted({w for words, _ in maps["gradcam_crossattn"].values() for w in words})
         scorer = blip_word_scorer(model, processor, gen.prompt, table)
         explained = explain_maps(scorer, test_set.path, maps, max_images=cfg.faithfulness_images,
                                  steps=cfg.faithfulness_steps, resamples=cfg.bootstrap_resamples,
-                                 seed=cfg.bootstrap_seed, word_ids={w: k for k, w in enumerate(table)}.__getitem__)
+                                 seed=cfg.bootstrap_seed, word_ids={w: k for k, w in enumerate(table)}.__getitem__,
+                                 sanity=blip_sanity(BlipWords(model, processor, gen.prompt, table, cfg.gradcam_layer)))
         _log_explained(explained)
     return {i: caption for i, (caption, _, _) in out.items()}, maps, explained
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -445,3 +446,22 @@ def test_blips_word_scorer_sums_a_words_pieces_teacher_forced_after_the_prompt(p
     want = [by_hand(images[0], ["a"], "skateboard"), by_hand(images[1], ["a", "skateboard", "red"], "skateboard"),
             by_hand(images[0], [], "a")]
     torch.testing.assert_close(got, torch.tensor(want), atol=1e-5, rtol=0)
+
+
+def test_blips_sanity_maps_of_its_own_caption_are_its_evaluation_maps(blip, images):
+    """The sanity check recomputes BLIP's Grad-CAM for the same words: on the unchanged model they
+    are the maps the evaluation drew (caption_with_gradcam), and randomising the text decoder
+    changes them (the check has something to compare)."""
+    from capt.blip.faithfulness import BLIP_RANDOMISATIONS, BlipWords, blip_gradcam_maps
+
+    model, processor = blip
+    out = caption_with_gradcam(model, processor, images, GEN)
+    table = sorted({w for _, words, _ in out for w in words})
+    captions = [[table.index(w) for w in words] for _, words, _ in out]
+    words = BlipWords(model, processor, GEN.prompt, table)
+    for (_, w, maps), again in zip(out, blip_gradcam_maps(words, images, captions)):
+        assert len(w) > 0 and again.shape == (len(w), maps.shape[1] * maps.shape[2])
+        np.testing.assert_allclose(again, maps.reshape(len(w), -1), atol=1e-6)
+    randomised = BLIP_RANDOMISATIONS["decoder"](words, 0)
+    assert not np.allclose(blip_gradcam_maps(randomised, images, captions)[0], out[0][2].reshape(len(out[0][1]), -1))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), blip[0].parameters()))   # the caller's untouched

@@ -178,12 +178,14 @@ def test_blip_is_scored_only_on_test_images_of_its_own_input_size(blip_folder, t
     hypotheses, maps, explained = evaluate._blip(blip_folder, evaluate.CaptionDataset(_split_file(tmp_path / "right.h5", 32)),
                                                  cfg)
     assert sorted(hypotheses) == [7, 8, 9] and sorted(maps["gradcam_crossattn"]) == [7, 8, 9] and explained == {}
-    # its Grad-CAM maps' deletion / insertion curves, on BLIP's own patch grid (no sanity check: the LSTMs')
+    # its Grad-CAM maps' deletion / insertion curves on BLIP's own patch grid, and the sanity check
     cfg = evaluate.EvaluateConfig(device="cpu", batch_size=2, faithfulness_images=2, faithfulness_steps=2)
     _, maps, explained = evaluate._blip(blip_folder, evaluate.CaptionDataset(tmp_path / "right.h5"), cfg)
     f = explained["faithfulness"]["gradcam_crossattn"]
     assert f["images"] == sum(1 for i in (7, 8) if maps["gradcam_crossattn"][i][0]) and len(f["deletion_curve"]) == 3
-    assert f["words"] == sum(len(maps["gradcam_crossattn"][i][0]) for i in (7, 8)) and "sanity_check" not in explained
+    assert f["words"] == sum(len(maps["gradcam_crossattn"][i][0]) for i in (7, 8))
+    s = explained["sanity_check"]["gradcam_crossattn"]          # its maps again, the text decoder randomised
+    assert s["words"] == f["words"] and s["words_decoder"] + s["constant_maps_decoder"] == f["words"]
 
 
 def test_every_package_says_what_it_holds():

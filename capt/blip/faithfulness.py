@@ -1,14 +1,21 @@
 """BLIP read by capt.eval.faithfulness: how likely each word of its caption is, teacher-forced, on
-images whose patches are blurred or revealed (the deletion and insertion curves of its Grad-CAM maps).
+images whose patches are blurred or revealed (the deletion and insertion curves of its Grad-CAM
+maps, :func:`blip_word_scorer`), and its Grad-CAM maps of the same words again after its text
+decoder or its vision encoder's last layer is randomised (the sanity check, :func:`blip_sanity`).
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from capt.blip.model import pixel_values, prompt_ids
-from capt.eval.faithfulness import WordScorer
+from capt.blip.gradcam import word_gradcam
+from capt.blip.model import merge_wordpieces, pixel_values, prompt_ids
+from capt.eval.faithfulness import WordScorer, randomise_parameters
 
 
 def blip_word_scorer(model: BlipForConditionalGeneration, processor: BlipProcessor, prompt: str,
@@ -46,3 +53,54 @@ def blip_word_scorer(model: BlipForConditionalGeneration, processor: BlipProcess
 
     grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
     return WordScorer(word_log_probs, grid)
+
+
+@dataclass
+class BlipWords:
+    """A BLIP, its processor and prompt, and the words its captions' word ids index (as for
+    :func:`blip_word_scorer`): what the sanity check's map functions and randomisations take."""
+
+    model: BlipForConditionalGeneration
+    processor: BlipProcessor
+    prompt: str
+    words: list[str]
+    gradcam_layer: int = -1
+
+
+def blip_gradcam_maps(blip: BlipWords, images: torch.Tensor, captions: list[list[int]]) -> list[np.ndarray]:
+    """Grad-CAM on cross-attention (capt.blip.gradcam) of the given captions' words, teacher-forced
+    after ``[DEC] prompt`` (each word re-tokenised, its pieces' maps merged as the evaluation merges
+    them): per image float32 (T_i, P)."""
+    tok = blip.processor.tokenizer
+    start = prompt_ids(blip.processor, blip.prompt, 1)[0, :-1].tolist()
+    start[0] = blip.model.config.text_config.bos_token_id
+    pixels = pixel_values(blip.processor, images).to(blip.model.device)
+    special = set(tok.all_special_tokens)
+    out = []
+    for k, word_ids in enumerate(captions):
+        ids = torch.tensor([*start, *(p for w in word_ids for p in tok.convert_tokens_to_ids(tok.tokenize(
+            blip.words[int(w)]))), tok.sep_token_id], device=blip.model.device)
+        positions, maps = word_gradcam(blip.model, pixels[k:k + 1], ids, len(start), blip.gradcam_layer)
+        tokens = tok.convert_ids_to_tokens([int(ids[t + 1]) for t in positions])
+        _, word_maps = merge_wordpieces(tokens, maps, special)                      # (T_i, G, G)
+        out.append(word_maps.reshape(len(word_maps), -1).float().cpu().numpy())
+    return out
+
+
+def _randomised(blip: BlipWords, part, seed: int) -> BlipWords:
+    twin = copy.deepcopy(blip)
+    randomise_parameters(part(twin.model), seed)
+    twin.model.eval()
+    return twin
+
+
+# The two randomisations of the sanity check, named as the LSTM's: the text decoder, and the vision
+# encoder's last layer (the block whose patches the cross-attention reads).
+BLIP_RANDOMISATIONS = {"decoder": lambda b, seed: _randomised(b, lambda m: m.text_decoder, seed),
+                       "last_block": lambda b, seed: _randomised(b, lambda m: m.vision_model.encoder.layers[-1], seed)}
+
+
+def blip_sanity(blip: BlipWords) -> dict:
+    """capt.eval.faithfulness.explain_maps' ``sanity`` for BLIP's Grad-CAM on cross-attention."""
+    return {"model": blip, "map_functions": {"gradcam_crossattn": blip_gradcam_maps},
+            "randomisations": BLIP_RANDOMISATIONS}

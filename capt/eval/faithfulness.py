@@ -563,12 +563,16 @@ def _all_maps(map_function: MapFunction, captioner: Captioner, pixels: dict, wor
 
 def sanity_check(captioner: Captioner, images: Mapping, captions: Mapping,
                  map_functions: Mapping[str, MapFunction] | None = None, *, batch_size: int = 32,
-                 resamples: int = 1000, seed: int = 0, max_images: int | None = None) -> dict[str, dict]:
+                 resamples: int = 1000, seed: int = 0, max_images: int | None = None,
+                 randomisations: Mapping[str, Callable] | None = None) -> dict[str, dict]:
     """How much each technique's maps change when the model is randomised (Adebayo et al. 2018).
 
     ``map_functions``: technique -> :data:`MapFunction` (default :data:`LSTM_MAP_FUNCTIONS`);
     ``images``, ``captions``, ``max_images`` as for :func:`faithfulness`; ``batch_size`` images a
-    map-function call. The caller's captioner is never changed (the randomised ones are copies).
+    map-function call; ``randomisations``: variant -> (model, seed) -> a randomised copy (default
+    :data:`RANDOMISATIONS`, the Show-Attend-Tell captioner's; another model passes its own, e.g.
+    capt.blip.faithfulness's, with the map functions that read it). The caller's model is never
+    changed (the randomised ones are copies).
 
     Returns technique -> for each v in :data:`RANDOMISATIONS` (``decoder``, ``last_block``):
     ``spearman_{v}`` (mean over words; None if no word has two non-constant maps),
@@ -580,13 +584,13 @@ def sanity_check(captioner: Captioner, images: Mapping, captions: Mapping,
     words = {i: _word_ids(captions[i], i) for i in ids}
     pixels = _images(images, ids)
     map_functions = dict(LSTM_MAP_FUNCTIONS if map_functions is None else map_functions)
-    twins = {v: randomise(captioner, seed) for v, randomise in RANDOMISATIONS.items()}
+    twins = {v: randomise(captioner, seed) for v, randomise in (randomisations or RANDOMISATIONS).items()}
     out: dict[str, dict] = {}
     for technique, map_function in map_functions.items():
         before = _all_maps(map_function, captioner, pixels, words, ids, technique, batch_size)
         s: dict = {"words": sum(len(w) for w in words.values()), "images": len(ids),
                    "randomisation": "every parameter tensor re-drawn from a normal with its own mean and std "
-                                    f"(seed {seed}): the decoder, or the encoder's last block"}
+                                    f"(seed {seed}): the (text) decoder, or the image encoder's last block"}
         for variant, twin in twins.items():
             after = _all_maps(map_function, twin, pixels, words, ids, technique, batch_size)
             rho = {i: spearman_per_word(before[i], after[i]) for i in ids if words[i]}
@@ -605,13 +609,14 @@ def sanity_check(captioner: Captioner, images: Mapping, captions: Mapping,
 
 def explain_maps(model: Captioner | WordScorer, test_h5: Path, maps: Mapping[str, Mapping], *, max_images: int,
                  steps: int = 8, batch_size: int = 256, resamples: int = 1000, seed: int = 0,
-                 word_ids: Callable[[str], int] | None = None) -> dict:
+                 word_ids: Callable[[str], int] | None = None, sanity: dict | None = None) -> dict:
     """The evaluation's questions of a model's maps, on the first ``max_images`` test images
-    (sorted ids) of ``test_h5``: ``{"faithfulness": faithfulness(...)}``, technique -> its dict, and
-    for a Show-Attend-Tell :class:`Captioner` ``"sanity_check": sanity_check(...)`` too (its
-    randomisations are the LSTM's). ``maps``: technique -> image id -> (words, (T, P) maps), the
-    evaluation's own; ``word_ids``: a word -> the id the model's scorer reads (default: a
-    captioner's vocabulary)."""
+    (sorted ids) of ``test_h5``: ``{"faithfulness": faithfulness(...), "sanity_check":
+    sanity_check(...)}``, each technique -> its dict. ``maps``: technique -> image id -> (words,
+    (T, P) maps), the evaluation's own; ``word_ids``: a word -> the id the model's scorer reads
+    (default: a captioner's vocabulary); ``sanity``: what :func:`sanity_check` needs of a model
+    that is not a Show-Attend-Tell :class:`Captioner` (``model``, ``map_functions``,
+    ``randomisations``), None to leave it out."""
     first = next(iter(maps.values()), {})
     ids = sorted(first, key=sort_key)[:max_images]
     if word_ids is None:
@@ -623,4 +628,7 @@ def explain_maps(model: Captioner | WordScorer, test_h5: Path, maps: Mapping[str
                                         resamples=resamples, seed=seed)}
     if isinstance(model, Captioner):
         out["sanity_check"] = sanity_check(model, images, captions, resamples=resamples, seed=seed)
+    elif sanity is not None:
+        out["sanity_check"] = sanity_check(sanity["model"], images, captions, sanity["map_functions"],
+                                           randomisations=sanity["randomisations"], resamples=resamples, seed=seed)
     return out
