@@ -2,13 +2,14 @@
 
 ``python -m stages.evaluate <model> <dataset>...`` evaluates on each dataset in turn, in one process
 (dvc.yaml: both of ``study.test_sets``); ``--seed S`` evaluates the replicate student
-``models/replicates/<model>-s<S>.pt`` instead (stage evaluate_replicate@<model>-<S>). The same command scores BLIP (``evaluate_blip``), and stage
-baselines calls ``evaluate_on`` for the two baselines every model must beat (``constant`` and
+``models/replicates/<model>-s<S>.pt`` instead (stage evaluate_replicate@<model>-<S>). The same
+command scores BLIP (``evaluate_blip``), and stage baselines calls ``evaluate_on`` for the two baselines every model must beat (``constant`` and
 ``nearest``, whose captions it wrote to ``results/baselines/``; they have no maps, so no grounding,
 but CHAIR and everything else).
 
 Params: ``evaluate`` (beam_size, max_len, batch_size, meteor, tokenizer, gradcam_layer,
-bootstrap_resamples, bootstrap_seed, faithfulness_images, faithfulness_steps, clipscore, clip_model). Reads
+bootstrap_resamples, bootstrap_seed, faithfulness_images, faithfulness_steps, clipscore,
+clip_model). Reads
 ``models/<model>.pt`` (a Show-Attend-Tell captioner: beam search, attention maps) or the folder
 ``models/<model>/`` (BLIP: its own caption settings, Grad-CAM maps), and
 ``data/prepared/<dataset>/test.h5``; writes ``metrics/eval/<model>-<dataset>.json`` (BLEU-1..4 as
@@ -44,11 +45,11 @@ captions look like as a set (capt.eval.baselines.caption_diagnostics, against th
 captions of ``teacher.dataset``): ``distinct_captions``, ``distinct_share``, ``vocabulary_used``,
 ``novel_share`` (not a training caption verbatim).
 
-Where the maps are a Show-Attend-Tell model's, the first ``evaluate.faithfulness_images`` test images
-also say whether they explain the model (capt.eval.faithfulness): ``faithfulness.<technique>``
+On the first ``evaluate.faithfulness_images`` test images a model's maps also say whether they
+explain it (capt.eval.faithfulness; BLIP's through capt.blip.faithfulness): ``faithfulness.<technique>``
 (deletion and insertion AUCs against random and centre rankings, ``evaluate.faithfulness_steps``
 steps, with intervals and mean curves) and ``sanity_check.<technique>`` (the maps' rank correlation
-after randomising the decoder and the encoder's last block). With ``evaluate.clipscore: on``, every
+after randomising the decoder and the image encoder's last block). With ``evaluate.clipscore: on``, every
 caption (the baselines' too) is scored by ``evaluate.clip_model``'s CLIP on ``test_blip.h5``'s
 images: ``clip_s``, ``ref_clip_s`` and their intervals, per image under ``clipscore`` in
 ``results/content/<model>-<dataset>.json`` (capt.eval.clipscore).
