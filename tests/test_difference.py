@@ -17,36 +17,9 @@ from capt.eval.difference import (CategoryTruth, ModelOutputs, Ranked, caption_c
 from capt.eval.grounding import ChairLexicon, Instances
 from capt.eval.per_image import BLEU_STATISTICS, ImageScores
 
-SHAPE_NAMES = ["circle", "square", "triangle", "diamond", "cross"]     # the world's categories, ids 1..5
-SIDE = 100
-
-# As in tests/test_content.py (x, y, width, height; y down):
-#   A large red circle   (10, 10, 30, 30): centre (25, 25)
-#   B small blue square  (12, 60, 20, 20): centre (22, 70), straight below A, 20 px apart
-#   C small green cross  (50, 14, 20, 20): centre (60, 24), right of A, 10 px apart
-# So: A above B, B below A; A left of C, C right of A; A next to C; nothing between B and C.
-SCENE_1 = [("circle", "red", "large", (10, 10, 30, 30)),
-           ("square", "blue", "small", (12, 60, 20, 20)),
-           ("cross", "green", "small", (50, 14, 20, 20))]
-# Two circles side by side (left/right of each other, 25 px apart: not "next to"), a square below
-# both: circles above the square, the square below them.
-SCENE_2 = [("circle", "red", "large", (5, 5, 30, 30)),
-           ("circle", "blue", "large", (60, 5, 30, 30)),
-           ("square", "yellow", "small", (40, 70, 20, 20))]
-
-
-def shapes_instances(scenes: dict[int, list[tuple]], side: int = SIDE) -> Instances:
-    """A shapes world's instances, written as the generator writes them (bbox, color, size)."""
-    anns = []
-    for image_id, objects in scenes.items():
-        for shape, colour, size, bbox in objects:
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": SHAPE_NAMES.index(shape) + 1,
-                         "bbox": [float(v) for v in bbox], "area": float(bbox[2] * bbox[3]), "iscrowd": 0,
-                         "color": colour, "size": size})
-    data = {"images": [{"id": i, "file_name": f"{i}.jpg", "width": side, "height": side} for i in scenes],
-            "annotations": anns,
-            "categories": [{"id": k + 1, "name": s, "supercategory": "shape"} for k, s in enumerate(SHAPE_NAMES)]}
-    return Instances(data, "test-instances")
+# The scenes of tests/test_content.py (its comments draw them out), and its instances builder.
+from tests.test_content import SCENE_1, SCENE_2, SHAPE_NAMES, SIDE  # noqa: E402,F401
+from tests.test_content import _instances as shapes_instances  # noqa: E402
 
 
 @pytest.fixture(scope="module")
