@@ -8,6 +8,7 @@ import dataclasses
 import json
 import functools
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Callable, TypeVar
 import yaml
 
 from capt.errors import CaptError
+from capt.files import write_atomic, write_json  # noqa: F401 - every stage writes its outputs with these
 
 PARAMS = Path("params.yaml")
 T = TypeVar("T")
@@ -89,6 +91,9 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        # Past a file-size limit (ulimit -f) the OS kills a writer with SIGXFSZ; ignored, the write
+        # fails with EFBIG instead, and capt.files names the file and keeps its previous content.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         start = time.perf_counter()
         _READ.clear()                  # what this run reads (a test may run several stages in one process)
         try:
@@ -100,19 +105,6 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
         record_stage_cost(time.perf_counter() - start)
 
     return wrapper
-
-
-def write_json(path: Path, data: dict, sort_keys: bool = True) -> None:
-    """``data`` as JSON at ``path``, written to a temporary file in its folder and renamed: a full
-    disk or a kill never leaves a half-written file (metrics are not in DVC's cache to restore)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 STAGE_COSTS = "CAPT_STAGE_COSTS"    # env: a JSON-lines file each finished stage appends its cost to
