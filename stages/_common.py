@@ -3,10 +3,12 @@ turning user mistakes (CaptError) into one clear line instead of a traceback."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import functools
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,13 +17,27 @@ from typing import Any, Callable, TypeVar
 import yaml
 
 from capt.errors import CaptError
+from capt.files import write_atomic, write_json  # noqa: F401 - every stage writes its outputs with these
 
 PARAMS = Path("params.yaml")
 T = TypeVar("T")
 
 
+# What this process has read of params.yaml: keys -> the value then (stage_main compares them when
+# the stage ends: DVC records params.yaml as it is *after* a stage, so a value edited while the
+# stage ran would otherwise be written into dvc.lock beside outputs made with the old one).
+_READ: dict[tuple[str, ...], Any] = {}
+
+
 def read_params(*keys: str, path: Path = PARAMS) -> Any:
     """The params.yaml value at ``keys`` (e.g. ``read_params("download", "shapes")``)."""
+    value = _params_value(keys, path)
+    if path == PARAMS:
+        _READ.setdefault(keys, copy.deepcopy(value))
+    return value
+
+
+def _params_value(keys: tuple[str, ...], path: Path) -> Any:
     try:
         value = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -33,6 +49,26 @@ def read_params(*keys: str, path: Path = PARAMS) -> Any:
             raise CaptError(f"{path}: no section {'.'.join(keys[: i + 1])!r}")
         value = value[key]
     return value
+
+
+def check_params_unchanged() -> None:
+    """CaptError naming every param this stage read that params.yaml no longer holds as it was
+    when read: its outputs were made with the old values, and DVC must not record the new ones
+    beside them (a failed stage leaves dvc.lock as it was, so `dvc status` shows it changed)."""
+    changed = []
+    for keys, then in _READ.items():
+        try:
+            now = _params_value(keys, PARAMS)
+        except CaptError:
+            now = _GONE
+        if now != then:
+            changed.append(".".join(keys))
+    if changed:
+        raise CaptError(f"{PARAMS}: {', '.join(changed)} changed while this stage ran; its outputs were made with "
+                        "the values it read at its start: run it again")
+
+
+_GONE = object()     # a param no longer in params.yaml (or the file unreadable): a change too
 
 
 def make_config(cls: type[T], values: dict, section: str) -> T:
@@ -48,33 +84,27 @@ def make_config(cls: type[T], values: dict, section: str) -> T:
 
 
 def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
-    """Decorate a stage command: log to stderr; a CaptError exits 1 with one line."""
+    """Decorate a stage command: log to stderr; a CaptError exits 1 with one line; a param the
+    stage read that changed in params.yaml before it finished is such an error
+    (:func:`check_params_unchanged`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        # Past a file-size limit (ulimit -f) the OS kills a writer with SIGXFSZ; ignored, the write
+        # fails with EFBIG instead, and capt.files names the file and keeps its previous content.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         start = time.perf_counter()
+        _READ.clear()                  # what this run reads (a test may run several stages in one process)
         try:
             fn(*args, **kwargs)
+            check_params_unchanged()
         except CaptError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
         record_stage_cost(time.perf_counter() - start)
 
     return wrapper
-
-
-def write_json(path: Path, data: dict, sort_keys: bool = True) -> None:
-    """``data`` as JSON at ``path``, written to a temporary file in its folder and renamed: a full
-    disk or a kill never leaves a half-written file (metrics are not in DVC's cache to restore)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 STAGE_COSTS = "CAPT_STAGE_COSTS"    # env: a JSON-lines file each finished stage appends its cost to

@@ -35,8 +35,7 @@ def write_training_outputs(name: str, result: dict, title: str, columns: tuple[s
     run's summary names the metric that chose its epoch (``selected_on``, ``train.select_on``)
     and that epoch's val BLEU-4 and CIDEr-D.
     Returns the summary."""
-    import json
-
+    from capt.files import write_json
     from capt.viz.curves import plot_history, write_history_csv
 
     write_history_csv(result["history"], Path("metrics/history") / f"{name}.csv", columns)
@@ -47,9 +46,7 @@ def write_training_outputs(name: str, result: dict, title: str, columns: tuple[s
     if best_row:               # what chose the epoch, and the other val score of that epoch
         summary["selected_on"] = next(k for k in result["best"] if k != "epoch")
         summary["val_cider"] = best_row.get("val_cider")
-    out = Path("metrics/train") / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(Path("metrics/train") / f"{name}.json", summary)
     if summary["epochs_run"]:
         logging.getLogger("stages").info("%s: epoch %d chosen on val %s (BLEU-4 %.4f, CIDEr-D %s)", name,
                                          summary["best_epoch"], summary["selected_on"], summary["val_bleu4"],

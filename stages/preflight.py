@@ -21,7 +21,7 @@ import typer
 
 from capt.errors import CaptError
 from capt.preflight import clip_problem, disk_problem, gpu_problem, java_problem
-from stages._common import PARAMS, make_config, read_params, stage_main
+from stages._common import PARAMS, make_config, read_params, stage_main, write_atomic
 
 log = logging.getLogger("stages.preflight")
 
@@ -68,8 +68,7 @@ def main() -> None:
         for p in problems[:-1]:                    # one line each, the last as the stage's error
             print(f"error: {p}", file=sys.stderr)
         raise CaptError(problems[-1])
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("the run-time requirements of params.yaml were met (stages/preflight.py)\n")
+    write_atomic(OUT, "the run-time requirements of params.yaml were met (stages/preflight.py)\n")
     log.info("Java for %s, GPUs for %s, CLIP weights for %s, %g GB of disk: met", ", ".join(java) or "nothing",
              ", ".join(f"{k} ({n})" for k, n in gpus.items()) or "nothing", clip or "nothing", cfg.disk_gb)
 

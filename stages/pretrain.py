@@ -11,7 +11,6 @@ profile), or a random trunk whose BatchNorm statistics are set from the training
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from capt.models.encoder import Encoder, EncoderConfig
 from capt.models.saved import save_encoder
 from capt.train.loop import fit
 from capt.train.pretrain import CellLabelled, EncoderPretrainer, PretrainConfig, PretrainTask, cell_labels
-from stages._common import make_config, read_params, stage_main
+from stages._common import make_config, read_params, stage_main, write_json
 from stages._training import run_fingerprint, training_runtime
 
 log = logging.getLogger("stages.pretrain")
@@ -98,9 +97,7 @@ def main(role: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None
                  best["val_word_map"], best["epoch"])
     encoder.requires_grad_(False)
     save_encoder(Path("models/encoders") / f"{role}.pt", encoder)
-    out = Path("metrics/pretrain") / f"{role}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(Path("metrics/pretrain") / f"{role}.json", summary)
 
 
 if __name__ == "__main__":

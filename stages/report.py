@@ -51,7 +51,7 @@ from capt.viz.table1 import (CHAIR_COLUMNS, CHAIR_NOTE, FAITHFULNESS_COLUMNS, FI
                              comparison_rows, faithfulness_note, faithfulness_rows, grounding_note, grounding_rows,
                              latency_cell, seed_note, seed_table_cells, table1_columns, table1_markdown, table1_note,
                              twin_columns, twin_rows)
-from stages._common import make_config, read_params, stage_main, study_models, write_json
+from stages._common import make_config, read_params, stage_main, study_models, write_atomic, write_json
 
 log = logging.getLogger("stages.report")
 
@@ -154,8 +154,7 @@ def main() -> None:
                     if explained else None)
     chair = Table("Hallucination", chair_rows(rows), CHAIR_COLUMNS, CHAIR_NOTE, digits=3)
     out = Path("results/table1.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table1_markdown(table1, against_baselines, against_students, published_table, twin_section,
+    write_atomic(out, table1_markdown(table1, against_baselines, against_students, published_table, twin_section,
                                    grounding, chair, faithfulness))
 
     # Why A beats B, on the first test set: the images where the pair differ most, and every word's maps

@@ -29,7 +29,7 @@ import typer
 
 from capt.errors import CaptError
 from capt.eval.sweep import sweep_grid, sweep_points
-from stages._common import PARAMS, read_params, stage_main
+from stages._common import PARAMS, read_params, stage_main, write_atomic, write_json
 
 log = logging.getLogger("stages.sweep")
 
@@ -87,11 +87,10 @@ def main(student: str,
             "experiment's report computed it.\n")
     for dataset in test_sets:
         text += f"\n## {dataset}\n\n" + sweep_grid(points, dataset, x.rsplit(".", 1)[-1], y.rsplit(".", 1)[-1])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{student}.md").write_text(text)
-    (out_dir / f"{student}.json").write_text(json.dumps(
-        {"x": x, "y": y, "points": [{"experiment": p.experiment, "x": p.x, "y": p.y, "scores": p.scores}
-                                    for p in points]}, indent=2) + "\n")
+    write_atomic(out_dir / f"{student}.md", text)
+    write_json(out_dir / f"{student}.json",
+               {"x": x, "y": y, "points": [{"experiment": p.experiment, "x": p.x, "y": p.y, "scores": p.scores}
+                                           for p in points]}, sort_keys=False)
     log.info("%d point(s) of %s x %s -> %s", len(points), x, y, out_dir / f"{student}.md")
 
 

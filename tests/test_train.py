@@ -190,6 +190,8 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
     """A full disk in the middle of torch.save: the previous good checkpoint stays, no .tmp is left."""
     import errno
 
+    from capt.errors import CaptError
+
     from capt.models.checkpoint import load_checkpoint, save_checkpoint
 
     path = tmp_path / "last.pt"
@@ -201,8 +203,9 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CaptError) as info:                   # one line: the file and the OS's reason
         save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
+    assert str(info.value) == f"{path}: no space left on device"
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 

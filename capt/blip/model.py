@@ -23,6 +23,7 @@ from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
 from transformers.utils.import_utils import is_torch_greater_or_equal
 
 from capt.errors import CaptError
+from capt.files import write_atomic
 
 # BERT's special tokens, then BLIP's decoder start token (Salesforce's processor adds it as bos).
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
@@ -182,7 +183,7 @@ def save_generation(gen: GenerationConfig, folder: Path) -> None:
     import dataclasses
     import json
 
-    (Path(folder) / GENERATION_FILE).write_text(json.dumps(dataclasses.asdict(gen), indent=2) + "\n")
+    write_atomic(Path(folder) / GENERATION_FILE, json.dumps(dataclasses.asdict(gen), indent=2) + "\n")
 
 
 def read_generation(folder: Path) -> GenerationConfig:

@@ -17,7 +17,6 @@ outputs are byte-identical whatever the count.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import multiprocessing
 import zipfile
@@ -37,6 +36,7 @@ from capt.data.manifest import load_manifest
 from capt.data.readers import SPLITS, CaptionStore, ImageRecord, ZipImageStore, decode_image, read_splits
 from capt.data.vocab import Vocabulary, build_vocabulary
 from capt.errors import CaptError
+from capt.files import write_json
 from capt.text import normalize_caption
 
 log = logging.getLogger(__name__)
@@ -274,5 +274,5 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, progress: 
         "images_skipped": len(skipped),
         "skipped": skipped,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / "summary.json", summary)
     return summary

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import colorsys
 import io
-import json
 import math
 import os
 import re
@@ -42,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from capt.errors import CaptError
+from capt.files import write_json
 from capt.text import normalize_caption
 
 # ----------------------------------------------------------------------------- the words
@@ -526,9 +526,7 @@ def _check_name(name: str) -> None:
 
 
 def _write_json(path: Path, data: object, indent: int | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True, indent=indent) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # never leave a half-written file for DVC to hash
+    write_json(path, data, indent=indent)  # never leave a half-written file for DVC to hash
 
 
 def generate_shapes(cfg: ShapesConfig, out_dir: Path, name: str = "shapes", progress: bool = True) -> dict:

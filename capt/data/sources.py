@@ -25,6 +25,7 @@ from typing import Any
 
 from capt.data.download import DownloadFailed, RemoteFile, download_file, verification_problem
 from capt.errors import CaptError
+from capt.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -477,7 +478,5 @@ def _hand_placements(file_name: str, dest_dir: Path) -> list[Path]:
 
 def _write_manifest(manifest: dict[str, Any], path: Path) -> Path:
     # Written last and atomically: a manifest present means every file it names is in place.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, manifest)
     return path

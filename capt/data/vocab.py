@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from capt.errors import CaptError
+from capt.files import write_json
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -48,7 +49,7 @@ class Vocabulary:
         return out
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.word_map, indent=2, sort_keys=False) + "\n")
+        write_json(Path(path), self.word_map, sort_keys=False)
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:

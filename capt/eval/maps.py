@@ -14,14 +14,15 @@ attrs: ``technique`` (one of :data:`TECHNIQUES`), ``grid`` (G).
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from capt.errors import CaptError
+from capt.files import write_atomic
 
 # How a map was made: the name in metrics (``grounding.<name>``), in results/maps/<name>/ and in
 # the figures, and what it is. Two gradient methods that share the name Grad-CAM in the
@@ -60,14 +61,16 @@ def write_word_maps(path: Path, captions: dict[int, tuple[list[str], np.ndarray]
         words += w
         maps.append(np.asarray(m, np.float32).reshape(len(w), G, G))
         offsets[i + 1] = offsets[i] + len(w)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    # Built in memory (a test set's maps are megabytes), then written whole: HDF5 cannot be trusted
+    # to fail cleanly on a full disk (its library may crash when it cannot flush).
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         f["image_ids"] = np.asarray(ids, np.int64)
         f["offsets"] = offsets
         f.create_dataset("words", data=np.array(words, dtype=object), dtype=h5py.string_dtype())
         f["maps"] = np.concatenate(maps).astype(np.float16) if maps else np.zeros((0, G, G), np.float16)
         f.attrs.update(technique=technique, grid=G)
-    os.replace(tmp, path)
+    write_atomic(path, buffer.getvalue())
 
 
 def read_word_maps(path: Path) -> tuple[str, dict[int, tuple[list[str], np.ndarray]]]:

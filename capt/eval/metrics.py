@@ -66,6 +66,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer as _ptb_module
 
 from capt.errors import CaptError
+from capt.files import write_atomic
 from capt.eval.per_image import ImageScores, bleu_statistics, sort_key
 from capt.text import normalize_caption
 
@@ -589,16 +590,7 @@ def write_coco_results(hypotheses: dict[int, str], path: Path) -> None:
             rows.append({"image_id": int(image_id), "caption": cap})
         except (TypeError, ValueError):
             raise CaptError(f"COCO results need integer image ids, got {image_id!r}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
 
 
 def sentence_bleu4(references: list[str], hypothesis: str) -> float:

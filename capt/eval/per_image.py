@@ -27,6 +27,7 @@ import numpy as np
 from nltk.translate.bleu_score import brevity_penalty, closest_ref_length, modified_precision
 
 from capt.errors import CaptError
+from capt.files import write_atomic
 
 BLEU_ORDERS = 4
 # The columns of the per-image BLEU statistics, in order: what corpus BLEU-4 sums over images.
@@ -159,9 +160,7 @@ class ImageScores:
         lines.append(f' "image_ids": {json.dumps(data["image_ids"])},')
         lines.append(' "bleu": [\n  ' + ",\n  ".join(json.dumps(r) for r in data["bleu"]) + "\n ],")
         lines.append(f' "cider": {json.dumps(data["cider"])}' + "\n}\n")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines))
+        write_atomic(Path(path), "\n".join(lines))
 
     @classmethod
     def read(cls, path: Path, stage: str) -> "ImageScores":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from capt.errors import CaptError
+from capt.files import write_json
 from capt.models.saved import Captioner, count_parameters
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,10 @@ def write_latency(captioners: dict[str, Callable[[torch.Tensor], object]], image
     test set ``images`` come from; ``beam_size``, the captioners') and, per model, ``median_ms``,
     ``p25_ms``, ``p75_ms``. Returns model -> Latency."""
     latency = time_per_image(captioners, images, repeats=repeats, threads=threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    write_json(path, {
         "what": "wall-clock CPU milliseconds to caption one image, one at a time (not a deterministic metric)",
         "test_set": dataset, "images": len(images), "repeats": repeats, "threads": threads,
-        "beam_size": beam_size, "models": {m: t.to_json() for m, t in latency.items()}}, indent=2) + "\n")
+        "beam_size": beam_size, "models": {m: t.to_json() for m, t in latency.items()}}, sort_keys=False)
     for m, t in latency.items():
         log.info("%s: %.1f ms per image on the CPU (quartiles %.1f-%.1f over %d passes, %d thread(s))",
                  m, t.median_ms, t.p25_ms, t.p75_ms, t.repeats, t.threads)

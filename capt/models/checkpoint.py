@@ -3,26 +3,21 @@
 
 from __future__ import annotations
 
-import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from capt.errors import CaptError
+from capt.files import atomic_output
 
 
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
-    """Write to a temporary name, then rename: a kill mid-write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    """Write to a temporary name, then rename (capt.files): a kill or a full disk mid-write leaves
+    the previous file intact, and a failed write is one line naming the file."""
+    with atomic_output(Path(path)) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)       # a full disk or a kill leaves no half-written file behind
-        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -31,5 +26,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CaptError(f"{path}: missing checkpoint") from None
     except Exception as e:  # noqa: BLE001 - torch's unpickler raises anything (KeyError, UnpicklingError, ...) on junk
+        if isinstance(e, pickle.UnpicklingError) and "weights only load failed" in str(e).lower():
+            # torch's message goes on to suggest weights_only=False: that would run the file's code
+            raise CaptError(f"{path}: refused: it holds more than tensors and plain values (pickled code), and capt "
+                            "checkpoints hold only those; it was not written by capt, and loading it unsafely "
+                            "would run whatever it holds") from None
         first = (str(e).splitlines() or [""])[0]
         raise CaptError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first})") from None

@@ -21,7 +21,7 @@ computed on the teacher's beam-search captions (cached once) instead of the huma
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from capt.data.cache import karpathy_part
 from capt.data.dataset import read_feature_grid
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
+from capt.files import write_atomic
 from capt.models.beam_search import beam_search
 from capt.models.decoder import AttentionDecoder, caption_loss
 from capt.models.encoder import Encoder, pool_cells
@@ -270,10 +271,10 @@ def write_teacher_captions(decoder: AttentionDecoder, vocab: Vocabulary, feature
                 encoded = [vocab.start, *d.tokens[:max_len], vocab.end]
                 captions[start + j, 0, :len(encoded)] = encoded
                 lengths[start + j, 0] = len(encoded)
-    tmp = out_h5.with_name(out_h5.name + ".tmp")
-    with h5py.File(tmp, "w") as g:
+    buffer = io.BytesIO()                  # built in memory, then written whole (capt.eval.maps says why)
+    with h5py.File(buffer, "w") as g:
         g["captions"], g["caption_lengths"] = captions, lengths
         g["image_ids"], g["indices"] = ids[indices], np.asarray(indices, np.int64)
         g.attrs.update(beam_size=beam_size, max_len=max_len)
-    os.replace(tmp, out_h5)
+    write_atomic(out_h5, buffer.getvalue())
     return len(indices)

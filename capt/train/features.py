@@ -17,7 +17,6 @@ attrs: ``encoder`` (name), ``grid`` (h, w), ``encoded_size`` (the cells the mode
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -26,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from capt.errors import CaptError
+from capt.files import atomic_output
 from capt.models.encoder import Encoder
 
 
@@ -37,15 +37,8 @@ def encode_split(encoder: Encoder, prepared_h5: Path, out_h5: Path, *, batch_siz
     if not encoder.frozen:
         raise ValueError("only a frozen encoder's features can be cached")
     encoder.eval()
-    out_h5 = Path(out_h5)
-    tmp = out_h5.with_name(out_h5.name + ".tmp")
-    try:
-        n = _encode(encoder, prepared_h5, tmp, batch_size, progress)
-        os.replace(tmp, out_h5)
-    except BaseException:
-        tmp.unlink(missing_ok=True)         # a full disk or a kill: the previous good cache stays
-        raise
-    return n
+    with atomic_output(Path(out_h5)) as tmp:          # a full disk or a kill: the previous good cache stays
+        return _encode(encoder, prepared_h5, tmp, batch_size, progress)
 
 
 def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, progress: bool) -> int:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from capt.files import atomic_output  # noqa: E402
 
 ALPHA = 0.5          # the map's weight in a cell; the image shows through with the rest
 CELL_PX = 128        # a cell's pixels in the canvas: a little above what a 1.3-2 in cell shows at 80 dpi
@@ -120,8 +121,8 @@ def plot_attention(image: np.ndarray, words: list[str], alphas: np.ndarray, path
     W, H = fig.get_figwidth(), fig.get_figheight()
     _draw(fig, [margin / W, margin / H, w / W, h / H], grid, titles, fontsize=10)
     fig.suptitle(f"{title}\n{' '.join(words)}", fontsize=10, y=1 - 0.05 / H, va="top")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
 
 
@@ -149,6 +150,6 @@ def plot_comparison(image: np.ndarray, rows: list[tuple[str, list[str], np.ndarr
         y = margin + h - r * row_h - row_h * 0.6
         fig.text(0.05 / W, y / H, label, fontsize=7, va="center", ha="left", wrap=True)
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / H, va="top")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from capt.files import atomic_output  # noqa: E402
 
 
 def write_history_csv(history: list[dict], path: Path, columns: tuple[str, ...] = ()) -> None:
     """One row per epoch. ``columns`` head the file even when there are no rows (a run of 0
     epochs), so `dvc plots` sees the same fields as in a trained run's history."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys([*columns, *(k for row in history for k in row)]))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(Path(path)) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         for row in history:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
 
 
 def plot_history(history: list[dict], path: Path, title: str) -> None:
@@ -45,6 +41,6 @@ def plot_history(history: list[dict], path: Path, title: str) -> None:
         ax.set_xlabel("epoch")
     fig.suptitle(title)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Title": title})
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, metadata={"Title": title})
     plt.close(fig)

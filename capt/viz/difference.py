@@ -23,7 +23,7 @@ from capt.eval.difference import (RIGHT, UNJUDGED, WRONG, Example, difference_ex
                                    read_images)
 from capt.eval.maps import TECHNIQUES
 from capt.viz.attention import CELL_PX, GAP, display_image, mosaic, overlay, upsample_attention
-from capt.files import write_json
+from capt.files import atomic_output, write_json
 from capt.viz.report import Figures, Table
 
 matplotlib.use("Agg")
@@ -93,8 +93,8 @@ def plot_difference(image: np.ndarray, example: Example, names: tuple[str, str],
     legend = ("content words: green right, red wrong, grey unjudged; * bold: the other caption does not state it"
               if example.differences else "")
     fig.suptitle(f"{heading}\n{legend}", fontsize=9, y=1 - 0.08 / H, va="top", x=0.02, ha="left")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
 
 

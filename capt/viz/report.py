@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capt.eval.table import format_cell
+from capt.files import write_atomic
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
@@ -120,5 +121,5 @@ def write_report(out_dir: Path, title: str, intro: str, sections: list[Table | F
             f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n<script>{SELF_CHECK}</script>\n"
             "</head>\n<body>\n" + "\n".join(parts) + "\n</body>\n</html>\n")
     path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
+    write_atomic(path, page)
     return path

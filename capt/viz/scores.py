@@ -11,7 +11,6 @@ percentile bootstrap over the test images, capt.eval.bootstrap), and one value p
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from capt.errors import CaptError  # noqa: E402
+from capt.files import atomic_output  # noqa: E402
 
 METRICS = (("bleu4", "BLEU-4"), ("cider", "CIDEr-D"), ("object_f1", "object F1 (content)"))
 OPTIONAL_METRICS = ("object_f1",)      # only a shapes world's evaluations have the content metric
@@ -68,23 +68,19 @@ def write_scores_csv(scores: list[ModelScore], dataset: str, path: Path) -> None
         row = rows.setdefault(s.model, {"model": s.model})
         row.update({s.metric: f"{s.value:.6g}", f"{s.metric}_low": f"{s.ci95[0]:.6g}",
                     f"{s.metric}_high": f"{s.ci95[1]:.6g}"})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     present = {s.metric for s in scores if s.dataset == dataset}
     fields = ["model", *(f"{m}{suffix}" for m, _ in METRICS if m in present for suffix in ("", "_low", "_high"))]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(Path(path)) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows.values())
-    os.replace(tmp, path)
 
 
 def plot_model_scores(scores: list[ModelScore], path: Path, title: str) -> None:
     """:func:`draw_model_scores` saved as a PNG whose "Title" text is ``title``."""
     fig = draw_model_scores(scores, title)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Title": title})
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, metadata={"Title": title})
     plt.close(fig)
 
 
