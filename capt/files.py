@@ -28,16 +28,18 @@ def _reason(e: BaseException) -> str:
 
 
 @contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
+def atomic_output(path: Path, tmp_name: str | None = None) -> Iterator[Path]:
     """Yield the temporary path to write ``path``'s content to (same folder, same suffix, so a
     writer that goes by the suffix, savefig, writes the same format); when the block ends, rename it
     over ``path``. If the block or the rename fails, the temporary file goes, ``path`` keeps its
     previous content, and an OSError (or torch's RuntimeError of a failed write) becomes
-    ``CaptError("<path>: <reason>")``; any other error passes as it is."""
+    ``CaptError("<path>: <reason>")``; any other error passes as it is. ``tmp_name``: the
+    temporary file's name where a writer records it in the file (torch.save names its archive's
+    folder after it): a fixed name keeps the bytes the same from run to run."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # this process's and thread's own name (two writers of one file never share it), the suffix kept
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+    tmp = path.with_name(tmp_name or f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -363,3 +363,18 @@ def test_select_on_cider_chooses_the_epoch_by_cider_not_bleu4(tmp_path):
     assert [row["lr"] for row in result["history"]] == pytest.approx([0.01, 0.01, 0.01, 0.01])   # no bad epoch before 4
     with pytest.raises(CaptError, match="select_on must be one of bleu4, cider, got 'meteor'"):
         TrainConfig(select_on="meteor")
+
+
+def test_a_checkpoint_is_the_same_bytes_whoever_writes_it(tmp_path):
+    """DVC hashes the model files: torch.save records the name it wrote to, so the temporary name
+    must not depend on the process (two processes writing the same weights write the same bytes)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from capt.models.checkpoint import save_checkpoint; "
+            "torch.manual_seed(0); save_checkpoint({'w': torch.randn(8)}, sys.argv[1])")
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name / "model.pt")], cwd=repo, check=True)
+    assert (tmp_path / "a/model.pt").read_bytes() == (tmp_path / "b/model.pt").read_bytes()

@@ -16,7 +16,10 @@ from capt.files import atomic_output
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
     """Write to a temporary name, then rename (capt.files): a kill or a full disk mid-write leaves
     the previous file intact, and a failed write is one line naming the file."""
-    with atomic_output(Path(path)) as tmp:
+    path = Path(path)
+    # torch names the archive's folder after the file it writes: "<name>.tmp" gives "<name>/..." in
+    # every run (a name with the process id in it would change the model's bytes, and DVC's hash)
+    with atomic_output(path, tmp_name=path.name + ".tmp") as tmp:
         torch.save(obj, tmp)
 
 
