@@ -363,3 +363,12 @@ def test_the_faithfulness_table_shows_each_auc_beside_its_baselines_and_the_sani
     assert row["words"] == "40 (6)" and row["deletion"] == "0.410 [0.350, 0.470]"
     assert row["deletion_vs_random"] == "-0.110 [-0.160, -0.050]" and row["insertion_vs_random"] == "+0.100 [+0.040, +0.150]"
     assert row["spearman_decoder"] == "+0.120 [+0.020, +0.200]" and row["spearman_last_block"] == "-"
+
+
+def test_blips_default_checkpoint_is_named_in_table_1():
+    """capt.eval.study spells out the checkpoints it describes (importing capt.blip would run an
+    import back up the layers): the default one must be among them."""
+    from capt.blip.model import PRETRAINED
+    from capt.eval.study import BLIP_CHECKPOINTS
+
+    assert PRETRAINED in BLIP_CHECKPOINTS

@@ -26,7 +26,6 @@ import json
 import logging
 from pathlib import Path
 
-from capt.blip.model import PRETRAINED
 from capt.errors import CaptError
 from capt.eval.baselines import BASELINE_MODELS
 from capt.eval.bootstrap import format_p, paired_bleu4
@@ -164,7 +163,7 @@ def loss_cell(variant: dict | None) -> str:
 
 # What each pretrained BLIP checkpoint is (its model card): Table 1 says so beside its scores.
 BLIP_CHECKPOINTS = {
-    PRETRAINED: "the COCO-finetuned captioning checkpoint",
+    "Salesforce/blip-image-captioning-base": "the COCO-finetuned captioning checkpoint",   # capt.blip.model.PRETRAINED
     "Salesforce/blip-image-captioning-large": "the COCO-finetuned captioning checkpoint",
 }
 
