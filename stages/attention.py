@@ -16,10 +16,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import typer
 
-from capt.data.cache import read_references
+from capt.data.cache import open_h5, read_references
 from capt.errors import CaptError
 from capt.eval.maps import TECHNIQUES, read_word_maps
 from capt.eval.metrics import sentence_bleu4
@@ -40,7 +39,7 @@ def main() -> None:
     cfg = make_config(AttentionConfig, read_params("attention"), "attention")
     models = study_models()
     test_h5 = Path("data/prepared") / cfg.dataset / "test.h5"
-    with h5py.File(test_h5, "r") as f:
+    with open_h5(test_h5, ("images", "image_ids")) as f:
         n = f["images"].shape[0]
         bad = [i for i in cfg.image_indices if not 0 <= i < n]
         if bad:

@@ -26,11 +26,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import typer
 
-from capt.data.cache import read_references
+from capt.data.cache import open_h5, read_references
 from capt.errors import CaptError
 from capt.eval.baselines import BASELINE_MODELS, best_constant_caption, nearest_neighbour_captions, pooled_features
 from capt.eval.evaluation import EvaluateConfig
@@ -58,7 +57,7 @@ class BaselinesConfig:
 def _train_features(path: Path, batch: int = 512) -> tuple[np.ndarray, list[int]]:
     """The feature cache's training images, mean-pooled: (N, D) unit vectors and their ids."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, ("features", "image_ids")) as f:
             cells = f["features"]
             pooled = np.concatenate([pooled_features(cells[i:i + batch]) for i in range(0, cells.shape[0], batch)])
             return pooled, [int(i) for i in f["image_ids"][:]]
@@ -75,7 +74,7 @@ def _test_features(test_h5: Path, trunk: Path, enc_cfg: EncoderConfig, cfg: Base
 
     encoder = load_encoder(trunk, enc_cfg).to(resolve_device(cfg.device)).eval()
     pooled = []
-    with h5py.File(test_h5, "r") as f, torch.no_grad():
+    with open_h5(test_h5, ("images", "image_ids")) as f, torch.no_grad():
         images = f["images"]
         for i in range(0, images.shape[0], cfg.batch_size):
             cells = encoder.native_cells(torch.from_numpy(images[i:i + cfg.batch_size]))   # (B, h*w, D)

@@ -26,13 +26,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
-import h5py
 import torch
 import typer
 
-from capt.data.cache import read_references
+from capt.data.cache import open_h5, read_references
 from capt.data.dataset import CaptionDataset, ImageSubset
-from capt.data.vocab import Vocabulary
+from capt.data.vocab import Vocabulary, check_model_words
 from capt.errors import CaptError
 from capt.models.decoder import AttentionDecoder, DecoderConfig
 from capt.models.encoder import EncoderConfig
@@ -81,8 +80,7 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints")),
 
     teacher = load_captioner(Path("models/teacher.pt"))
     vocab = Vocabulary.load(prepared / "word_map.json")
-    if teacher.vocab.words != vocab.words:
-        raise CaptError(f"models/teacher.pt: its vocabulary is not that of {prepared}; rerun train_teacher")
+    check_model_words(teacher.vocab, Path("models/teacher.pt"), vocab, prepared / "word_map.json")
     if enc_cfg.encoded_size != teacher.encoder.cfg.encoded_size and kd.uses_encoder_kd:
         raise CaptError(f"params.yaml: students.encoder.encoded_size {enc_cfg.encoded_size} differs from the "
                         f"teacher's {teacher.encoder.cfg.encoded_size}; encoder KD compares the same grid cells")
@@ -94,7 +92,7 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints")),
                              "params.yaml: students.subset")
     if kd.targets == "teacher":
         captions_h5 = Path("data/distill") / dataset / "teacher_captions.h5"
-        with h5py.File(captions_h5, "r") as f:
+        with open_h5(captions_h5, ("indices", "captions", "caption_lengths")) as f:
             if f["indices"][:].tolist() != indices:
                 raise CaptError(f"{captions_h5}: made for another student subset; rerun teacher_captions")
             train_set = ImageSubset(base, indices, f["captions"][:], f["caption_lengths"][:], preload=cfg.preload)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import typer
 
+from capt.data.cache import open_h5
 from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.manifest import load_manifest
 from capt.data.vocab import SPECIALS, Vocabulary
@@ -37,7 +37,7 @@ ROLES = ("teacher", "students")
 
 def split_cell_labels(prepared_h5: Path, instances, grid: int, min_cover: float) -> np.ndarray:
     """(N, grid*grid) cell categories of every image of a prepared split, in its order."""
-    with h5py.File(prepared_h5, "r") as f:
+    with open_h5(prepared_h5, ("image_ids",)) as f:
         ids = f["image_ids"][:]
     categories = instances.categories
     return np.stack([cell_labels(instances.masks(int(i)), categories, grid, min_cover) for i in ids])
@@ -59,7 +59,7 @@ def main(role: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None
     summary: dict = {"epochs": cfg.epochs, "encoder": enc_cfg.name, "stages": enc_cfg.stages, "dataset": dataset}
     if cfg.epochs == 0:
         if enc_cfg.weights is None:
-            with h5py.File(prepared / "train.h5", "r") as f:
+            with open_h5(prepared / "train.h5", ("images",)) as f:
                 images = f["images"]
                 n = min(cfg.calibration_images, images.shape[0])
                 encoder.calibrate_batchnorm(torch.from_numpy(images[i:min(i + cfg.batch_size, n)])

@@ -28,13 +28,12 @@ import json
 import logging
 from pathlib import Path
 
-import h5py
 import torch
 import typer
 
 from capt.blip.model import caption_images, load_blip, read_generation
 from capt.eval.baselines import BASELINE_MODELS
-from capt.data.cache import read_references
+from capt.data.cache import open_h5, read_references
 from capt.eval.difference import image_truths, read_images, read_model_outputs
 from capt.eval.evaluation import test_instances
 from capt.eval.study import (BASELINE_LOSS, BASELINES, CAPTION_BASELINES, above_constant_cells, blip_loss,
@@ -62,7 +61,7 @@ def main() -> None:
     test_sets = read_params("study", "test_sets")
     variants = read_params("distill")
     timing_set = Path("data/prepared") / test_sets[0] / "test.h5"
-    with h5py.File(timing_set, "r") as f:
+    with open_h5(timing_set, ("images",)) as f:
         images = torch.from_numpy(f["images"][: cfg.timing_images])
     rows, captioners, evaluations = [], {}, {}
     for model in study_models():

@@ -12,10 +12,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import typer
 
-from capt.data.vocab import Vocabulary
+from capt.data.cache import open_h5
+from capt.data.vocab import Vocabulary, check_model_words
 from capt.errors import CaptError
 from capt.models.saved import load_captioner
 from capt.train.distill import student_images, write_teacher_captions
@@ -44,9 +44,9 @@ def main() -> None:
     students = read_params("students")
     prepared, features = Path("data/prepared") / dataset, Path("data/features") / dataset
     teacher = load_captioner(Path("models/teacher.pt"))
-    if teacher.vocab.words != Vocabulary.load(prepared / "word_map.json").words:
-        raise CaptError(f"models/teacher.pt: its vocabulary is not that of {prepared}; rerun train_teacher")
-    with h5py.File(prepared / "train.h5", "r") as f:
+    check_model_words(teacher.vocab, Path("models/teacher.pt"), Vocabulary.load(prepared / "word_map.json"),
+                      prepared / "word_map.json")
+    with open_h5(prepared / "train.h5", ("image_ids",)) as f:
         n, max_len = f["image_ids"].shape[0], int(f.attrs["max_len"])
     indices = student_images(prepared / "train.h5", students.get("subset", "all"), students["train_fraction"],
                              students["subset_seed"], "params.yaml: students.subset")

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from capt.blip.model import GenerationConfig, caption_images, pixel_values
-from capt.data.cache import read_references
+from capt.data.cache import open_h5, read_references
 from capt.data.prepare import sample_captions
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
@@ -42,7 +41,7 @@ def split_captions(path: Path, vocab: Vocabulary, seed: int) -> dict[int, list[s
     (another seed, another prepare) is an error, never a silent mismatch.
     """
     references = read_references(path)
-    with h5py.File(path, "r") as f:
+    with open_h5(path, ("image_ids", "captions")) as f:
         image_ids = f["image_ids"][:]
         encoded = f["captions"][:]                                             # (N, C, L)
         C, max_len = int(f.attrs["captions_per_image"]), int(f.attrs["max_len"])

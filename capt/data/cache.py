@@ -13,12 +13,15 @@ Layout of ``<split>.h5`` (N images, C = captions_per_image, L = max_len + 2)::
 
 and attributes ``dataset``, ``split``, ``image_size``, ``captions_per_image``, ``max_len``.
 Files are written under a temporary name and renamed into place, so a killed or failed write
-never leaves a half-file where a good one is expected.
+never leaves a half-file where a good one is expected. Every HDF5 file capt reads goes through
+:func:`open_h5`, so a damaged one still ends in one line naming it.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
@@ -29,6 +32,35 @@ from capt.errors import CaptError
 STR = h5py.string_dtype("utf-8")
 # The test split again at BLIP's input size (capt.data.prepare): what BLIP is scored on.
 BLIP_TEST_FILE = "test_blip.h5"
+RERUN = "rerun the stage that writes it"
+
+
+def open_h5(path: Path, needs: Iterable[str] = (), what: str = "") -> h5py.File:
+    """``path`` opened read-only (a context manager, as h5py.File is), holding the datasets ``needs``.
+
+    A missing file, one that is not HDF5 (truncated by a kill or a full disk, zeroed, overwritten)
+    and one without a needed dataset end in one line naming the file: h5py's own errors do not
+    say which file, and a missing dataset is a bare KeyError. ``what`` ("word maps") says what the
+    file should have held, for files that are not split caches.
+    """
+    cannot = f"cannot read {what}: " if what else ""
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise CaptError(f"{path}: missing; {RERUN}") from None
+    except OSError as e:
+        if e.errno is not None:              # a folder, no permission: the OS's reason, not HDF5's dump
+            raise CaptError(f"{path}: {cannot}{os.strerror(e.errno)}") from None
+        # "Unable to synchronously open file (truncated file: eof = 96, ...)": the part in brackets
+        found = re.search(r"\((.*)\)\s*$", str(e).replace("\n", " "))
+        reason = found.group(1) if found else str(e).replace("\n", " ")
+        raise CaptError(f"{path}: {cannot}not a readable HDF5 file (truncated or corrupt: {reason}); {RERUN}") from None
+    missing = [name for name in needs if name not in f]
+    if missing:
+        holds = ", ".join(sorted(f)) or "nothing"
+        f.close()
+        raise CaptError(f"{path}: {cannot}no {missing[0]!r} dataset (it holds {holds}); {RERUN}")
+    return f
 
 
 class SplitWriter:
@@ -132,7 +164,7 @@ def karpathy_part(path: Path, part: str, param: str) -> list[int]:
     (every dataset but COCO)."""
     if part not in KARPATHY_PARTS:
         raise CaptError(f"{param}: must be one of {', '.join(KARPATHY_PARTS)}, got {part!r}")
-    with h5py.File(path, "r") as f:
+    with open_h5(path, needs=("image_ids",)) as f:
         n = len(f["image_ids"])
         restval = f["restval"][:] if "restval" in f else np.zeros(n, bool)
     if part == "all":
@@ -145,7 +177,7 @@ def karpathy_part(path: Path, part: str, param: str) -> list[int]:
 
 def read_references(path: Path) -> dict[int, list[str]]:
     """image id -> every raw reference caption of that image, from a split file."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path, needs=("image_ids", "reference_offsets", "references")) as f:
         ids = f["image_ids"][:]
         offsets = f["reference_offsets"][:]
         refs = f["references"].asstr()[:]

@@ -14,7 +14,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from capt.data.cache import RERUN, open_h5
 from capt.errors import CaptError
+
+# What CaptionDataset reads of a split file's attributes (capt.data.cache writes them).
+SPLIT_ATTRS = ("image_size", "captions_per_image", "max_len", "split")
 
 
 class CaptionDataset(Dataset):
@@ -35,7 +39,11 @@ class CaptionDataset(Dataset):
         self.path = Path(path)
         self.load_images = load_images
         self.features_path = Path(features_path) if features_path is not None else None
-        with h5py.File(self.path, "r") as f:
+        needs = ("image_ids", "captions", "caption_lengths", *(["images"] if load_images else []))
+        with open_h5(self.path, needs) as f:
+            missing = [a for a in SPLIT_ATTRS if a not in f.attrs]
+            if missing:
+                raise CaptError(f"{self.path}: no {missing[0]!r} attribute; {RERUN}")
             self._len = int(f["image_ids"].shape[0])
             self.image_size = int(f.attrs["image_size"])
             self.captions_per_image = int(f.attrs["captions_per_image"])
@@ -44,7 +52,7 @@ class CaptionDataset(Dataset):
             image_ids = f["image_ids"][:]
         self.feature_grid: tuple[int, int] | None = None
         if self.features_path is not None:
-            with h5py.File(self.features_path, "r") as g:
+            with open_h5(self.features_path, ("image_ids", "features")) as g:
                 if not np.array_equal(g["image_ids"][:], image_ids):
                     raise CaptError(f"{self.features_path}: its images are not those of {self.path}; "
                                     "rerun the features stage")
@@ -55,9 +63,9 @@ class CaptionDataset(Dataset):
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
+            self._file = open_h5(self.path)
             if self.features_path is not None:
-                self._features = h5py.File(self.features_path, "r")
+                self._features = open_h5(self.features_path)
             self._pid = os.getpid()
         return self._file
 

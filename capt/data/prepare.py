@@ -28,7 +28,7 @@ from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 
 import numpy as np
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from capt.data.cache import BLIP_TEST_FILE, SplitWriter
@@ -50,7 +50,9 @@ RUNTIME_ONLY = ("workers",)
 DECODE_CHUNK = 16
 TASKS_IN_FLIGHT_PER_WORKER = 2
 # What a corrupt image or a damaged zip member raises while it is read and decoded.
-_BAD_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+# An image over PIL's decompression-bomb limit (twice Image.MAX_IMAGE_PIXELS) is one too.
+_BAD_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+                     Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,10 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, progress: 
     with CaptionStore(out_dir / "captions.tmp.sqlite") as captions, ZipImageStore(zip_paths) as store:
         by_split, uncaptioned = read_splits(manifest, captions)
         log.info("%s: %s", manifest.name, ", ".join(f"{len(by_split[s])} {s}" for s in SPLITS))
+        dropped = dict(captions.dropped)
+        if dropped["empty"] or dropped["no_image"]:
+            log.warning("dropped %d caption(s) without a word and %d of images that no split lists; counted in "
+                        "summary.json (captions_dropped)", dropped["empty"], dropped["no_image"])
         if not by_split["train"]:
             raise CaptError(f"{manifest.where(manifest.splits)}: the training split is empty")
 
@@ -273,6 +279,9 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, progress: 
         "blip_test": {"image_size": cfg.blip_image_size, "images": blip_test["images"]},
         "images_skipped": len(skipped),
         "skipped": skipped,
+        # captions never encoded nor kept as references (capt.data.readers.CaptionStore): "empty" had
+        # no word once normalised, "no_image" named an image that no split lists
+        "captions_dropped": dropped,
     }
     write_json(out_dir / "summary.json", summary)
     return summary

@@ -21,6 +21,7 @@ from PIL import Image
 
 from capt.data.manifest import Manifest
 from capt.errors import CaptError
+from capt.text import normalize_caption
 
 SPLITS = ("train", "val", "test")
 # Karpathy's "restval" (the 30k COCO val images outside val/test) is training data by convention.
@@ -109,7 +110,13 @@ def read_flickr8k_tokens(lines: Iterable[str], source: str) -> Iterator[tuple[st
 class CaptionStore:
     """Every raw caption of a dataset, keyed by image id or file name, and every image record,
     in a temporary SQLite file: joining 600k COCO captions to their 123k images this way costs
-    no memory, so prepare's peak RSS does not grow with the dataset."""
+    no memory, so prepare's peak RSS does not grow with the dataset.
+
+    A caption without a word (empty, or punctuation only) is dropped as it comes in: it would
+    train ``<start> <end>`` and score as an empty reference. ``dropped`` counts those (``empty``)
+    and, once :meth:`finish` has run, the captions of images that no split lists (``no_image``),
+    for prepare's summary.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -120,19 +127,31 @@ class CaptionStore:
         self._db.execute("CREATE TABLE captions (key TEXT NOT NULL, caption TEXT NOT NULL)")
         self._db.execute("CREATE TABLE images (split TEXT NOT NULL, image_id INTEGER NOT NULL, "
                          "filename TEXT NOT NULL, restval INTEGER NOT NULL, captioned INTEGER NOT NULL DEFAULT 1)")
+        self.dropped = {"empty": 0, "no_image": 0}
 
     def add(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self._db.executemany("INSERT INTO captions VALUES (?, ?)", pairs)
+        self._db.executemany("INSERT INTO captions VALUES (?, ?)", self._with_words(pairs))
+
+    def _with_words(self, pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+        for key, caption in pairs:
+            if normalize_caption(caption):
+                yield key, caption
+            else:
+                self.dropped["empty"] += 1
 
     def add_record(self, record: ImageRecord) -> None:
         self._db.execute("INSERT INTO images (split, image_id, filename, restval) VALUES (?, ?, ?, ?)",
                          (record.split, record.image_id, record.filename, int(record.restval)))
 
     def finish(self, fmt: str) -> None:
-        """Index the keys once everything is in, and mark the images no caption names."""
+        """Index the keys once everything is in, mark the images no caption names, and count the
+        captions of no image (a COCO annotation of an image id that no split lists, a Flickr8k
+        line of a file that none does): nothing reads them."""
         self._db.execute("CREATE INDEX captions_key ON captions (key)")
         # An image's caption key (ImageRecord.caption_key) in SQL: Flickr8k by file name, the rest by id.
         key = "images.filename" if fmt == "flickr8k" else "CAST(images.image_id AS TEXT)"
+        (self.dropped["no_image"],) = self._db.execute(
+            f"SELECT COUNT(*) FROM captions WHERE key NOT IN (SELECT {key} FROM images)").fetchone()
         self._db.execute("UPDATE images SET captioned = 0 WHERE NOT EXISTS "
                          f"(SELECT 1 FROM captions WHERE captions.key = {key})")
         self._db.execute("CREATE INDEX images_split ON images (split, captioned)")
@@ -189,7 +208,7 @@ def read_splits(manifest: Manifest, captions: CaptionStore) -> tuple[dict[str, S
     """Records of every split, their captions put in ``captions`` (keyed by ``caption_key``).
 
     Returns ``(records by split, images without captions)``; the latter are skipped, and listed
-    so the summary can count them.
+    so the summary can count them, as ``captions.dropped`` counts the captions left out.
     """
     fmt = manifest.captions_format
     with manifest.open(manifest.splits) as f:
@@ -208,7 +227,7 @@ def read_splits(manifest: Manifest, captions: CaptionStore) -> tuple[dict[str, S
                     raise CaptError(f"{manifest.where(ref)}: not UTF-8 text ({e})") from None
     captions.finish(fmt)
     uncaptioned = [{"split": r.split, "image_id": r.image_id, "filename": r.filename,
-                    "reason": f"no captions in {fmt} caption source"} for r in captions.uncaptioned()]
+                    "reason": f"no captions with words in {fmt} caption source"} for r in captions.uncaptioned()]
     return {s: captions.records(s) for s in SPLITS}, uncaptioned
 
 

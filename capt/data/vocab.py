@@ -55,12 +55,32 @@ class Vocabulary:
     def load(cls, path: Path) -> Vocabulary:
         try:
             word_map = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CaptError(f"{path}: cannot read word map ({e})") from None
+        if not isinstance(word_map, dict):
+            raise CaptError(f"{path}: a word map is a JSON object of word -> id, not a {type(word_map).__name__}")
+        for word, i in word_map.items():
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise CaptError(f"{path}: the id of {word!r} is {i!r}, not an integer")
         words = sorted(word_map, key=word_map.__getitem__)
         if [word_map[w] for w in words] != list(range(len(words))):
             raise CaptError(f"{path}: word map ids are not 0..{len(words) - 1}")
-        return cls(words)
+        try:
+            return cls(words)
+        except CaptError as e:
+            raise CaptError(f"{path}: {e}") from None
+
+
+def check_model_words(model: Vocabulary, model_path: Path, word_map: Vocabulary, word_map_path: Path) -> None:
+    """A model's own words (saved with it) must be those of the word map its data was encoded with:
+    an id means one word in both, and a word the model emits beyond the map would have none."""
+    if len(word_map) != len(model):
+        raise CaptError(f"{word_map_path}: the word map has {len(word_map)} words but the model {model_path} predicts "
+                        f"{len(model)}; they come from different prepare runs: rerun the model's training stage")
+    if word_map.words != model.words:
+        k = next(i for i, (a, b) in enumerate(zip(word_map.words, model.words)) if a != b)
+        raise CaptError(f"{word_map_path}: word {k} is {word_map.words[k]!r} but {model_path} has {model.words[k]!r} "
+                        "there; they come from different prepare runs: rerun the model's training stage")
 
 
 def build_vocabulary(token_lists: Iterable[list[str]], min_word_freq: int) -> tuple[Vocabulary, Counter]:

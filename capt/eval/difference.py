@@ -45,9 +45,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
-import h5py
 import numpy as np
 
+from capt.data.cache import open_h5
 from capt.data.shapes import COLOURS, RELATIONS, SHAPES, SIZES, relations_between
 from capt.errors import CaptError
 from capt.eval.content import (CONTENT_STATISTICS, StatedContent, TrueObject, content_statistics, image_truth,
@@ -132,11 +132,7 @@ def read_model_outputs(model: str, dataset: str, results: Path = Path("results")
 def read_images(path: Path, image_ids: Sequence) -> dict:
     """image id -> uint8 (3, S, S): the given test images of a prepared split file (``images``,
     ``image_ids``), in the order asked."""
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise CaptError(f"{path}: cannot read images ({e})") from None
-    with f:
+    with open_h5(path, ("image_ids", "images"), what="images") as f:
         index = {int(i): k for k, i in enumerate(f["image_ids"][:])}
         missing = [i for i in image_ids if i not in index]
         if missing:

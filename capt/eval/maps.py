@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from capt.errors import CaptError
+from capt.data.cache import open_h5
 from capt.files import write_atomic
 
 # How a map was made: the name in metrics (``grounding.<name>``), in results/maps/<name>/ and in
@@ -75,11 +75,7 @@ def write_word_maps(path: Path, captions: dict[int, tuple[list[str], np.ndarray]
 
 def read_word_maps(path: Path) -> tuple[str, dict[int, tuple[list[str], np.ndarray]]]:
     """(technique, image id -> (words, maps (len(words), G, G) float32))."""
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise CaptError(f"{path}: cannot read word maps ({e})") from None
-    with f:
+    with open_h5(path, ("image_ids", "offsets", "words", "maps"), what="word maps") as f:
         ids, offsets = f["image_ids"][:], f["offsets"][:]
         words = [w.decode() if isinstance(w, bytes) else w for w in f["words"][:]]
         maps = f["maps"][:].astype(np.float32)

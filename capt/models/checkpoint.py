@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CaptError(f"{path}: missing checkpoint") from None
     except Exception as e:  # noqa: BLE001 - torch's unpickler raises anything (KeyError, UnpicklingError, ...) on junk
+        if not zipfile.is_zipfile(path):
+            # torch.save writes a zip archive; a file cut short, zeroed or overwritten is none, and torch's
+            # own errors then blame a legacy format or pickled code and suggest weights_only=False
+            raise CaptError(f"{path}: unreadable checkpoint (truncated or corrupt: not the zip archive torch.save "
+                            "writes); rerun the stage that writes it") from None
         if isinstance(e, pickle.UnpicklingError) and "weights only load failed" in str(e).lower():
             # torch's message goes on to suggest weights_only=False: that would run the file's code
             raise CaptError(f"{path}: refused: it holds more than tensors and plain values (pickled code), and capt "

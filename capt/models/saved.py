@@ -84,18 +84,49 @@ def save_captioner(path: Path, encoder: Encoder, decoder: AttentionDecoder, voca
 
 def load_captioner(path: Path) -> Captioner:
     ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict):
+        raise CaptError(f"{path}: not a captioner checkpoint (it holds a {type(ckpt).__name__})")
     missing = {"encoder_config", "decoder_config", "words", "encoder", "decoder"} - set(ckpt)
     if missing:
         raise CaptError(f"{path}: not a captioner checkpoint (no {', '.join(sorted(missing))}; "
                         f"it holds {', '.join(sorted(map(str, ckpt))) or 'nothing'})")
     # The weights come from the file: never fetch ImageNet weights just to overwrite them.
-    enc_cfg = EncoderConfig(**{**ckpt["encoder_config"], "weights": None})
-    encoder = Encoder(enc_cfg)
-    encoder.load_state_dict(ckpt["encoder"])
-    vocab = Vocabulary(ckpt["words"])
-    decoder = AttentionDecoder(DecoderConfig(**ckpt["decoder_config"]), len(vocab), encoder.feature_dim)
-    decoder.load_state_dict(ckpt["decoder"])
+    encoder = Encoder(_saved_config(EncoderConfig, {**ckpt["encoder_config"], "weights": None}, path, "encoder"))
+    _load_weights(encoder, ckpt["encoder"], path, "encoder")
+    try:
+        vocab = Vocabulary(ckpt["words"])
+    except CaptError as e:
+        raise CaptError(f"{path}: {e}") from None
+    # Its output layer has one row per word it can emit: a word list of another size would
+    # name some of its predictions wrongly or not at all.
+    predicts = ckpt["decoder"].get("fc.weight") if isinstance(ckpt["decoder"], dict) else None
+    if isinstance(predicts, torch.Tensor) and predicts.shape[0] != len(vocab):
+        raise CaptError(f"{path}: the word map has {len(vocab)} words but the model predicts {predicts.shape[0]}; "
+                        "the file is damaged or was not written by capt: rerun the stage that writes it")
+    decoder = AttentionDecoder(_saved_config(DecoderConfig, ckpt["decoder_config"], path, "decoder"), len(vocab),
+                               encoder.feature_dim)
+    _load_weights(decoder, ckpt["decoder"], path, "decoder")
     return Captioner(encoder, decoder, vocab, ckpt.get("image_size")).eval()
+
+
+def _saved_config(cls: type, saved: dict, path: Path, part: str):
+    """``cls(**saved)``, a config of another version (a field added or gone) or an invalid value one line."""
+    try:
+        return cls(**saved)
+    except (TypeError, CaptError) as e:
+        raise CaptError(f"{path}: its {part} config does not fit this capt ({e})") from None
+
+
+def _load_weights(module: nn.Module, state: dict, path: Path, part: str, built_by: str = "its config") -> None:
+    """``module.load_state_dict(state)``; weights that do not fit the module ``built_by`` built (another
+    size, another model) end in one line: torch's message gives a line per tensor."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError) as e:        # TypeError: not a state dict at all
+        # "Error(s) in loading state_dict for Encoder:\n\tsize mismatch for fc.weight: ...\n\t..."
+        problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()] or [str(e).strip()]
+        more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise CaptError(f"{path}: its {part} weights do not fit {built_by} ({problems[0]}{more})") from None
 
 
 def save_encoder(path: Path, encoder: Encoder) -> None:
@@ -107,12 +138,14 @@ def load_encoder(path: Path, cfg: EncoderConfig) -> Encoder:
     """An encoder shaped by ``cfg`` (its ``fine_tune`` and ``encoded_size`` apply) with the trunk
     weights saved in ``path``, which must be the same ResNet cut at the same stage."""
     ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or not {"encoder_config", "encoder"} <= set(ckpt):
+        raise CaptError(f"{path}: not an encoder checkpoint (no encoder_config and encoder); rerun its pretrain stage")
     saved = ckpt["encoder_config"]
     if (saved["name"], saved["stages"]) != (cfg.name, cfg.stages):
         raise CaptError(f"{path}: holds a {saved['name']} trunk of {saved['stages']} stages, but the params ask "
                         f"for {cfg.name} with {cfg.stages}; rerun its pretrain stage")
     encoder = Encoder(dataclasses.replace(cfg, weights=None))   # the weights come from the file
-    encoder.load_state_dict(ckpt["encoder"])
+    _load_weights(encoder, ckpt["encoder"], path, "encoder", "the encoder the params ask for")
     return encoder
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capt.data.cache import karpathy_part
+from capt.data.cache import karpathy_part, open_h5
 from capt.data.dataset import read_feature_grid
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
@@ -260,7 +260,7 @@ def write_teacher_captions(decoder: AttentionDecoder, vocab: Vocabulary, feature
     L = max_len + 2
     captions = np.zeros((len(indices), 1, L), np.int32)
     lengths = np.zeros((len(indices), 1), np.int32)
-    with h5py.File(features_h5, "r") as f:
+    with open_h5(features_h5, ("features", "image_ids")) as f:
         feats, ids, grid = f["features"], f["image_ids"][:], read_feature_grid(f, features_h5)
         for start in range(0, len(indices), batch_size):
             rows = indices[start:start + batch_size]

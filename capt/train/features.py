@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from capt.data.cache import open_h5
 from capt.errors import CaptError
 from capt.files import atomic_output
 from capt.models.encoder import Encoder
@@ -43,7 +44,7 @@ def encode_split(encoder: Encoder, prepared_h5: Path, out_h5: Path, *, batch_siz
 
 def _encode(encoder: Encoder, prepared_h5: Path, tmp: Path, batch_size: int, progress: bool) -> int:
     D = encoder.feature_dim
-    with h5py.File(prepared_h5, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
+    with open_h5(prepared_h5, ("images", "image_ids")) as src, h5py.File(tmp, "w", libver="latest") as dst:
         images, n = src["images"], src["images"].shape[0]
         h, w = encoder.native_grid(*images.shape[-2:])
         feats = dst.create_dataset("features", (n, h * w, D), np.float16, chunks=(1, h * w, D))
