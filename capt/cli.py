@@ -18,12 +18,16 @@ import logging
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Ge
 from PIL import Image, UnidentifiedImageError
 
+from capt.config import CHECKED, Count, Int, build_config, with_config
 from capt.errors import CaptError
 from capt.eval.maps import TECHNIQUES
 
@@ -102,14 +106,22 @@ def caption_with_blip(folder: Path, images: list[Path], image_size: int | None, 
     return [(c, tokens, maps.reshape(len(tokens), -1), size) for c, tokens, maps in out]
 
 
-def check_options(args: argparse.Namespace) -> None:
+@with_config(CHECKED)
+@dataclass(frozen=True)
+class CaptionOptions:
+    """The numbers among ``capt caption``'s options (argparse makes them integers)."""
+
+    beam: Count
+    max_len: Count
+    max_pixels: Count
+    image_size: Annotated[Int, Ge(MIN_IMAGE_SIZE)] | None = None
+
+
+def check_options(args: argparse.Namespace) -> CaptionOptions:
     """Every number in range, before a model or an image is read: a bad option is the option's
-    fault, not the image's."""
-    smallest = {"--image-size": (args.image_size, MIN_IMAGE_SIZE), "--beam": (args.beam, 1),
-                "--max-len": (args.max_len, 1), "--max-pixels": (args.max_pixels, 1)}
-    for option, (value, least) in smallest.items():
-        if value is not None and value < least:
-            raise CaptError(f"{option}: must be >= {least}, got {value}")
+    fault, not the image's (``--image-size: must be >= 16, got 0``)."""
+    values = {f.name: getattr(args, f.name) for f in fields(CaptionOptions)}
+    return build_config(CaptionOptions, values, "", source=None, spell=lambda name: "--" + name.replace("_", "-"))
 
 
 def caption_command(args: argparse.Namespace) -> None:

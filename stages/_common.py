@@ -4,8 +4,7 @@ turning user mistakes (CaptError) into one clear line instead of a traceback."""
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
+from dataclasses import dataclass, field
 import functools
 import logging
 import signal
@@ -16,6 +15,7 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
+from capt.config import CHECKED, NonNegativeInt, build_config, with_config
 from capt.errors import CaptError
 from capt.files import write_atomic, write_json  # noqa: F401 - every stage writes its outputs with these
 
@@ -37,13 +37,8 @@ def read_params(*keys: str, path: Path = PARAMS) -> Any:
     return value
 
 
-def _params_value(keys: tuple[str, ...], path: Path) -> Any:
-    try:
-        value = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise CaptError(f"{path}: missing; run stages from the repository root") from None
-    except yaml.YAMLError as e:
-        raise CaptError(f"{path}: malformed YAML ({e})".replace("\n", " ")) from None
+def _params_value(keys: tuple[str, ...], path: Path, params: Any = None) -> Any:
+    value = _load_params(path) if params is None else params
     for i, key in enumerate(keys):
         if not isinstance(value, dict) or key not in value:
             raise CaptError(f"{path}: no section {'.'.join(keys[: i + 1])!r}")
@@ -51,14 +46,29 @@ def _params_value(keys: tuple[str, ...], path: Path) -> Any:
     return value
 
 
+def _load_params(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise CaptError(f"{path}: missing; run stages from the repository root") from None
+    except yaml.YAMLError as e:
+        raise CaptError(f"{path}: malformed YAML ({e})".replace("\n", " ")) from None
+
+
 def check_params_unchanged() -> None:
     """CaptError naming every param this stage read that params.yaml no longer holds as it was
     when read: its outputs were made with the old values, and DVC must not record the new ones
     beside them (a failed stage leaves dvc.lock as it was, so `dvc status` shows it changed)."""
+    if not _READ:
+        return
+    try:
+        params = _load_params(PARAMS)           # once, whatever the number of keys read
+    except CaptError:
+        params = _GONE
     changed = []
     for keys, then in _READ.items():
         try:
-            now = _params_value(keys, PARAMS)
+            now = _GONE if params is _GONE else _params_value(keys, PARAMS, params)
         except CaptError:
             now = _GONE
         if now != then:
@@ -71,16 +81,18 @@ def check_params_unchanged() -> None:
 _GONE = object()     # a param no longer in params.yaml (or the file unreadable): a change too
 
 
-def make_config(cls: type[T], values: dict, section: str) -> T:
-    """``cls(**values)``, naming the section and key when a key is unknown."""
-    if not isinstance(values, dict):
-        raise CaptError(f"{PARAMS}: {section} must be a mapping, got {values!r}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise CaptError(f"{PARAMS}: unknown key(s) {', '.join(unknown)} in {section} "
-                        f"(known: {', '.join(sorted(known))})")
-    return cls(**values)
+def make_config(kind: type[T], values: Any, section: str) -> T:
+    """``values`` (the params.yaml section ``section``) checked and built into ``kind``, a config
+    dataclass or any type pydantic knows (capt.config): a wrong type, a value out of range or an
+    unknown key is one line naming the param's full path,
+    ``params.yaml: distill.student_t20.temperature: must be > 0, got -1``."""
+    return build_config(kind, values, section, str(PARAMS))
+
+
+def read_config(kind: type[T], *keys: str) -> T:
+    """The params.yaml value at ``keys`` checked and built into ``kind`` (:func:`make_config`):
+    ``read_config(EvaluateConfig, "evaluate")``, ``read_config(list[str], "study", "test_sets")``."""
+    return make_config(kind, read_params(*keys), ".".join(keys))
 
 
 def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
@@ -137,6 +149,16 @@ def record_stage_cost(seconds: float) -> None:
 BLIP_MODEL = "blip"
 
 
+@with_config(CHECKED)
+@dataclass(frozen=True)
+class StudyConfig:
+    """The ``study`` section: which models and test sets the figures and the report show."""
+
+    models: list[str]                                       # the Show-Attend-Tell models (BLIP comes too)
+    test_sets: list[str]                                    # prepared datasets every model is evaluated on
+    replicate_seeds: list[NonNegativeInt] = field(default_factory=list)   # the students trained again with these
+
+
 def study_models() -> list[str]:
     """Every model the figures and the report show: the Show-Attend-Tell models, then BLIP."""
-    return [*read_params("study", "models"), BLIP_MODEL]
+    return [*read_config(StudyConfig, "study").models, BLIP_MODEL]

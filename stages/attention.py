@@ -18,25 +18,27 @@ from pathlib import Path
 
 import typer
 
+from capt.config import CHECKED, NonNegativeInt, with_config
 from capt.data.cache import open_h5, read_references
 from capt.errors import CaptError
 from capt.eval.maps import TECHNIQUES, read_word_maps
 from capt.eval.metrics import sentence_bleu4
 from capt.viz.attention import plot_attention, plot_comparison
-from stages._common import make_config, read_params, stage_main, study_models
+from stages._common import read_config, stage_main, study_models
 
 log = logging.getLogger("stages.attention")
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class AttentionConfig:
     dataset: str = "shapes"
-    image_indices: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    image_indices: list[NonNegativeInt] = field(default_factory=lambda: [0, 1, 2, 3])   # into the test split
 
 
 @stage_main
 def main() -> None:
-    cfg = make_config(AttentionConfig, read_params("attention"), "attention")
+    cfg = read_config(AttentionConfig, "attention")
     models = study_models()
     test_h5 = Path("data/prepared") / cfg.dataset / "test.h5"
     with open_h5(test_h5, ("images", "image_ids")) as f:

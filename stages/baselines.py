@@ -29,29 +29,25 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from capt.config import CHECKED, Count, Device, with_config
 from capt.data.cache import open_h5, read_references
 from capt.errors import CaptError
 from capt.eval.baselines import BASELINE_MODELS, best_constant_caption, nearest_neighbour_captions, pooled_features
 from capt.eval.evaluation import EvaluateConfig
 from capt.eval.metrics import write_coco_results
 from capt.models.encoder import EncoderConfig
-from stages._common import make_config, read_params, stage_main, write_json
+from stages._common import read_config, stage_main, write_json
 from stages.evaluate import evaluate_on
 
 log = logging.getLogger("stages.baselines")
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class BaselinesConfig:
-    constant_candidates: int = 100   # the most frequent distinct training captions scored on val
-    batch_size: int = 64             # test images through the trunk at a time
-    device: str = "auto"             # auto (a GPU where there is one) | cpu | cuda
-
-    def __post_init__(self):
-        for name in ("constant_candidates", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CaptError(f"params.yaml: baselines.{name}: must be a positive integer, got {value!r}")
+    constant_candidates: Count = 100 # the most frequent distinct training captions scored on val
+    batch_size: Count = 64           # test images through the trunk at a time
+    device: Device = "auto"          # auto (a GPU where there is one) | cpu | cuda
 
 
 def _train_features(path: Path, batch: int = 512) -> tuple[np.ndarray, list[int]]:
@@ -85,15 +81,16 @@ def _test_features(test_h5: Path, trunk: Path, enc_cfg: EncoderConfig, cfg: Base
 
 @stage_main
 def main(datasets: list[str]) -> None:
-    cfg = make_config(BaselinesConfig, read_params("baselines"), "baselines")
-    train_set = read_params("teacher", "dataset")
-    enc_cfg = make_config(EncoderConfig, read_params("teacher", "encoder"), "teacher.encoder")
+    cfg = read_config(BaselinesConfig, "baselines")
+    train_set = read_config(str, "teacher", "dataset")
+    enc_cfg = read_config(EncoderConfig, "teacher", "encoder")
+    evaluation = read_config(EvaluateConfig, "evaluate")
     prepared = Path("data/prepared")
     train_refs = read_references(prepared / train_set / "train.h5")
     training = [c for refs in train_refs.values() for c in refs]
     caption, val_cider, scored = best_constant_caption(
         training, read_references(prepared / train_set / "val.h5"),
-        candidates=cfg.constant_candidates, tokenizer=read_params("evaluate", "tokenizer"))
+        candidates=cfg.constant_candidates, tokenizer=evaluation.tokenizer)
     log.info("constant baseline: %r (val CIDEr-D %.4f, the best of the %d most frequent training captions)",
              caption, val_cider, scored)
     train_feats, train_ids = _train_features(Path("data/features") / train_set / "train.h5")
@@ -111,7 +108,6 @@ def main(datasets: list[str]) -> None:
         write_coco_results({i: caption for i in test_ids}, out / f"constant-{dataset}.json")
         write_coco_results(nearest, out / f"nearest-{dataset}.json")
     write_json(out / "summary.json", info)
-    evaluation = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
     for dataset in datasets:
         for baseline in BASELINE_MODELS:
             evaluate_on(baseline, dataset, evaluation, training)

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 import typer
 
-from capt.blip.model import GenerationConfig, load_blip, save_blip, save_generation
+from capt.blip.model import BlipStudyConfig, GenerationConfig, load_blip, save_blip, save_generation
 from capt.blip.train import BlipTask, split_captions
+from capt.config import NonNegativeInt
 from capt.data.cache import read_references
 from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary
@@ -40,15 +41,17 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_bleu4", "val_cider", 
 @stage_main
 def main(ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     section = read_params("blip")
-    gen = make_config(GenerationConfig, section["generation"], "blip.generation")
-    prepared = Path("data/prepared") / section["dataset"]
+    blip = make_config(BlipStudyConfig, section, "blip")
+    gen, prepared = blip.generation, Path("data/prepared") / blip.dataset
+    epochs = make_config(NonNegativeInt, blip.train.get("epochs", TrainConfig.epochs), "blip.train.epochs")
+    # every other key checked even when no epoch runs
+    cfg = make_config(TrainConfig, {**blip.train, "epochs": max(epochs, 1)}, "blip.train")
     model, processor = load_blip(INIT)
     if OUT.exists():
         shutil.rmtree(OUT)
-    if section["train"].get("epochs") == 0:      # zero-shot, as the seed study used BLIP
+    if epochs == 0:                              # zero-shot, as the seed study used BLIP
         write_zero_shot(model, processor, gen, ckpt_root / "blip")
         return
-    cfg = make_config(TrainConfig, section["train"], "blip.train")
     vocab = Vocabulary.load(prepared / "word_map.json")
     train_set = CaptionDataset(prepared / "train.h5")
     if cfg.preload:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import typer
 
-from capt.blip.model import SmallBlipConfig, load_blip, save_blip, small_blip
+from capt.blip.model import BlipStudyConfig, load_blip, save_blip, small_blip
 from capt.data.vocab import SPECIALS, Vocabulary
 from capt.errors import CaptError
-from stages._common import make_config, read_params, stage_main
+from stages._common import read_config, stage_main
 
 log = logging.getLogger("stages.blip_weights")
 OUT = Path("models/blip_init")
@@ -36,23 +36,19 @@ WEIGHTS = ("model.safetensors", "pytorch_model.bin")      # in order of preferen
 
 @stage_main
 def main() -> None:
-    section = read_params("blip")
-    source = section.get("source")
-    if source == "small":
-        cfg = make_config(SmallBlipConfig, section["small"], "blip.small")
-        vocab = Vocabulary.load(Path("data/prepared") / section["dataset"] / "word_map.json")
+    blip = read_config(BlipStudyConfig, "blip")
+    if blip.source == "small":
+        vocab = Vocabulary.load(Path("data/prepared") / blip.dataset / "word_map.json")
         words = [w for w in vocab.words if w not in SPECIALS]
-        prompt_words = section.get("generation", {}).get("prompt", "a picture of").split()
-        model, processor = small_blip(cfg, [*words, *(w for w in prompt_words if w not in words)])
+        prompt_words = blip.generation.prompt.split()
+        model, processor = small_blip(blip.small, [*words, *(w for w in prompt_words if w not in words)])
         save_blip(model, processor, OUT)
         log.info("small BLIP (%s parameters) built from blip.small -> %s",
                  f"{sum(p.numel() for p in model.parameters()):,}", OUT)
-    elif source == "pretrained":
-        copy_files(cached_blip_files(section["pretrained"]), OUT)
-        load_blip(OUT)            # fails now, not at fine-tuning, if the folder is not a BLIP captioner
-        log.info("%s (%s) -> %s", section["pretrained"], ", ".join(sorted(p.name for p in OUT.iterdir())), OUT)
     else:
-        raise CaptError(f"params.yaml: blip.source must be small or pretrained, got {source!r}")
+        copy_files(cached_blip_files(blip.pretrained), OUT)
+        load_blip(OUT)            # fails now, not at fine-tuning, if the folder is not a BLIP captioner
+        log.info("%s (%s) -> %s", blip.pretrained, ", ".join(sorted(p.name for p in OUT.iterdir())), OUT)
 
 
 def needed_files(repo_files: list[str]) -> list[str]:

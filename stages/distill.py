@@ -22,13 +22,14 @@ checkpoints under the name ``<variant>-s<seed>``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import torch
 import typer
 
+from capt.config import CHECKED, Fraction, NonNegativeInt, with_config
 from capt.data.cache import open_h5, read_references
 from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary, check_model_words
@@ -38,19 +39,23 @@ from capt.models.encoder import EncoderConfig
 from capt.models.saved import count_parameters, load_captioner, load_encoder, save_captioner
 from capt.train.distill import DistillConfig, DistillTask, add_stem_features, student_images
 from capt.train.loop import TrainConfig, fit
-from stages._common import make_config, read_params, stage_main
+from stages._common import make_config, read_config, read_params, stage_main
 from stages._training import run_fingerprint, training_runtime, write_training_outputs
 
 log = logging.getLogger("stages.distill")
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class StudentsConfig:
-    """What every student shares (the `students` section, less its encoder/decoder/train)."""
+    """What every student shares: the ``students`` section."""
 
-    train_fraction: float = 0.5     # of the teacher's training split, the same images for every variant
-    subset_seed: int = 0
+    train_fraction: Fraction = 0.5  # of the teacher's training split, the same images for every variant
+    subset_seed: NonNegativeInt = 0
     subset: str = "all"             # Karpathy's part of it drawn from: all | train | restval (capt.data.cache.karpathy_part)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 @stage_main
@@ -58,11 +63,8 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints")),
          seed: Annotated[Optional[int], typer.Option(help="another training seed: the replicate <variant>-s<seed>")]
          = None) -> None:
     section = read_params("students")
-    shared = make_config(StudentsConfig, {k: v for k, v in section.items() if k not in ("encoder", "decoder", "train")},
-                         "students")
-    enc_cfg = make_config(EncoderConfig, section["encoder"], "students.encoder")
-    dec_cfg = make_config(DecoderConfig, section["decoder"], "students.decoder")
-    cfg = make_config(TrainConfig, section["train"], "students.train")
+    shared = make_config(StudentsConfig, section, "students")
+    enc_cfg, dec_cfg, cfg = shared.encoder, shared.decoder, shared.train
     name, model_path = variant, Path("models") / f"{variant}.pt"
     if seed is not None:
         if seed == cfg.seed:
@@ -75,7 +77,7 @@ def main(variant: str, ckpt_root: Path = typer.Option(Path("checkpoints")),
     kd = make_config(DistillConfig, variant_params, f"distill.{variant}")
     if kd.fine_tune is not None:                    # the variant's own choice (the frozen-encoder follow-ups)
         enc_cfg = replace(enc_cfg, fine_tune=kd.fine_tune)
-    dataset = read_params("teacher", "dataset")
+    dataset = read_config(str, "teacher", "dataset")
     prepared, features = Path("data/prepared") / dataset, Path("data/features") / dataset
 
     teacher = load_captioner(Path("models/teacher.pt"))

@@ -10,15 +10,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import typer
 
-from capt.errors import CaptError
+from capt.config import CHECKED, with_config
 from stages._common import make_config, read_params, stage_main
 
 log = logging.getLogger("stages.download")
 
 
+Source = Literal["shapes", "coco", "flickr8k"]     # the embedded world, or a dataset fetched from the net
+
+
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class RemoteConfig:
     # Where each file may come from, tried in this order until one gives bytes that verify
@@ -37,8 +42,8 @@ class RemoteConfig:
 
 @stage_main
 def main(dataset: str, out_root: Path = typer.Option(Path("data/raw"), help="where dataset folders go")) -> None:
-    section = dict(read_params("download", dataset))
-    source = section.pop("source", None)
+    section = make_config(dict[str, Any], read_params("download", dataset), f"download.{dataset}")
+    source = make_config(Source, section.pop("source", None), f"download.{dataset}.source")
     out_dir = out_root / dataset
     if source == "shapes":
         from capt.data.shapes import ShapesConfig, generate_shapes
@@ -46,13 +51,11 @@ def main(dataset: str, out_root: Path = typer.Option(Path("data/raw"), help="whe
         cfg = make_config(ShapesConfig, section, f"download.{dataset}")
         summary = generate_shapes(cfg, out_dir, name=dataset)
         log.info("generated %s: %s", dataset, summary)
-    elif source in ("coco", "flickr8k"):
+    else:
         from capt.data.sources import download_dataset
 
         cfg = make_config(RemoteConfig, section, f"download.{dataset}")
         download_dataset(source, out_dir, base_url=cfg.base_url, urls=cfg.urls, checksums=cfg.checksums)
-    else:
-        raise CaptError(f"params.yaml: download.{dataset}.source must be shapes, coco or flickr8k, got {source!r}")
 
 
 if __name__ == "__main__":

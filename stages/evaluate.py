@@ -82,7 +82,7 @@ from capt.eval.maps import write_word_maps
 from capt.eval.metrics import ptb_tokenizer_available, write_coco_results
 from capt.models.saved import load_captioner
 from capt.train.distributed import resolve_device
-from stages._common import make_config, read_params, stage_main, write_json
+from stages._common import read_config, stage_main, write_json
 
 log = logging.getLogger("stages.evaluate")
 
@@ -178,7 +178,7 @@ def _clip_scores(hypotheses: dict[int, str], references: dict[int, list[str]], d
 @stage_main
 def main(model: str, datasets: list[str],
          seed: Optional[int] = typer.Option(None, help="a replicate student's training seed")) -> None:
-    cfg = make_config(EvaluateConfig, read_params("evaluate"), "evaluate")
+    cfg = read_config(EvaluateConfig, "evaluate")
     if cfg.tokenizer == "ptb" and (why_not := ptb_tokenizer_available()) is not None:   # before any captioning
         raise CaptError(f"evaluate.tokenizer is ptb (coco-caption's PTBTokenizer), which cannot run: {why_not}")
     if len(set(datasets)) != len(datasets):
@@ -196,7 +196,7 @@ def main(model: str, datasets: list[str],
 def training_captions() -> list[str]:
     """Every reference caption of the training split (teacher.dataset's): what the diagnostics
     call a caption seen in training."""
-    train_h5 = Path("data/prepared") / read_params("teacher", "dataset") / "train.h5"
+    train_h5 = Path("data/prepared") / read_config(str, "teacher", "dataset") / "train.h5"
     return [c for refs in read_references(train_h5).values() for c in refs]
 
 

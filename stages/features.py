@@ -17,22 +17,24 @@ from pathlib import Path
 
 import typer
 
+from capt.config import CHECKED, Count, Device, with_config
 from capt.errors import CaptError
 from capt.models.encoder import EncoderConfig
 from capt.models.saved import load_encoder
 from capt.models.checkpoint import save_checkpoint
 from capt.train.distributed import resolve_device
 from capt.train.features import encode_split
-from stages._common import make_config, read_params, stage_main
+from stages._common import read_config, stage_main
 
 log = logging.getLogger("stages.features")
 SPLITS = ("train", "val")     # what training reads; evaluation re-encodes the test images
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class FeaturesConfig:
-    batch_size: int = 32
-    device: str = "auto"      # auto (a GPU where there is one) | cpu | cuda
+    batch_size: Count = 32
+    device: Device = "auto"   # auto (a GPU where there is one) | cpu | cuda
 
 
 @stage_main
@@ -40,8 +42,8 @@ def main(dataset: str,
          prepared_root: Path = typer.Option(Path("data/prepared")),
          out_root: Path = typer.Option(Path("data/features")),
          trunk: Path = typer.Option(Path("models/encoders/teacher.pt"))) -> None:
-    enc_cfg = make_config(EncoderConfig, read_params("teacher", "encoder"), "teacher.encoder")
-    cfg = make_config(FeaturesConfig, read_params("features"), "features")
+    enc_cfg = read_config(EncoderConfig, "teacher", "encoder")
+    cfg = read_config(FeaturesConfig, "features")
     if enc_cfg.fine_tune:
         raise CaptError("params.yaml: teacher.encoder.fine_tune is true; the feature cache needs a frozen encoder")
     encoder = load_encoder(trunk, enc_cfg).to(resolve_device(cfg.device))

@@ -19,14 +19,14 @@ USAGE = "usage: python -m stages.launch PROCESSES MODULE [ARGS...]"
 def main(argv: list[str]) -> None:
     if len(argv) < 2:
         sys.exit(f"error: {USAGE}")
+    module, args = argv[1], argv[2:]
     try:
         n = int(argv[0])
     except ValueError:
-        sys.exit(f"error: the process count must be an integer, got {argv[0]!r} ({USAGE})")
-    if n < 1:
-        sys.exit(f"error: the process count must be >= 1, got {n}")
-    module, args = argv[1], argv[2:]
-    if n == 1:
+        n = 0
+    # dvc.yaml passes a params value (teacher.train.processes, ...): one that is no count (2.5, abc,
+    # 0) runs the stage in one process, whose own params check refuses it naming its full path.
+    if n <= 1:
         os.execv(sys.executable, [sys.executable, "-m", module, *args])
     from torch.distributed.run import main as torchrun
 

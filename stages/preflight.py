@@ -19,9 +19,10 @@ from pathlib import Path
 
 import typer
 
+from capt.config import CHECKED, NonNegative, with_config
 from capt.errors import CaptError
 from capt.preflight import clip_problem, disk_problem, gpu_problem, java_problem
-from stages._common import PARAMS, make_config, read_params, stage_main, write_atomic
+from stages._common import read_config, read_params, stage_main, write_atomic
 
 log = logging.getLogger("stages.preflight")
 
@@ -40,13 +41,10 @@ DEVICE_PARAMS = {
 }
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class PreflightConfig:
-    disk_gb: float = 1.0        # what the whole study writes to disk, DVC's cache included
-
-    def __post_init__(self):
-        if isinstance(self.disk_gb, bool) or not isinstance(self.disk_gb, (int, float)) or self.disk_gb < 0:
-            raise CaptError(f"{PARAMS}: preflight.disk_gb: must be a number >= 0, got {self.disk_gb!r}")
+    disk_gb: NonNegative = 1.0  # what the whole study writes to disk, DVC's cache included
 
 
 def _param(dotted: str):
@@ -55,7 +53,7 @@ def _param(dotted: str):
 
 @stage_main
 def main() -> None:
-    cfg = make_config(PreflightConfig, read_params("preflight"), "preflight")
+    cfg = read_config(PreflightConfig, "preflight")
     java = [f"evaluate.tokenizer: {_param('evaluate.tokenizer')}"] if _param("evaluate.tokenizer") == "ptb" else []
     if _param("evaluate.meteor") in ("on", True):
         java.append("evaluate.meteor: on")

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from capt.data.prepare import PrepareConfig, prepare_dataset
-from stages._common import make_config, read_params, stage_main
+from stages._common import read_config, stage_main
 
 log = logging.getLogger("stages.prepare")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("stages.prepare")
 def main(dataset: str,
          raw_root: Path = typer.Option(Path("data/raw"), help="downloaded dataset folders"),
          out_root: Path = typer.Option(Path("data/prepared"), help="where prepared folders go")) -> None:
-    cfg = make_config(PrepareConfig, read_params("prepare"), "prepare")   # a missing key keeps its default
+    cfg = read_config(PrepareConfig, "prepare")   # a missing key keeps its default
     if cfg.workers > 1:
         log.info("decoding images in %d processes", cfg.workers)
     summary = prepare_dataset(raw_root / dataset, out_root / dataset, cfg)

@@ -28,7 +28,7 @@ from capt.models.encoder import Encoder, EncoderConfig
 from capt.models.saved import save_encoder
 from capt.train.loop import fit
 from capt.train.pretrain import CellLabelled, EncoderPretrainer, PretrainConfig, PretrainTask, cell_labels
-from stages._common import make_config, read_params, stage_main, write_json
+from stages._common import read_config, read_params, stage_main, write_json
 from stages._training import run_fingerprint, training_runtime
 
 log = logging.getLogger("stages.pretrain")
@@ -47,9 +47,9 @@ def split_cell_labels(prepared_h5: Path, instances, grid: int, min_cover: float)
 def main(role: str, ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     if role not in ROLES:
         raise CaptError(f"pretrain: role must be one of {', '.join(ROLES)}, got {role!r}")
-    cfg = make_config(PretrainConfig, read_params("pretrain", role), f"pretrain.{role}")
-    enc_cfg = make_config(EncoderConfig, read_params(role, "encoder"), f"{role}.encoder")
-    dataset = read_params("teacher", "dataset")
+    cfg = read_config(PretrainConfig, "pretrain", role)
+    enc_cfg = read_config(EncoderConfig, role, "encoder")
+    dataset = read_config(str, "teacher", "dataset")
     prepared = Path("data/prepared") / dataset
 
     ckpt_dir = ckpt_root / f"pretrain_{role}"

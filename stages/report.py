@@ -31,16 +31,18 @@ from pathlib import Path
 import torch
 import typer
 
-from capt.blip.model import caption_images, load_blip, read_generation
+from capt.blip.model import BlipStudyConfig, caption_images, load_blip, read_generation
+from capt.config import Flag, Int
 from capt.eval.baselines import BASELINE_MODELS
 from capt.data.cache import open_h5, read_references
 from capt.eval.difference import image_truths, read_images, read_model_outputs
-from capt.eval.evaluation import test_instances
+from capt.eval.evaluation import EvaluateConfig, test_instances
 from capt.eval.study import (BASELINE_LOSS, BASELINES, CAPTION_BASELINES, above_constant_cells, blip_loss,
                              difference_pairs, epochs_cell, evaluation_cells, finetuning_twins, loss_cell, paired_cells,
                              published_rows, seed_cells, twin_cells)
 from capt.eval.table import folder_mb, model_size, write_latency
 from capt.models.saved import load_captioner
+from capt.train.distill import DistillConfig
 from capt.viz.difference import difference_view
 from capt.viz.report import Figures, Link, Table, write_report
 from capt.viz.viewer import write_viewer
@@ -50,16 +52,19 @@ from capt.viz.table1 import (CHAIR_COLUMNS, CHAIR_NOTE, FAITHFULNESS_COLUMNS, FI
                              comparison_rows, faithfulness_note, faithfulness_rows, grounding_note, grounding_rows,
                              latency_cell, seed_note, seed_table_cells, table1_columns, table1_markdown, table1_note,
                              twin_columns, twin_rows)
-from stages._common import make_config, read_params, stage_main, study_models, write_atomic, write_json
+from stages._common import (StudyConfig, make_config, read_config, read_params, stage_main, study_models,
+                             write_atomic, write_json)
 
 log = logging.getLogger("stages.report")
 
 
 @stage_main
 def main() -> None:
-    cfg = make_config(ReportConfig, read_params("report"), "report")
-    test_sets = read_params("study", "test_sets")
+    cfg = read_config(ReportConfig, "report")
+    study_cfg, evaluation = read_config(StudyConfig, "study"), read_config(EvaluateConfig, "evaluate")
+    test_sets, study, replicate_seeds = study_cfg.test_sets, study_cfg.models, study_cfg.replicate_seeds
     variants = read_params("distill")
+    make_config(dict[str, DistillConfig], variants, "distill")     # every variant's loss, as distill@<variant> checks it
     timing_set = Path("data/prepared") / test_sets[0] / "test.h5"
     with open_h5(timing_set, ("images",)) as f:
         images = torch.from_numpy(f["images"][: cfg.timing_images])
@@ -70,8 +75,8 @@ def main() -> None:
             blip, processor = load_blip(path)
             gen = read_generation(path)
             trained = json.loads(Path("metrics/train/blip.json").read_text())["epochs_run"] > 0
-            row = {"model": model, "loss": blip_loss(read_params("blip", "source"), read_params("blip", "pretrained"),
-                                                     trained),
+            blip_cfg = read_config(BlipStudyConfig, "blip")
+            row = {"model": model, "loss": blip_loss(blip_cfg.source, blip_cfg.pretrained, trained),
                    "encoder": f"ViT/{blip.config.vision_config.patch_size} (BLIP)", "fine_tuned": True,
                    "hidden": blip.config.text_config.hidden_size,
                    "parameters": sum(p.numel() for p in blip.parameters()), "checkpoint_mb": folder_mb(path)}
@@ -101,8 +106,7 @@ def main() -> None:
         if row["model"] in captioners:
             row["cpu_ms_per_image"] = latency_cell(latency[row["model"]])
             row["epochs"] = epochs_cell(row["model"])
-    resamples, boot_seed = read_params("evaluate", "bootstrap_resamples"), read_params("evaluate", "bootstrap_seed")
-    study = read_params("study", "models")
+    resamples, boot_seed = evaluation.bootstrap_resamples, evaluation.bootstrap_seed
     for m, name in BASELINES.items():
         if name not in study:
             log.info("%s is not in study.models: no comparisons with it", name)
@@ -113,9 +117,8 @@ def main() -> None:
     for model, cells in paired_cells(study_models(), CAPTION_BASELINES, test_sets, resamples, boot_seed,
                                      content_dir=Path("results/content")).items():
         summary["models"][model].update(cells)
-    replicate_seeds = read_params("study", "replicate_seeds")
-    seeds = [read_params("students", "train")["seed"], *replicate_seeds]
-    twins = finetuning_twins(variants, study, read_params("students", "encoder")["fine_tune"])
+    seeds = [read_config(Int, "students", "train", "seed"), *replicate_seeds]
+    twins = finetuning_twins(variants, study, read_config(Flag, "students", "encoder", "fine_tune"))
     twin_values = twin_cells(twins, test_sets, seeds, resamples, boot_seed)
     for student, cells in twin_values.items():
         summary["models"][student].update(cells)
@@ -130,8 +133,7 @@ def main() -> None:
     table1 = Table("Table 1: teacher, students, BLIP and the baselines", rows,
                    table1_columns(rows, test_sets, bool(replicate_seeds)),
                    table1_note(rows, test_sets, evaluations, cfg, timed_images=len(images),
-                               beam_size=read_params("evaluate", "beam_size"),
-                               tokenizer=read_params("evaluate", "tokenizer")))
+                               beam_size=evaluation.beam_size, tokenizer=evaluation.tokenizer))
     vs_baselines = comparison_rows(summary["models"], study_models(), list(CAPTION_BASELINES), test_sets, resamples)
     vs_students = comparison_rows(summary["models"], students, [n for n, m in BASELINES.items() if m in study],
                                   test_sets, resamples)
@@ -146,10 +148,10 @@ def main() -> None:
     twin_section = (Table("Encoder fine-tuning x KD", twin_table, twin_columns(test_sets, len(seeds) > 1), TWIN_NOTE)
                     if twin_table else None)
     grounding = Table("Grounding: does each word's map land on what it names?", grounding_rows(rows),
-                      GROUNDING_COLUMNS, grounding_note(read_params("evaluate", "grounding_tolerance")), digits=3)
+                      GROUNDING_COLUMNS, grounding_note(evaluation.grounding_tolerance), digits=3)
     explained = faithfulness_rows(rows)
     faithfulness = (Table("Faithfulness: does each word's map explain the model?", explained, FAITHFULNESS_COLUMNS,
-                          faithfulness_note(read_params("evaluate", "faithfulness_steps")), digits=3)
+                          faithfulness_note(evaluation.faithfulness_steps), digits=3)
                     if explained else None)
     chair = Table("Hallucination", chair_rows(rows), CHAIR_COLUMNS, CHAIR_NOTE, digits=3)
     out = Path("results/table1.md")

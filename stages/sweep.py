@@ -29,7 +29,7 @@ import typer
 
 from capt.errors import CaptError
 from capt.eval.sweep import sweep_grid, sweep_points
-from stages._common import PARAMS, read_params, stage_main, write_atomic, write_json
+from stages._common import PARAMS, StudyConfig, read_config, stage_main, write_atomic, write_json
 
 log = logging.getLogger("stages.sweep")
 
@@ -79,7 +79,7 @@ def main(student: str,
          y: Optional[str] = typer.Option(None, help="the column param (default distill.<student>.w_dec)"),
          out_dir: Path = typer.Option(Path("results/sweep"))) -> None:
     x, y = x or f"distill.{student}.w_enc", y or f"distill.{student}.w_dec"
-    test_sets = read_params("study", "test_sets")
+    test_sets = read_config(StudyConfig, "study").test_sets
     points = sweep_points(experiments_from_dvc(), student, x, y, reference=yaml_1_2(PARAMS.read_text()))
     text = (f"# Sweep: {student} over {x} x {y}\n\n{len(points)} point(s), one experiment each (`dvc exp show`). "
             f"A cell: {student}'s BLEU-4 and, in brackets, its paired difference to student_base with the 95% "

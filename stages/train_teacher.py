@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import typer
 
+from capt.config import CHECKED, with_config
 from capt.data.cache import karpathy_part, read_references
 from capt.data.dataset import CaptionDataset, ImageSubset
 from capt.data.vocab import Vocabulary
@@ -32,14 +34,24 @@ from stages._training import run_fingerprint, training_runtime, write_training_o
 log = logging.getLogger("stages.train_teacher")
 
 
+@with_config(CHECKED)
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The ``teacher`` section."""
+
+    dataset: str
+    subset: str = "all"          # Karpathy's part of the training split it learns from: all | train | restval
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 @stage_main
 def main(name: str = typer.Option("teacher", help="model name: outputs go to models/<name>.pt"),
          ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     section = read_params("teacher")
-    enc_cfg = make_config(EncoderConfig, section["encoder"], "teacher.encoder")
-    dec_cfg = make_config(DecoderConfig, section["decoder"], "teacher.decoder")
-    cfg = make_config(TrainConfig, section["train"], "teacher.train")
-    dataset = section["dataset"]
+    teacher = make_config(TeacherConfig, section, "teacher")
+    enc_cfg, dec_cfg, cfg, dataset = teacher.encoder, teacher.decoder, teacher.train, teacher.dataset
     prepared, features = Path("data/prepared") / dataset, Path("data/features") / dataset
 
     vocab = Vocabulary.load(prepared / "word_map.json")
@@ -49,9 +61,8 @@ def main(name: str = typer.Option("teacher", help="model name: outputs go to mod
         raise CaptError(f"{features}: train and val features on other grids ({train_set.feature_grid}, "
                         f"{val_set.feature_grid}); rerun the features stage")
     # teacher.subset: Karpathy's part of the training split it learns from (all | train | restval)
-    positions = karpathy_part(prepared / "train.h5", section.get("subset", "all"), "params.yaml: teacher.subset")
-    log.info("teacher: %d of %d training images (teacher.subset %s)", len(positions), len(train_set),
-             section.get("subset", "all"))
+    positions = karpathy_part(prepared / "train.h5", teacher.subset, "params.yaml: teacher.subset")
+    log.info("teacher: %d of %d training images (teacher.subset %s)", len(positions), len(train_set), teacher.subset)
     if cfg.preload or len(positions) < len(train_set):
         train_set = ImageSubset(train_set, positions, preload=cfg.preload)
     encoder = Encoder(dataclasses.replace(enc_cfg, weights=None))   # its weights come from the features stage

@@ -330,7 +330,7 @@ def test_split_captions_are_the_raw_words_of_the_encoded_captions(prepared):
 
 from tests.hub_cache import UNLOADED, seed_blip_hub_cache  # noqa: E402
 
-PRETRAINED_PARAMS = {"blip": {"source": "pretrained", "pretrained": "Salesforce/blip-image-captioning-base"}}
+PRETRAINED_PARAMS = {"blip": {"dataset": "coco", "source": "pretrained", "pretrained": "Salesforce/blip-image-captioning-base"}}
 # What transformers loads of Salesforce's repo: no generation_config.json there, one weights format.
 LOADED = ["config.json", "preprocessor_config.json", "pytorch_model.bin", "special_tokens_map.json",
           "tokenizer.json", "tokenizer_config.json", "vocab.txt"]

@@ -13,6 +13,7 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
+from capt.config import build_config
 from capt.data.vocab import SPECIALS, Vocabulary
 from capt.errors import CaptError
 from capt.models.beam_search import beam_search
@@ -80,22 +81,27 @@ def test_projection_appears_only_when_widths_differ_unless_always():
     assert isinstance(always, torch.nn.Linear) and (always.in_features, always.out_features) == (128, 128)
 
 
-def test_variant_config_refuses_nonsense():
-    with pytest.raises(CaptError, match="no KD term"):
-        DistillConfig(beta=0.3)
-    with pytest.raises(CaptError, match="temperature"):
-        DistillConfig(beta=0.3, w_dec=1, temperature=0)
-    with pytest.raises(CaptError, match="targets"):
-        DistillConfig(targets="students")
-    with pytest.raises(CaptError, match="projection must be one of auto, always"):
-        DistillConfig(beta=0.3, w_enc=1, projection="sometimes")
-    with pytest.raises(CaptError, match="no encoder KD"):
-        DistillConfig(beta=0.3, w_dec=1, projection="always")
-    with pytest.raises(CaptError, match="fine_tune is false"):
-        DistillConfig(beta=0.3, w_enc=1, fine_tune=False)
-    with pytest.raises(CaptError, match="fine_tune must be true, false or null"):
-        DistillConfig(fine_tune="no")
-    assert DistillConfig(beta=0.3, w_dec=1, fine_tune=False).uses_decoder_kd
+@pytest.mark.parametrize("values, message", [
+    ({"beta": 0.3}, "distill.v: beta is 0.3 but w_enc and w_dec are both 0: no KD term to weigh"),
+    ({"beta": 0.3, "w_dec": 1, "temperature": 0}, "distill.v.temperature: must be > 0, got 0"),
+    ({"beta": 1.5, "w_dec": 1}, "distill.v.beta: must be <= 1, got 1.5"),
+    ({"w_enc": -1}, "distill.v.w_enc: must be >= 0, got -1"),
+    ({"targets": "students"}, "distill.v.targets: must be one of 'references' or 'teacher', got \"students\""),
+    ({"beta": 0.3, "w_enc": 1, "projection": "sometimes"}, "distill.v.projection: must be one of 'auto' or 'always'"),
+    ({"beta": 0.3, "w_dec": 1, "projection": "always"}, "distill.v: projection is always but there is no encoder KD"),
+    ({"beta": 0.3, "w_enc": 1, "fine_tune": False}, "distill.v: encoder KD needs a student encoder that learns"),
+    ({"fine_tune": "no"}, "distill.v.fine_tune: must be true or false, got \"no\""),
+    ({"beta": 0.3, "w_dec": 1, "temprature": 5}, "distill.v.temprature: unknown key; did you mean distill.v.temperature?"),
+])
+def test_variant_config_refuses_nonsense_naming_the_param(values, message):
+    with pytest.raises(CaptError) as e:
+        build_config(DistillConfig, values, "distill.v")
+    assert str(e.value).startswith(f"params.yaml: {message}"), str(e.value)
+
+
+def test_a_variant_config_that_fits_is_built_as_given():
+    assert build_config(DistillConfig, {"beta": 0.3, "w_dec": 1, "fine_tune": False}, "distill.v").uses_decoder_kd
+    assert build_config(DistillConfig, {"temperature": 5}, "distill.v").temperature == 5.0
 
 
 def test_student_subset_is_deterministic_and_sized_by_the_fraction():
@@ -439,5 +445,6 @@ def test_teacher_captions_config_takes_a_device_and_names_a_wrong_one():
 
     assert make_config(TeacherCaptionsConfig, {"beam_size": 3, "batch_size": 64}, "teacher_captions").device == "auto"
     assert make_config(TeacherCaptionsConfig, {"device": "cpu"}, "teacher_captions").device == "cpu"
-    with pytest.raises(CaptError, match=r"^teacher_captions\.device must be one of auto, cpu, cuda, got 'gpu'$"):
+    with pytest.raises(CaptError, match=r"^params\.yaml: teacher_captions\.device: must be one of 'auto', 'cpu' or "
+                                        r"'cuda', got \"gpu\"$"):
         make_config(TeacherCaptionsConfig, {"device": "gpu"}, "teacher_captions")

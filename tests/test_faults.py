@@ -2,7 +2,9 @@
 line naming the file, and the previous output stays as it was (capt.files); a param edited while a
 stage runs fails the stage (tests/test_stage_helpers.py, and under DVC tests/test_pipeline.py); a
 damaged input (an HDF5 cache, a word map, a checkpoint, an image too large) ends in one line naming
-it; prepare counts the captions it drops."""
+it; prepare counts the captions it drops; a wrong param (a type, a range, an unknown or misplaced
+key) ends the stage that reads it in one line naming its full path (and under DVC,
+tests/test_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -490,3 +492,75 @@ def test_prepare_drops_and_counts_them_flickr8k_and_skips_an_image_left_without_
 def test_prepare_counts_nothing_dropped_on_clean_data(tmp_path):
     summary = prepare_dataset(build_coco(tmp_path / "coco"), tmp_path / "out", PREPARE, progress=False)
     assert summary["captions_dropped"] == {"empty": 0, "no_image": 0}
+
+
+# --------------------------------------------------------------------------- params checked where a stage reads them
+# Each mistake of issue #25's list, made in a copy of the real params.yaml and run as dvc.yaml runs the
+# stage: exit 1, one line naming params.yaml and the param's full path, no traceback. The params
+# are checked before the stage reads any data, so none is needed here.
+
+def _set(params: dict, dotted: str, value) -> None:
+    *path, key = dotted.split(".")
+    node = params
+    for part in path:
+        node = node[part]
+    node[key] = value
+
+
+PARAM_MISTAKES = [   # (stage command, param, bad value, the line)
+    ("stages.distill student_t20", "distill.student_t20.temperature", -1,
+     "distill.student_t20.temperature: must be > 0, got -1"),
+    ("stages.distill student_t20", "distill.student_t20.temperature", "abc",
+     'distill.student_t20.temperature: must be a number, got "abc"'),
+    ("stages.distill student_t5", "distill.student_t5.beta", 1.5, "distill.student_t5.beta: must be <= 1, got 1.5"),
+    ("stages.distill student_base", "students.train.epochs", 2.5, "students.train.epochs: must be an integer, got 2.5"),
+    ("stages.train_teacher", "teacher.train.lr", -1, "teacher.train.lr: must be > 0, got -1"),
+    ("stages.train_teacher", "teacher.train.lr", "fast", 'teacher.train.lr: must be a number, got "fast"'),
+    ("stages.train_teacher", "teacher.train.epochs", "three", 'teacher.train.epochs: must be an integer, got "three"'),
+    ("stages.train_teacher", "teacher.epochs", 8, "teacher.epochs: unknown key; did you mean teacher.train.epochs?"),
+    ("stages.evaluate teacher shapes", "evaluate.beam_size", 2.5, "evaluate.beam_size: must be an integer, got 2.5"),
+    ("stages.evaluate teacher shapes", "evaluate.batch_size", 0, "evaluate.batch_size: must be >= 1, got 0"),
+    ("stages.evaluate teacher shapes", "evaluate.grounding_tolerance", -1,
+     "evaluate.grounding_tolerance: must be >= 0, got -1"),
+    ("stages.evaluate teacher shapes", "evaluate.beam_sise", 3,
+     "evaluate.beam_sise: unknown key; did you mean evaluate.beam_size?"),
+    ("stages.prepare shapes", "prepare.max_len", 0, "prepare.max_len: must be >= 1, got 0"),
+    ("stages.blip", "blip.generation.num_beams", True, "blip.generation.num_beams: must be an integer, got true"),
+    ("stages.report", "study.test_sets", "shapes", 'study.test_sets: must be a list, got "shapes"'),
+]
+
+
+@pytest.mark.parametrize("command, param, value, line", PARAM_MISTAKES, ids=[f"{p}={v}" for _, p, v, _ in PARAM_MISTAKES])
+def test_a_wrong_param_ends_the_stage_in_one_line_naming_its_full_path(command, param, value, line, tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    _set(params, param, value)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, "-m", *command.split()], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == f"error: params.yaml: {line}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]      # nothing written
+
+
+def test_a_process_count_that_is_no_count_is_refused_by_the_stage_naming_the_param(tmp_path):
+    """dvc.yaml runs `stages.launch ${teacher.train.processes} stages.train_teacher`: 2.5 reaches the
+    launcher as a string; the stage it starts names the param."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    _set(params, "teacher.train.processes", 2.5)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, "-m", "stages.launch", "2.5", "stages.train_teacher"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == "error: params.yaml: teacher.train.processes: must be an integer, got 2.5"
+
+
+def test_a_blip_folders_generation_settings_out_of_range_are_named(tmp_path):
+    """`capt caption --model <BLIP folder>` reads the folder's generation.json: checked as the
+    blip.generation params are, named by the file."""
+    from capt.blip.model import GENERATION_FILE, read_generation
+
+    (tmp_path / GENERATION_FILE).write_text('{"prompt": "a picture of", "num_beams": 0, "max_length": 20, "mn": 5}')
+    with pytest.raises(CaptError) as e:
+        read_generation(tmp_path)
+    assert str(e.value) == (f"{tmp_path / GENERATION_FILE}: num_beams: must be >= 1, got 0; "
+                            "mn: unknown key (known here: prompt, num_beams, max_length, min_length)")

@@ -436,8 +436,8 @@ def test_evaluate_config_tokenizer_and_the_profiles(tmp_path):
 
     assert EvaluateConfig().tokenizer == "simple"
     with pytest.raises(CaptError) as e:
-        EvaluateConfig(tokenizer="PTB")
-    assert "evaluate.tokenizer" in _one_line(e)
+        make_config(EvaluateConfig, {"tokenizer": "PTB"}, "evaluate")
+    assert _one_line(e) == "params.yaml: evaluate.tokenizer: must be one of 'simple' or 'ptb', got \"PTB\""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for profile, want in (("coco", "ptb"), ("shapes", "simple")):
         out = tmp_path / f"{profile}.yaml"

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from capt.config import build_config
 from capt.errors import CaptError
 from capt.models.decoder import AttentionDecoder, DecoderConfig, caption_loss
 from capt.models.encoder import Encoder, EncoderConfig, resolve_weights
@@ -74,8 +75,9 @@ def test_imagenet_weights_offline_names_file_and_url(tmp_path, monkeypatch):
     assert str(tmp_path / "hub" / "checkpoints" / "resnet101-") in msg and "\n" not in msg
     with pytest.raises(CaptError, match="is not one of"):
         resolve_weights("resnet18", "IMAGENET9K")
-    with pytest.raises(CaptError, match="encoder.name must be one of"):
-        EncoderConfig(name="vgg16")
+    with pytest.raises(CaptError, match=r"^params.yaml: teacher.encoder.name: must be one of 'resnet18', 'resnet34', "
+                                        r"'resnet50', 'resnet101' or 'resnet152', got \"vgg16\"$"):
+        build_config(EncoderConfig, {"name": "vgg16"}, "teacher.encoder")
 
 
 def _decoder(vocab=12, feat=8, seed=0):
@@ -177,8 +179,8 @@ def test_shallower_trunk_keeps_resolution_and_width():
     f = enc(_images(s=64))                                  # 64 px / 8 = 8x8 cells, no pooling needed
     assert f.shape == (2, 64, 128)
     assert Encoder(EncoderConfig(name="resnet50", encoded_size=2, stages=3)).feature_dim == 1024
-    with pytest.raises(CaptError, match="encoder.stages must be 1..4"):
-        EncoderConfig(stages=5)
+    with pytest.raises(CaptError, match=r"^params.yaml: students.encoder.stages: must be <= 4, got 5$"):
+        build_config(EncoderConfig, {"stages": 5}, "students.encoder")
 
 
 @pytest.mark.parametrize("grid,encoded_size", [((8, 8), 4), ((8, 8), 14), ((8, 8), 3), ((5, 7), 2), ((6, 6), 6)])

@@ -390,6 +390,30 @@ def test_a_param_edited_while_its_stage_runs_fails_the_stage_and_dvc_still_sees_
     assert json.loads(_run(["dvc", "status", "--json"], repo_copy)) == {}
 
 
+def test_a_wrong_param_fails_its_stage_under_dvc_in_one_line_and_dvc_keeps_the_lock(repo_copy):
+    """A string where a number belongs (`-S distill.student_t20.temperature=abc`): `dvc repro` stops
+    at that stage with one line naming the param, no traceback; dvc.lock is as it was, and `dvc
+    status` still shows the stage as changed."""
+    lock = (repo_copy / "dvc.lock").read_text()
+    before = yaml.safe_load((repo_copy / "params.yaml").read_text())["distill"]["student_t20"]
+    _set_param(repo_copy, "distill", "student_t20", {**before, "temperature": "abc"})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(repo_copy)}
+    try:
+        proc = subprocess.run(["dvc", "repro", "distill@student_t20"], cwd=repo_copy, env=env, capture_output=True,
+                              text=True)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out
+        assert 'error: params.yaml: distill.student_t20.temperature: must be a number, got "abc"' in out, out
+        assert "Traceback" not in out
+        assert (repo_copy / "dvc.lock").read_text() == lock
+        assert "distill@student_t20" in json.loads(_run(["dvc", "status", "--json"], repo_copy))
+    finally:
+        _set_param(repo_copy, "distill", "student_t20", before)
+    _run(["dvc", "repro"], repo_copy)       # DVC removed the stage's outputs before it ran: made again
+    assert json.loads(_run(["dvc", "status", "--json"], repo_copy)) == {}
+
+
 def test_training_stage_under_torchrun_with_two_gloo_processes(repo_copy, tmp_path):
     """dvc.yaml's command for `teacher.train.processes: 2`: the real train_teacher stage on two
     processes, rank 0 alone writing the model, its history and its metrics."""

@@ -99,7 +99,11 @@ def test_a_bad_disk_param_is_one_line(tmp_path, monkeypatch, capsys):
     _params(tmp_path, monkeypatch, disk_gb="lots")
     with pytest.raises(SystemExit):
         main()
-    assert _errors(capsys) == ["error: params.yaml: preflight.disk_gb: must be a number >= 0, got 'lots'"]
+    assert _errors(capsys) == ['error: params.yaml: preflight.disk_gb: must be a number, got "lots"']
+    _params(tmp_path, monkeypatch, disk_gb=-1)
+    with pytest.raises(SystemExit):
+        main()
+    assert _errors(capsys) == ["error: params.yaml: preflight.disk_gb: must be >= 0, got -1"]
 
 
 def test_clipscore_without_its_clip_in_the_cache_stops_before_any_download(tmp_path, monkeypatch, capsys):

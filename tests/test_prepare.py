@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from capt.config import build_config
 from capt.data.cache import karpathy_part, read_references
 from capt.data.manifest import load_manifest
 from capt.data.prepare import PrepareConfig, prepare_dataset, sample_captions
@@ -226,8 +227,8 @@ def test_blip_is_given_the_test_images_resized_once_from_the_originals_to_its_ow
             upsampled = Image.fromarray(small_image.transpose(1, 2, 0)).resize((32, 32), Image.Resampling.BICUBIC)
             assert not np.array_equal(image, np.asarray(upsampled).transpose(2, 0, 1))
     assert read_references(out / "test_blip.h5") == read_references(out / "test.h5")
-    with pytest.raises(CaptError, match="prepare.blip_image_size must be >= 16, got 8"):
-        dataclasses.replace(CFG, blip_image_size=8)
+    with pytest.raises(CaptError, match=r"^params.yaml: prepare.blip_image_size: must be >= 16, got 8$"):
+        build_config(PrepareConfig, {**dataclasses.asdict(CFG), "blip_image_size": 8}, "prepare")
 
 
 def test_a_split_without_restval_cannot_be_split_by_karpathy_part(tmp_path):
@@ -359,9 +360,11 @@ def _assert_same_outputs(a, b):
 
 
 def test_workers_setting_is_checked_and_kept_out_of_the_summary(tmp_path):
-    for bad in (-1, 1.5, True):
-        with pytest.raises(CaptError, match="prepare.workers must be an integer >= 0"):
-            PrepareConfig(workers=bad)
+    for bad, why in ((-1, "must be >= 0, got -1"), (1.5, "must be an integer, got 1.5"),
+                     (True, "must be an integer, got true")):
+        with pytest.raises(CaptError) as e:
+            build_config(PrepareConfig, {"workers": bad}, "prepare")
+        assert str(e.value) == f"params.yaml: prepare.workers: {why}"
     assert "workers" not in PrepareConfig(workers=4).written()
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from capt.config import build_config
 from capt.data.vocab import SPECIALS, Vocabulary
 from capt.errors import CaptError
 from capt.models.encoder import Encoder, EncoderConfig
@@ -117,8 +118,10 @@ def test_pretraining_trains_the_whole_trunk_and_saves_it_for_a_frozen_encoder(tm
 
 
 def test_pretrain_config_checks():
-    with pytest.raises(CaptError, match="pretrain.epochs must be >= 0"):
-        PretrainConfig(epochs=-1)
+    with pytest.raises(CaptError, match=r"^params.yaml: pretrain.teacher.epochs: must be >= 0, got -1$"):
+        build_config(PretrainConfig, {"epochs": -1}, "pretrain.teacher")
+    with pytest.raises(CaptError, match=r"^params.yaml: pretrain.teacher.min_cover: must be <= 1, got 1.5$"):
+        build_config(PretrainConfig, {"min_cover": 1.5}, "pretrain.teacher")
     assert PretrainConfig(epochs=0).train_config().epochs == 1
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from capt.config import build_config
 from capt.viz.report import Figures, Table, write_report
 from tests.browser import rendered_dom
 
@@ -168,10 +169,12 @@ def test_published_numbers_sit_beside_ours_for_the_models_and_metrics_named():
     assert [(r["model"], r["metric"], r["published"], r["ours"]) for r in rows] == [
         ("teacher", "bleu4_coco", 0.243, 0.21), ("blip", "bleu4_coco", 0.397, 0.38), ("blip", "meteor", 0.3, None)]
     assert rows[0]["source"] == "Xu" and rows[0]["dataset"] == "coco"
-    with pytest.raises(CaptError, match=r"report.published\[0\].scores: metrics among bleu4, bleu4_coco, cider"):
-        ReportConfig(published=[{**published[0], "scores": {"bleu": 0.2}}])
-    with pytest.raises(CaptError, match=r"report.published\[1\] must have exactly model, dataset, scores and source"):
-        ReportConfig(published=[published[0], {"model": "blip", "scores": {"cider": 1.0}}])
+    with pytest.raises(CaptError, match=r"^params.yaml: report: published\[0\].scores: metrics among bleu4, bleu4_coco, "
+                                        r"cider"):
+        build_config(ReportConfig, {"published": [{**published[0], "scores": {"bleu": 0.2}}]}, "report")
+    with pytest.raises(CaptError, match=r"^params.yaml: report: published\[1\] must have exactly model, dataset, scores "
+                                        r"and source"):
+        build_config(ReportConfig, {"published": [published[0], {"model": "blip", "scores": {"cider": 1.0}}]}, "report")
 
 
 def test_latency_is_the_median_of_passes_with_every_model_timed_in_turn():
@@ -336,10 +339,11 @@ def test_the_difference_view_pairs_each_student_with_the_baseline_and_the_teache
     assert difference_pairs(models) == [("student_t5", "student_base"), ("student_seq", "student_base"),
                                         ("teacher", "blip")]
     assert difference_pairs(["teacher", "student_t5"]) == []          # no baseline student, no BLIP: no pair
-    with pytest.raises(CaptError, match=r"report.difference_pairs\[1\] must be two model names"):
-        ReportConfig(difference_pairs=[["a", "b"], ["teacher"]])
-    with pytest.raises(CaptError, match="report.viewer_images must be a positive integer"):
-        ReportConfig(viewer_images=0)
+    with pytest.raises(CaptError, match=r"^params.yaml: report.difference_pairs\[1\]: must have at least 2 item\(s\), "
+                                        r'got \["teacher"\]$'):
+        build_config(ReportConfig, {"difference_pairs": [["a", "b"], ["teacher"]]}, "report")
+    with pytest.raises(CaptError, match=r"^params.yaml: report.viewer_images: must be >= 1, got 0$"):
+        build_config(ReportConfig, {"viewer_images": 0}, "report")
 
 
 def test_the_faithfulness_table_shows_each_auc_beside_its_baselines_and_the_sanity_check():

@@ -21,6 +21,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from capt.config import build_config
 from capt.data.shapes import ShapesConfig, generate_shapes
 from capt.errors import CaptError
 
@@ -584,14 +585,15 @@ def test_shift_world_has_the_same_words_and_other_backgrounds(default_dir, shift
 )
 def test_bad_config_raises_one_line_naming_the_field(field, value):
     with pytest.raises(CaptError) as info:
-        ShapesConfig(**{field: value})
+        build_config(ShapesConfig, {field: value}, "download.shapes")
     message = str(info.value)
-    assert field in message and repr(value) in message and "\n" not in message
+    assert message.startswith(f"params.yaml: download.shapes.{field}: must be ") and "\n" not in message
+    assert message.endswith(f"got {json.dumps(value)}"), message
 
 
 def test_no_images_at_all_is_an_error():
-    with pytest.raises(CaptError, match="n_train"):
-        ShapesConfig(n_train=0, n_val=0, n_test=0)
+    with pytest.raises(CaptError, match=r"^params.yaml: download.shapes: n_train \+ n_val \+ n_test must be at least 1"):
+        build_config(ShapesConfig, {"n_train": 0, "n_val": 0, "n_test": 0}, "download.shapes")
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "../up", "with space"])

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from capt.config import build_config
 from capt.data.vocab import SPECIALS, Vocabulary
 from capt.errors import CaptError
 from capt.models.decoder import AttentionDecoder, DecoderConfig
@@ -127,8 +128,8 @@ def test_loader_batches_that_do_not_fit_in_shared_memory_fail_before_training(tm
     from capt.train.distributed import Runtime
     loader = loop._epoch_loader(ds, cfg, 1, Runtime(0, 1, torch.device("cpu")))
     assert (loader.num_workers, loader.prefetch_factor) == (2, 2)
-    with pytest.raises(CaptError, match="train.prefetch_factor must be >= 1, got 0"):
-        dataclasses.replace(cfg, prefetch_factor=0)
+    with pytest.raises(CaptError, match=r"^params.yaml: teacher.train.prefetch_factor: must be >= 1, got 0$"):
+        build_config(TrainConfig, {**dataclasses.asdict(cfg), "prefetch_factor": 0}, "teacher.train")
 
 
 def test_fp16_native_cells_train_exactly_as_the_float32_cells_pooled_beforehand(tmp_path):
@@ -343,8 +344,27 @@ def test_resumed_run_keeps_counting_bad_epochs(tmp_path):
 
 
 def test_lr_patience_must_be_positive():
-    with pytest.raises(CaptError, match="lr_patience must be >= 1"):
-        TrainConfig(lr_patience=0)
+    with pytest.raises(CaptError, match=r"^params.yaml: students.train.lr_patience: must be >= 1, got 0$"):
+        build_config(TrainConfig, {"lr_patience": 0}, "students.train")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"lr": -1}, "teacher.train.lr: must be > 0, got -1"),
+    ({"lr": "fast"}, 'teacher.train.lr: must be a number, got "fast"'),
+    ({"epochs": "three"}, 'teacher.train.epochs: must be an integer, got "three"'),
+    ({"epochs": 2.5}, "teacher.train.epochs: must be an integer, got 2.5"),
+    ({"epochs": True}, "teacher.train.epochs: must be an integer, got true"),
+    ({"lr_decay": 0}, "teacher.train.lr_decay: must be > 0, got 0"),
+    ({"grad_clip": -5}, "teacher.train.grad_clip: must be >= 0, got -5"),
+    ({"device": "gpu"}, "teacher.train.device: must be one of 'auto', 'cpu' or 'cuda', got \"gpu\""),
+    ({"batch_size": 30, "processes": 4}, "teacher.train: batch_size 30 (the global batch) must divide evenly over "
+                                         "processes 4"),
+    ({"epoch": 3}, "teacher.train.epoch: unknown key; did you mean teacher.train.epochs?"),
+])
+def test_train_config_names_each_wrong_value_by_its_full_path(values, message):
+    with pytest.raises(CaptError) as e:
+        build_config(TrainConfig, values, "teacher.train")
+    assert str(e.value) == f"params.yaml: {message}"
 
 
 def test_select_on_cider_chooses_the_epoch_by_cider_not_bleu4(tmp_path):
@@ -361,8 +381,8 @@ def test_select_on_cider_chooses_the_epoch_by_cider_not_bleu4(tmp_path):
     result = fit(task, ds, cfg, tmp_path, progress=False)
     assert result["best"] == {"cider": 1.3, "epoch": 3}
     assert [row["lr"] for row in result["history"]] == pytest.approx([0.01, 0.01, 0.01, 0.01])   # no bad epoch before 4
-    with pytest.raises(CaptError, match="select_on must be one of bleu4, cider, got 'meteor'"):
-        TrainConfig(select_on="meteor")
+    with pytest.raises(CaptError, match=r"select_on: must be one of 'bleu4' or 'cider', got \"meteor\"$"):
+        build_config(TrainConfig, {"select_on": "meteor"}, "teacher.train")
 
 
 def test_a_checkpoint_is_the_same_bytes_whoever_writes_it(tmp_path):

@@ -14,14 +14,16 @@ so batched generation never pads a prompt (BLIP decodes padded prompts wrongly).
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 from transformers.utils.import_utils import is_torch_greater_or_equal
 
+from capt.config import CHECKED, ConfigError, Count, Int, NonNegativeInt, build_config, with_config
 from capt.errors import CaptError
 from capt.files import write_atomic
 
@@ -32,34 +34,54 @@ PRETRAINED = "Salesforce/blip-image-captioning-base"
 
 PICKLED_WEIGHTS = "pytorch_model.bin"     # Salesforce/blip-image-captioning-base's only PyTorch weights
 
+
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class SmallBlipConfig:
     """A BLIP small enough to fine-tune on a CPU in the embedded profile."""
 
-    image_size: int = 64
-    patch_size: int = 8            # (image_size / patch_size)^2 patches: the Grad-CAM grid
-    vision_hidden: int = 64
-    vision_layers: int = 2
-    text_hidden: int = 64
-    text_layers: int = 2
-    heads: int = 2
-    max_positions: int = 40
-    seed: int = 0
+    image_size: Count = 64
+    patch_size: Count = 8          # (image_size / patch_size)^2 patches: the Grad-CAM grid
+    vision_hidden: Count = 64
+    vision_layers: Count = 2
+    text_hidden: Count = 64
+    text_layers: Count = 2
+    heads: Count = 2
+    max_positions: Count = 40
+    seed: Int = 0
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
-            raise CaptError(f"blip image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         for name in ("vision_hidden", "text_hidden"):
             if getattr(self, name) % self.heads:
-                raise CaptError(f"blip {name} {getattr(self, name)} is not a multiple of heads {self.heads}")
+                raise ConfigError(f"{name} {getattr(self, name)} is not a multiple of heads {self.heads}")
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class GenerationConfig:
     prompt: str = "a picture of"
-    num_beams: int = 3
-    max_length: int = 20           # tokens, prompt included (as in the published settings)
-    min_length: int = 5
+    num_beams: Count = 3
+    max_length: Count = 20         # tokens, prompt included (as in the published settings)
+    min_length: NonNegativeInt = 5
+
+    def __post_init__(self):
+        if self.min_length > self.max_length:
+            raise ConfigError(f"min_length {self.min_length} is above max_length {self.max_length}")
+
+
+@with_config(CHECKED)
+@dataclass(frozen=True)
+class BlipStudyConfig:
+    """The study's BLIP: which one it starts from, how it captions, how it is fine-tuned."""
+
+    dataset: str                   # the prepared dataset it is fine-tuned on (and whose words a small one knows)
+    source: Literal["small", "pretrained"] = "small"   # small: built from ``small``; pretrained: ``pretrained``'s weights
+    pretrained: str = PRETRAINED   # a Hugging Face repo id in the local cache
+    small: SmallBlipConfig = field(default_factory=SmallBlipConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    train: dict[str, Any] = field(default_factory=dict)   # a TrainConfig, but epochs 0 is zero-shot: no fine-tuning
 
 
 def words_tokenizer(words: list[str]) -> BertTokenizer:
@@ -190,7 +212,13 @@ def read_generation(folder: Path) -> GenerationConfig:
     import json
 
     path = Path(folder) / GENERATION_FILE
-    return GenerationConfig(**json.loads(path.read_text())) if path.exists() else GenerationConfig()
+    if not path.exists():
+        return GenerationConfig()
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CaptError(f"{path}: not readable JSON ({e})") from None
+    return build_config(GenerationConfig, values, "", source=str(path))     # a key or value out of place: named
 
 
 def merge_wordpieces(tokens: list[str], maps: torch.Tensor,

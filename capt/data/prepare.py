@@ -26,11 +26,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from annotated_types import Ge
 from tqdm import tqdm
 
+from capt.config import CHECKED, Count, Int, NonNegativeInt, with_config
 from capt.data.cache import BLIP_TEST_FILE, SplitWriter
 from capt.data.manifest import load_manifest
 from capt.data.readers import SPLITS, CaptionStore, ImageRecord, ZipImageStore, decode_image, read_splits
@@ -41,7 +44,7 @@ from capt.text import normalize_caption
 
 log = logging.getLogger(__name__)
 
-BAD_IMAGE_POLICIES = ("skip", "fail")
+ImageSide = Annotated[Int, Ge(16)]     # pixels, of the square images prepare writes
 # Settings that change how fast prepare runs, never what it writes: kept out of summary.json's
 # config so the outputs stay byte-identical whatever they are.
 RUNTIME_ONLY = ("workers",)
@@ -55,28 +58,17 @@ _BAD_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, zipf
                      Image.DecompressionBombError)
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class PrepareConfig:
-    image_size: int = 128          # S: images are resized to S x S
-    blip_image_size: int = 384     # test_blip.h5: the test images at BLIP's input size (384: the pretrained BLIP's)
-    min_word_freq: int = 3         # training-split words seen fewer times become <unk>
-    max_len: int = 20              # caption tokens kept (without <start>/<end>)
-    captions_per_image: int = 5    # encoded captions per image (sampled, deterministically)
-    on_bad_image: str = "skip"     # a corrupt or missing image: "skip" (and list it) or "fail"
-    seed: int = 0                  # caption sampling
-    workers: int = 0               # decoding processes: 0 or 1 in this process; outputs identical either way
-
-    def __post_init__(self):
-        for name in ("image_size", "blip_image_size", "min_word_freq", "max_len", "captions_per_image"):
-            if getattr(self, name) < 1:
-                raise CaptError(f"prepare.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("image_size", "blip_image_size"):
-            if getattr(self, name) < 16:
-                raise CaptError(f"prepare.{name} must be >= 16, got {getattr(self, name)}")
-        if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise CaptError(f"prepare.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
-        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
-            raise CaptError(f"prepare.workers must be an integer >= 0, got {self.workers!r}")
+    image_size: ImageSide = 128    # S: images are resized to S x S
+    blip_image_size: ImageSide = 384   # test_blip.h5: the test images at BLIP's input size (384: the pretrained BLIP's)
+    min_word_freq: Count = 3       # training-split words seen fewer times become <unk>
+    max_len: Count = 20            # caption tokens kept (without <start>/<end>)
+    captions_per_image: Count = 5  # encoded captions per image (sampled, deterministically)
+    on_bad_image: Literal["skip", "fail"] = "skip"   # a corrupt or missing image: "skip" (and list it) or "fail"
+    seed: Int = 0                  # caption sampling
+    workers: NonNegativeInt = 0    # decoding processes: 0 or 1 in this process; outputs identical either way
 
     def written(self) -> dict:
         """The settings that define the outputs, as summary.json lists them."""

@@ -35,11 +35,13 @@ import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable, Literal, get_args
 
 import numpy as np
+from annotated_types import Interval
 from PIL import Image, ImageDraw
 
+from capt.config import CHECKED, ConfigError, Int, NonNegativeInt, with_config
 from capt.errors import CaptError
 from capt.files import write_json
 from capt.text import normalize_caption
@@ -65,7 +67,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 125, 20),
 }
 SIZES: tuple[str, ...] = ("small", "large")
-WORLDS: tuple[str, ...] = ("default", "shift")
+World = Literal["default", "shift"]
+WORLDS: tuple[str, ...] = get_args(World)
 NUMBERS: dict[int, str] = {1: "one", 2: "two", 3: "three", 4: "four"}
 # Every phrase R of a relation caption "a R b"; relations_between says which hold.
 RELATIONS: tuple[str, ...] = ("above", "below", "to the left of", "to the right of", "next to")
@@ -82,41 +85,24 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 # ----------------------------------------------------------------------------- the config
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class ShapesConfig:
     """What to generate. The defaults are the embedded profile's training world."""
 
-    seed: int = 0
-    world: str = "default"  # "default" or "shift"
-    n_train: int = 3000
-    n_val: int = 250
-    n_test: int = 250
-    image_size: int = 128  # pixels, square
-    captions_per_image: int = 5
-    max_objects: int = 3  # 1..max_objects objects per image
-    jpeg_quality: int = 90
+    seed: NonNegativeInt = 0
+    world: World = "default"
+    n_train: NonNegativeInt = 3000
+    n_val: NonNegativeInt = 250
+    n_test: NonNegativeInt = 250
+    image_size: Annotated[Int, Interval(ge=MIN_IMAGE_SIZE, le=1024)] = 128  # pixels, square
+    captions_per_image: Annotated[Int, Interval(ge=1, le=MAX_CAPTIONS)] = 5
+    max_objects: Annotated[Int, Interval(ge=1, le=MAX_OBJECTS)] = 3  # 1..max_objects objects per image
+    jpeg_quality: Annotated[Int, Interval(ge=1, le=100)] = 90
 
     def __post_init__(self) -> None:
-        def need_int(field: str, lo: int, hi: int | None = None) -> None:
-            value = getattr(self, field)
-            # bool is an int subclass; `n_train: true` in YAML is a mistake, not 1.
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise CaptError(f"ShapesConfig.{field} must be an integer, got {value!r}")
-            if value < lo or (hi is not None and value > hi):
-                bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-                raise CaptError(f"ShapesConfig.{field} must be {bounds}, got {value!r}")
-
-        need_int("seed", 0)
-        if self.world not in WORLDS:
-            raise CaptError(f"ShapesConfig.world must be one of {', '.join(WORLDS)}, got {self.world!r}")
-        for split in ("n_train", "n_val", "n_test"):
-            need_int(split, 0)
         if self.n_train + self.n_val + self.n_test < 1:
-            raise CaptError("ShapesConfig.n_train + n_val + n_test must be at least 1, got 0")
-        need_int("image_size", MIN_IMAGE_SIZE, 1024)
-        need_int("captions_per_image", 1, MAX_CAPTIONS)
-        need_int("max_objects", 1, MAX_OBJECTS)
-        need_int("jpeg_quality", 1, 100)
+            raise ConfigError("n_train + n_val + n_test must be at least 1, got 0")
 
 
 # ----------------------------------------------------------------------------- the worlds

@@ -24,17 +24,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Ge
 
+from capt.config import CHECKED, AutoOnOff, Count, Device, Int, NonNegative, NonNegativeInt, OnOff, with_config
 from capt.data.manifest import load_manifest
-from capt.errors import CaptError
 from capt.eval.baselines import caption_diagnostics
 from capt.eval.bootstrap import MIN_RESAMPLES, confidence_intervals, resample_counts
 from capt.eval.clipscore import PRETRAINED, ClipScores, clipscore_cells
 from capt.eval.content import is_shapes_world, score_content, score_coverage
 from capt.eval.grounding import CHAIR_KEYS, Instances, dataset_lexicon, load_instances, score_techniques
-from capt.eval.metrics import TOKENIZERS, score_captions_per_image
+from capt.eval.metrics import Tokenizer, score_captions_per_image
 from capt.eval.per_image import ImageScores
 from capt.text import normalize_caption
 
@@ -47,47 +49,26 @@ CONTENT_INTERVALS = {"coverage": ("coverage",),
 WordMaps = dict[int, tuple[list[str], np.ndarray]]
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class EvaluateConfig:
-    beam_size: int = 3
-    max_len: int = 20
-    batch_size: int = 32
-    meteor: str = "auto"        # auto (when Java is present) | on | off
-    tokenizer: str = "simple"   # simple (capt.text.normalize_caption) | ptb (coco-caption's, needs Java)
-    gradcam_layer: int = -1     # BLIP: the cross-attention layer whose maps Grad-CAM weighs
-    grounding_tolerance: float = 15.0   # pointing game: pixels (at the original image size) around the mask
-    device: str = "auto"        # auto (a GPU where there is one) | cpu | cuda
-    bootstrap_resamples: int = 1000   # percentile bootstrap over the test images (95% intervals)
-    bootstrap_seed: int = 0           # with the test set's image ids, all the resamples depend on
-    faithfulness_images: int = 0      # a Show-Attend-Tell model's maps explained on this many test images: deletion /
-                                      # insertion curves and the sanity check (capt.eval.faithfulness); 0: not at all
-    faithfulness_steps: int = 8       # points of each curve after the first: steps + 1 fractions of cells removed
-    clipscore: str = "off"            # on: CLIP-S and RefCLIP-S of every caption (capt.eval.clipscore) | off
+    beam_size: Count = 3
+    max_len: Count = 20
+    batch_size: Count = 32
+    meteor: AutoOnOff = "auto"  # auto (when Java is present) | on | off
+    tokenizer: Tokenizer = "simple"   # simple (capt.text.normalize_caption) | ptb (coco-caption's, needs Java)
+    gradcam_layer: Int = -1     # BLIP: the cross-attention layer whose maps Grad-CAM weighs
+    grounding_tolerance: NonNegative = 15.0   # pointing game: pixels (at the original image size) around the mask
+    device: Device = "auto"     # auto (a GPU where there is one) | cpu | cuda
+    # Percentile bootstrap over the test images (95% intervals); fewer resamples make the interval's
+    # percentiles themselves noisy.
+    bootstrap_resamples: Annotated[Int, Ge(MIN_RESAMPLES)] = 1000
+    bootstrap_seed: NonNegativeInt = 0  # with the test set's image ids, all the resamples depend on
+    faithfulness_images: NonNegativeInt = 0  # a Show-Attend-Tell model's maps explained on this many test images:
+                                      # deletion / insertion curves and the sanity check (capt.eval.faithfulness); 0: not at all
+    faithfulness_steps: Count = 8     # points of each curve after the first: steps + 1 fractions of cells removed
+    clipscore: OnOff = "off"          # on: CLIP-S and RefCLIP-S of every caption (capt.eval.clipscore) | off
     clip_model: str = PRETRAINED      # the CLIP that scores them: a Hugging Face repo id in the local cache, or a folder
-
-    def __post_init__(self):
-        # YAML 1.1 readers (PyYAML) read a bare on/off as a boolean; a YAML 1.2 writer (DVC's
-        # `exp run -S`) leaves them bare. Both spellings mean the same here.
-        if isinstance(self.meteor, bool):
-            object.__setattr__(self, "meteor", "on" if self.meteor else "off")
-        if self.meteor not in ("auto", "on", "off"):
-            raise CaptError(f"evaluate.meteor must be auto, on or off, got {self.meteor!r}")
-        if isinstance(self.clipscore, bool):
-            object.__setattr__(self, "clipscore", "on" if self.clipscore else "off")
-        if self.clipscore not in ("on", "off"):
-            raise CaptError(f"evaluate.clipscore must be on or off, got {self.clipscore!r}")
-        if self.tokenizer not in TOKENIZERS:
-            raise CaptError(f"evaluate.tokenizer must be {' or '.join(TOKENIZERS)}, got {self.tokenizer!r}")
-        if (isinstance(self.bootstrap_resamples, bool) or not isinstance(self.bootstrap_resamples, int)
-                or self.bootstrap_resamples < MIN_RESAMPLES):
-            raise CaptError(f"evaluate.bootstrap_resamples must be an integer of at least {MIN_RESAMPLES} (fewer makes "
-                            f"the interval's percentiles noisy), got {self.bootstrap_resamples!r}")
-        if isinstance(self.bootstrap_seed, bool) or not isinstance(self.bootstrap_seed, int) or self.bootstrap_seed < 0:
-            raise CaptError(f"evaluate.bootstrap_seed must be a non-negative integer, got {self.bootstrap_seed!r}")
-        for name, least in (("faithfulness_images", 0), ("faithfulness_steps", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise CaptError(f"evaluate.{name} must be an integer of at least {least}, got {value!r}")
 
     @property
     def meteor_wanted(self) -> bool | None:

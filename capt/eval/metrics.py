@@ -55,6 +55,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
@@ -71,7 +72,7 @@ from capt.eval.per_image import ImageScores, bleu_statistics, sort_key
 from capt.text import normalize_caption
 
 __all__ = ["score_captions", "score_captions_per_image", "ceiling_bleu4", "leave_one_out_bleu4", "LeaveOneOut", "tokenize_captions", "image_scores",
-           "TOKENIZERS", "write_coco_results", "meteor_available", "ptb_tokenizer_available"]
+           "TOKENIZERS", "Tokenizer", "write_coco_results", "meteor_available", "ptb_tokenizer_available"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ BLEU_WEIGHTS: dict[str, tuple[float, ...]] = {
     f"bleu{n}": tuple(1.0 / n for _ in range(n)) for n in (1, 2, 3, 4)
 }
 
-TOKENIZERS = ("simple", "ptb")   # capt.text.normalize_caption | coco-caption's PTBTokenizer
+Tokenizer = Literal["simple", "ptb"]   # capt.text.normalize_caption | coco-caption's PTBTokenizer
+TOKENIZERS = get_args(Tokenizer)
 
 # PTBTokenizer: JVM start-up is under a second; tokenising runs at thousands of captions a second.
 PTB_STARTUP_TIMEOUT_S = 120.0

@@ -13,22 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capt.errors import CaptError
+from capt.config import CHECKED, Count, Probability, with_config
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class DecoderConfig:
-    embed_dim: int = 512
-    attention_dim: int = 512
-    decoder_dim: int = 512
-    dropout: float = 0.5
-
-    def __post_init__(self):
-        for name in ("embed_dim", "attention_dim", "decoder_dim"):
-            if getattr(self, name) < 1:
-                raise CaptError(f"decoder.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise CaptError(f"decoder.dropout must be in [0, 1), got {self.dropout}")
+    embed_dim: Count = 512
+    attention_dim: Count = 512
+    decoder_dim: Count = 512
+    dropout: Probability = 0.5
 
 
 class SoftAttention(nn.Module):

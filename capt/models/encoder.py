@@ -22,36 +22,33 @@ import urllib.error
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 import torchvision
+from annotated_types import Interval
 from torch import nn
 
+from capt.config import CHECKED, Count, Flag, Int, with_config
 from capt.errors import CaptError
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+ResNet = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+RESNETS = get_args(ResNet)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class EncoderConfig:
-    name: str = "resnet101"
+    name: ResNet = "resnet101"
     weights: str | None = None     # a torchvision weights enum name ("IMAGENET1K_V1", "DEFAULT") or None: random
-    encoded_size: int = 14         # adaptive pool to encoded_size x encoded_size cells
-    fine_tune: bool = False        # let blocks 2-4 learn
-    stages: int = 4                # ResNet stages (layer1..layer4) in the trunk; 4 = all, as in the seed.
-                                   # Fewer keep more of the image in a *random* trunk, whose deep
+    encoded_size: Count = 14       # adaptive pool to encoded_size x encoded_size cells
+    fine_tune: Flag = False        # let blocks 2-4 learn
+    stages: Annotated[Int, Interval(ge=1, le=4)] = 4   # ResNet stages (layer1..layer4) in the trunk; 4 = all, as in
+                                   # the seed. Fewer keep more of the image in a *random* trunk, whose deep
                                    # features wash colour and shape out (embedded profile)
-
-    def __post_init__(self):
-        if self.name not in RESNETS:
-            raise CaptError(f"encoder.name must be one of {', '.join(RESNETS)}, got {self.name!r}")
-        if self.encoded_size < 1:
-            raise CaptError(f"encoder.encoded_size must be >= 1, got {self.encoded_size}")
-        if not 1 <= self.stages <= 4:
-            raise CaptError(f"encoder.stages must be 1..4, got {self.stages}")
 
 
 def resolve_weights(name: str, weights: str | None) -> torchvision.models.WeightsEnum | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import h5py
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from capt.config import CHECKED, ConfigError, Flag, NonNegative, Positive, UnitInterval, with_config
 from capt.data.cache import karpathy_part, open_h5
 from capt.data.dataset import read_feature_grid
 from capt.data.vocab import Vocabulary
@@ -42,43 +44,32 @@ from capt.models.encoder import Encoder, pool_cells
 from capt.train.captioner import CaptionerTask, flatten_captions, top5_accuracy
 from capt.train.distributed import token_share
 
-TARGETS = ("references", "teacher")
-PROJECTIONS = ("auto", "always")
+Targets = Literal["references", "teacher"]
+Projection = Literal["auto", "always"]
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class DistillConfig:
     """One student variant's loss."""
 
-    beta: float = 0.0            # weight of the KD terms; 0 = the task loss alone (the baseline)
-    temperature: float = 1.0     # T of the word-level KD
-    w_enc: float = 0.0           # weight of the encoder feature MSE inside the KD term
-    w_dec: float = 0.0           # weight of the decoder KL inside the KD term
-    targets: str = "references"  # references: human captions | teacher: its beam-search captions (seq-KD)
-    fine_tune: bool | None = None  # the student encoder's blocks 2-4 learn; None: students.encoder.fine_tune.
+    beta: UnitInterval = 0.0     # weight of the KD terms; 0 = the task loss alone (the baseline)
+    temperature: Positive = 1.0  # T of the word-level KD
+    w_enc: NonNegative = 0.0     # weight of the encoder feature MSE inside the KD term
+    w_dec: NonNegative = 0.0     # weight of the decoder KL inside the KD term
+    targets: Targets = "references"  # references: human captions | teacher: its beam-search captions (seq-KD)
+    fine_tune: Flag | None = None  # the student encoder's blocks 2-4 learn; None: students.encoder.fine_tune.
                                    # False freezes them: with and without decoder KD, the seed study's 2x2
-    projection: str = "auto"     # encoder KD through a learned 1x1 projection: auto (only when the widths
+    projection: Projection = "auto"  # encoder KD through a learned 1x1 projection: auto (only when the widths
                                  # differ) | always (FitNets' regressor: two trunks share no channel basis)
 
     def __post_init__(self):
-        if not 0.0 <= self.beta <= 1.0:
-            raise CaptError(f"beta must be in [0, 1], got {self.beta}")
-        if self.temperature <= 0:
-            raise CaptError(f"temperature must be > 0, got {self.temperature}")
-        if self.w_enc < 0 or self.w_dec < 0:
-            raise CaptError(f"w_enc and w_dec must be >= 0, got {self.w_enc} and {self.w_dec}")
-        if self.targets not in TARGETS:
-            raise CaptError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
         if self.beta > 0 and self.w_enc == 0 and self.w_dec == 0:
-            raise CaptError(f"beta is {self.beta} but w_enc and w_dec are both 0: no KD term to weigh")
-        if self.fine_tune is not None and not isinstance(self.fine_tune, bool):
-            raise CaptError(f"fine_tune must be true, false or null (students.encoder's), got {self.fine_tune!r}")
-        if self.projection not in PROJECTIONS:
-            raise CaptError(f"projection must be one of {', '.join(PROJECTIONS)}, got {self.projection!r}")
+            raise ConfigError(f"beta is {self.beta} but w_enc and w_dec are both 0: no KD term to weigh")
         if self.projection == "always" and not self.uses_encoder_kd:
-            raise CaptError("projection is always but there is no encoder KD (beta and w_enc > 0): nothing to project")
+            raise ConfigError("projection is always but there is no encoder KD (beta and w_enc > 0): nothing to project")
         if self.fine_tune is False and self.uses_encoder_kd:
-            raise CaptError("encoder KD needs a student encoder that learns, but fine_tune is false")
+            raise ConfigError("encoder KD needs a student encoder that learns, but fine_tune is false")
 
     @property
     def uses_encoder_kd(self) -> bool:

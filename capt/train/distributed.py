@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+import typing
 from dataclasses import dataclass, field
 
 import torch
@@ -24,9 +25,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
+from capt.config import Device
 from capt.errors import CaptError
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = typing.get_args(Device)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def all_mean(values: dict[str, float], runtime: Runtime) -> dict[str, float]:
     return {k: v / runtime.world_size for k, v in zip(keys, t.tolist())}
 
 
-BATCHNORM_MODES = ("batch", "frozen")
+BatchNormMode = typing.Literal["batch", "frozen"]
 
 
 def batch_normalising(model: nn.Module) -> list[str]:

@@ -30,7 +30,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -38,14 +38,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from capt.config import CHECKED, ConfigError, Count, Device, Flag, Fraction, Int, NonNegative, NonNegativeInt, Positive, \
+    with_config
 from capt.errors import CaptError
 from capt.models.checkpoint import load_checkpoint, save_checkpoint
-from capt.train.distributed import (BATCHNORM_MODES, DEVICES, Runtime, ShardSampler, all_mean, barrier,
+from capt.train.distributed import (BatchNormMode, Runtime, ShardSampler, all_mean, barrier,
                                     broadcast_from_main, freeze_batchnorm, synchronise_batchnorm,
                                     current_runtime, derive_seed, gather_to_main)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-SELECT_ON = ("bleu4", "cider")   # the validation metrics train.select_on may name
+Precision = Literal["fp32", "bf16", "fp16"]
+SelectOn = Literal["bleu4", "cider"]   # the validation metrics train.select_on may name
 
 
 def cpu_has_native_bf16() -> bool:
@@ -71,52 +74,39 @@ def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | No
 log = logging.getLogger(__name__)
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 32          # images per step; each brings all of its captions
-    lr: float = 4e-4              # decoder (Adam)
-    encoder_lr: float = 1e-4      # encoder blocks 2-4, when fine-tuned
-    grad_clip: float = 5.0
-    alpha_c: float = 1.0          # doubly stochastic attention regularisation
-    lr_decay: float = 0.8         # multiply learning rates by this ...
-    lr_patience: int = 2          # ... right after this many consecutive epochs whose val BLEU-4 is not
+    epochs: Count = 20
+    batch_size: Count = 32        # images per step; each brings all of its captions
+    lr: Positive = 4e-4           # decoder (Adam)
+    encoder_lr: Positive = 1e-4   # encoder blocks 2-4, when fine-tuned
+    grad_clip: NonNegative = 5.0  # the gradient norm clipped to; 0: no clipping
+    alpha_c: NonNegative = 1.0    # doubly stochastic attention regularisation
+    lr_decay: Fraction = 0.8      # multiply learning rates by this ...
+    lr_patience: Count = 2        # ... right after this many consecutive epochs whose val BLEU-4 is not
                                   # strictly above the best so far (an equal score counts); then recount
-    early_stop: int = 6           # stop after this many such epochs in a row (the same rule: Plateau)
-    select_on: str = "bleu4"      # the val metric of that rule: bleu4 (Show-Attend-Tell's) | cider (CIDEr-D)
-    val_beam_size: int = 1        # decoding for the per-epoch val BLEU-4 (1 = greedy)
-    max_decode_len: int = 20
-    num_workers: int = 0
-    prefetch_factor: int = 2      # batches each loader worker keeps ready (only with num_workers > 0): they
+    early_stop: Count = 6         # stop after this many such epochs in a row (the same rule: Plateau)
+    select_on: SelectOn = "bleu4" # the val metric of that rule: bleu4 (Show-Attend-Tell's) | cider (CIDEr-D)
+    val_beam_size: Count = 1      # decoding for the per-epoch val BLEU-4 (1 = greedy)
+    max_decode_len: Count = 20
+    num_workers: NonNegativeInt = 0
+    prefetch_factor: Count = 2    # batches each loader worker keeps ready (only with num_workers > 0): they
                                   # wait in shared memory (/dev/shm), which fit() checks before the first epoch
-    preload: bool = False         # read the training items into memory once (small datasets)
-    pin_memory: bool = False      # page-locked batches for faster copies to a GPU (ignored on the CPU)
-    processes: int = 1            # > 1: DistributedDataParallel under torchrun (python -m stages.launch)
-    device: str = "auto"          # auto (a GPU where there is one) | cpu | cuda
-    precision: str = "fp32"       # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
-    channels_last: bool = False   # convolution weights and images in NHWC memory order
-    batchnorm: str = "batch"      # BatchNorms that learn: batch (normalise by the batch; under DDP by the global
-                                  # batch, SyncBatchNorm, GPUs only) | frozen (running statistics; any process count)
-    seed: int = 0
+    preload: Flag = False         # read the training items into memory once (small datasets)
+    pin_memory: Flag = False      # page-locked batches for faster copies to a GPU (ignored on the CPU)
+    processes: Count = 1          # > 1: DistributedDataParallel under torchrun (python -m stages.launch)
+    device: Device = "auto"       # auto (a GPU where there is one) | cpu | cuda
+    precision: Precision = "fp32" # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    channels_last: Flag = False   # convolution weights and images in NHWC memory order
+    batchnorm: BatchNormMode = "batch"  # BatchNorms that learn: batch (normalise by the batch; under DDP by the
+                                  # global batch, SyncBatchNorm, GPUs only) | frozen (running statistics; any process count)
+    seed: Int = 0
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "lr_patience", "early_stop", "val_beam_size", "max_decode_len",
-                     "processes", "prefetch_factor"):
-            if getattr(self, name) < 1:
-                raise CaptError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.lr_decay <= 1:
-            raise CaptError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.batch_size % self.processes:
-            raise CaptError(f"train.batch_size {self.batch_size} (the global batch) must divide evenly over "
-                            f"train.processes {self.processes}")
-        if self.precision not in PRECISIONS:
-            raise CaptError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.device not in DEVICES:
-            raise CaptError(f"train.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.batchnorm not in BATCHNORM_MODES:
-            raise CaptError(f"train.batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {self.batchnorm!r}")
-        if self.select_on not in SELECT_ON:
-            raise CaptError(f"train.select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
+            raise ConfigError(f"batch_size {self.batch_size} (the global batch) must divide evenly over "
+                              f"processes {self.processes}")
 
 
 @dataclass

@@ -30,31 +30,26 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from capt.errors import CaptError
+from capt.config import CHECKED, Count, Device, Flag, Fraction, Int, NonNegativeInt, Positive, with_config
 from capt.models.encoder import Encoder
-from capt.train.loop import TrainConfig, to_device
+from capt.train.loop import Precision, TrainConfig, to_device
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class PretrainConfig:
-    epochs: int = 4                 # 0: keep the initial weights (ImageNet, or random + BN calibration)
-    batch_size: int = 64
-    lr: float = 0.003
-    min_cover: float = 0.25         # a cell belongs to a category that covers at least this share of it
-    init_seed: int = 0              # the random initialisation, when encoder.weights is null
-    calibration_images: int = 512   # BatchNorm statistics of a random trunk kept as is (epochs 0)
-    preload: bool = True            # hold the training images in memory (small datasets)
-    processes: int = 1              # > 1: DistributedDataParallel under torchrun (capt.train.loop)
-    device: str = "auto"
-    precision: str = "fp32"
-    channels_last: bool = False
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.epochs < 0:
-            raise CaptError(f"pretrain.epochs must be >= 0, got {self.epochs}")
-        if not 0 < self.min_cover <= 1:
-            raise CaptError(f"pretrain.min_cover must be in (0, 1], got {self.min_cover}")
+    epochs: NonNegativeInt = 4      # 0: keep the initial weights (ImageNet, or random + BN calibration)
+    batch_size: Count = 64
+    lr: Positive = 0.003
+    min_cover: Fraction = 0.25      # a cell belongs to a category that covers at least this share of it
+    init_seed: Int = 0              # the random initialisation, when encoder.weights is null
+    calibration_images: Count = 512 # BatchNorm statistics of a random trunk kept as is (epochs 0)
+    preload: Flag = True            # hold the training images in memory (small datasets)
+    processes: Count = 1            # > 1: DistributedDataParallel under torchrun (capt.train.loop)
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    channels_last: Flag = False
+    seed: Int = 0
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=max(self.epochs, 1), batch_size=self.batch_size, lr=self.lr,

@@ -15,8 +15,11 @@ beside ours.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from capt.errors import CaptError
+from annotated_types import Len
+
+from capt.config import CHECKED, ConfigError, Count, Real, with_config
 from capt.eval.bootstrap import format_p
 from capt.eval.compare import COMPARED_METRICS, METRIC_NAMES
 from capt.eval.study import BASELINES, CAPTION_BASELINES, PUBLISHED_METRICS
@@ -24,39 +27,34 @@ from capt.eval.table import markdown_table
 from capt.viz.report import Table
 
 
+@with_config(CHECKED)
 @dataclass(frozen=True)
 class ReportConfig:
     """The ``report`` section: how Table 1 times the models (its CPU ms column), the seed study's
     BLEU-4 (its seed column) and the published numbers beside ours (their table)."""
 
-    timing_images: int = 8                 # test images captioned one at a time for the CPU latency
-    timing_repeats: int = 3                # timed passes over them: the median and quartiles
-    timing_threads: int = 1                # torch CPU threads while timing: the same on every machine
-    beam_size: int = 3
-    max_len: int = 20
-    seed_bleu4: dict = field(default_factory=dict)   # model -> the seed study's BLEU-4 (its Table 1)
-    published: list = field(default_factory=list)    # {model, dataset, scores: {metric: value}, source}: what the
-                                                     # literature reports, printed beside our score of that metric
-    difference_pairs: list = field(default_factory=list)  # [[A, B], ...]: the difference view's pairs; empty: each
-                                                     # student against student_base, the teacher against BLIP
-    difference_examples: int = 2           # the images where A beats B most, and as many where B beats A most
-    viewer_images: int = 20                # test images in the viewer: the difference view's, then the first others
+    timing_images: Count = 8               # test images captioned one at a time for the CPU latency
+    timing_repeats: Count = 3              # timed passes over them: the median and quartiles
+    timing_threads: Count = 1              # torch CPU threads while timing: the same on every machine
+    beam_size: Count = 3
+    max_len: Count = 20
+    seed_bleu4: dict[str, Real] = field(default_factory=dict)   # model -> the seed study's BLEU-4 (its Table 1)
+    published: list[dict] = field(default_factory=list)   # {model, dataset, scores: {metric: value}, source}: what
+                                                     # the literature reports, printed beside our score of that metric
+    difference_pairs: list[Annotated[list[str], Len(2, 2)]] = field(default_factory=list)  # [[A, B], ...]: the
+                                                     # difference view's pairs; empty: each student against
+                                                     # student_base, the teacher against BLIP
+    difference_examples: Count = 2         # the images where A beats B most, and as many where B beats A most
+    viewer_images: Count = 20              # test images in the viewer: the difference view's, then the first others
 
     def __post_init__(self):
-        for i, pair in enumerate(self.difference_pairs):
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(m, str) for m in pair):
-                raise CaptError(f"report.difference_pairs[{i}] must be two model names [A, B], got {pair!r}")
-        for name in ("timing_images", "timing_repeats", "timing_threads", "difference_examples", "viewer_images"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CaptError(f"report.{name} must be a positive integer, got {value!r}")
         for i, entry in enumerate(self.published):
-            where = f"report.published[{i}]"
-            if not isinstance(entry, dict) or set(entry) != {"model", "dataset", "scores", "source"}:
-                raise CaptError(f"{where} must have exactly model, dataset, scores and source, got {entry!r}")
+            where = f"published[{i}]"
+            if set(entry) != {"model", "dataset", "scores", "source"}:
+                raise ConfigError(f"{where} must have exactly model, dataset, scores and source, got {entry!r}")
             unknown = set(entry["scores"]) - set(PUBLISHED_METRICS)
             if not entry["scores"] or unknown:
-                raise CaptError(f"{where}.scores: metrics among {', '.join(PUBLISHED_METRICS)}, got {entry['scores']!r}")
+                raise ConfigError(f"{where}.scores: metrics among {', '.join(PUBLISHED_METRICS)}, got {entry['scores']!r}")
 
 
 def table1_columns(rows: list[dict], test_sets: list[str], over_seeds: bool) -> list[tuple]:
