@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,14 +17,19 @@ from pathlib import Path
 from capt.errors import CaptError
 
 
-def _reason(e: BaseException) -> str:
+def _reason(e: BaseException, path: Path) -> str:
     """What went wrong, as the OS says it where it said it (``no space left on device``, ``file too
-    large``); a library's own message otherwise (torch's zip writer: ``unexpected pos 64 vs 0``,
-    with what usually causes it)."""
+    large``). torch's zip writer says only ``unexpected pos 64 vs 0``: the reason is then looked
+    for where the OS would have found it, this process's file-size limit and the disk's free space."""
     if isinstance(e, OSError) and e.strerror:
         return e.strerror[0].lower() + e.strerror[1:]
     first = (str(e).splitlines() or [type(e).__name__])[0]
     if "unexpected pos" in first or "write failed" in first.lower():
+        limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if limit != resource.RLIM_INFINITY:
+            return f"file too large (this process's file-size limit is {_mb(limit)}, ulimit -f)"
+        if shutil.disk_usage(path.parent).free < (1 << 20):
+            return "no space left on device"
         return f"the write failed ({first}): is the disk full, or the file over a size limit?"
     return f"{type(e).__name__}: {first}"
 
@@ -48,10 +55,60 @@ def atomic_output(path: Path, tmp_name: str | None = None) -> Iterator[Path]:
         raise
     except (OSError, RuntimeError) as e:     # the OS's (ENOSPC, EFBIG, ...), or torch's zip writer's
         tmp.unlink(missing_ok=True)
-        raise CaptError(f"{path}: {_reason(e)}") from None
+        raise CaptError(f"{path}: {_reason(e, path)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """:func:`atomic_output` for a folder written by a library that writes folders (transformers'
+    ``save_pretrained``): yield a temporary folder beside ``path``; when the block ends, it takes
+    ``path``'s place. On failure the temporary folder goes, ``path`` keeps its previous content, and
+    an OSError becomes ``CaptError("<path>: <reason>")``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    old = tmp.with_name(tmp.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)      # renames within one folder: the previous one is gone only once the new is there
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except CaptError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CaptError(f"{path}: {_reason(e, path)}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_room(path: Path, nbytes: int) -> None:
+    """CaptError naming ``path`` when a file of about ``nbytes`` will not fit: over this process's
+    file-size limit (``ulimit -f``), or more than the free space of its disk. For the large HDF5
+    writers (the prepared splits, the feature cache): HDF5 crashes the process (SIGSEGV) when a
+    write fails, before any error could be named, so they ask before they start."""
+    path = Path(path)
+    need = int(nbytes * 1.1) + (1 << 20)         # HDF5's chunk indexes and metadata on top of the data
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit != resource.RLIM_INFINITY and need > limit:
+        raise CaptError(f"{path}: file too large: about {_mb(need)} to write, over this process's file-size limit "
+                        f"of {_mb(limit)} (ulimit -f)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if need > free:
+        raise CaptError(f"{path}: no space left on device: about {_mb(need)} to write, {_mb(free)} free")
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:,.1f} MB" if nbytes >= 1e6 else f"{nbytes:,} bytes"
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -47,8 +46,6 @@ def main(ckpt_root: Path = typer.Option(Path("checkpoints"))) -> None:
     # every other key checked even when no epoch runs
     cfg = make_config(TrainConfig, {**blip.train, "epochs": max(epochs, 1)}, "blip.train")
     model, processor = load_blip(INIT)
-    if OUT.exists():
-        shutil.rmtree(OUT)
     if epochs == 0:                              # zero-shot, as the seed study used BLIP
         write_zero_shot(model, processor, gen, ckpt_root / "blip")
         return

@@ -21,6 +21,7 @@ import typer
 from capt.blip.model import BlipStudyConfig, load_blip, save_blip, small_blip
 from capt.data.vocab import SPECIALS, Vocabulary
 from capt.errors import CaptError
+from capt.files import atomic_folder
 from stages._common import read_config, stage_main
 
 log = logging.getLogger("stages.blip_weights")
@@ -99,12 +100,11 @@ def fetch_command(repo: str) -> str:
 
 
 def copy_files(files: dict[str, Path], out: Path) -> None:
-    """Plain copies in ``out`` (a cache snapshot holds symlinks to its blobs), and nothing else."""
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name, path in files.items():
-        shutil.copyfile(path, out / name)
+    """Plain copies in ``out`` (a cache snapshot holds symlinks to its blobs), and nothing else,
+    whole or not at all."""
+    with atomic_folder(out) as tmp:
+        for name, path in files.items():
+            shutil.copyfile(path, tmp / name)
 
 
 if __name__ == "__main__":

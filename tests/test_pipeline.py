@@ -414,6 +414,46 @@ def test_a_wrong_param_fails_its_stage_under_dvc_in_one_line_and_dvc_keeps_the_l
     assert json.loads(_run(["dvc", "status", "--json"], repo_copy)) == {}
 
 
+def _files_digest(root: Path) -> dict[str, str]:
+    """md5 of every file where stages write (outputs, and any temporary file left beside them)."""
+    import hashlib
+
+    return {str(f.relative_to(root)): hashlib.md5(f.read_bytes()).hexdigest()
+            for folder in ("data", "models", "metrics", "results", "checkpoints") for f in sorted((root / folder).rglob("*"))
+            if f.is_file()}
+
+
+def test_under_a_file_size_limit_every_stage_stops_in_one_line_and_loses_nothing(repo_copy):
+    """Every stage of the DAG, run as dvc.lock says under a file-size limit of 20 bytes
+    (RLIMIT_FSIZE: what a full disk does to a writer, without root): exit 1, one `error: <file>: `
+    line, no traceback (HDF5 would crash the process on a failed write: the large HDF5 writers check
+    the room first), and every file where stages write byte for byte as it was, no temporary file
+    left; `dvc status` then finds nothing changed."""
+    import resource
+    import signal
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # as stage_main does: EFBIG, not a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20, 20))
+
+    _run(["dvc", "repro"], repo_copy)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(repo_copy)}
+    before, failures = _files_digest(repo_copy), []
+    for name, stage in yaml.safe_load((repo_copy / "dvc.lock").read_text())["stages"].items():
+        proc = subprocess.run(stage["cmd"], shell=True, cwd=repo_copy, env=env, capture_output=True, text=True,
+                              preexec_fn=limited)
+        last = (proc.stderr.strip().splitlines() or [""])[-1]
+        if proc.returncode != 1 or "Traceback" in proc.stderr or not re.match(r"error: \S+: ", last):
+            failures.append(f"{name}: exit {proc.returncode}, {last!r}")
+        after = _files_digest(repo_copy)
+        if after != before:
+            failures.append(f"{name}: {sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))}")
+            before = after
+    assert not failures, "\n".join(failures)
+    assert json.loads(_run(["dvc", "status", "--json"], repo_copy)) == {}
+
+
 def test_training_stage_under_torchrun_with_two_gloo_processes(repo_copy, tmp_path):
     """dvc.yaml's command for `teacher.train.processes: 2`: the real train_teacher stage on two
     processes, rank 0 alone writing the model, its history and its metrics."""

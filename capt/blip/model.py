@@ -25,7 +25,7 @@ from transformers.utils.import_utils import is_torch_greater_or_equal
 
 from capt.config import CHECKED, ConfigError, Count, Int, NonNegativeInt, build_config, with_config
 from capt.errors import CaptError
-from capt.files import write_atomic
+from capt.files import atomic_folder, write_atomic
 
 # BERT's special tokens, then BLIP's decoder start token (Salesforce's processor adds it as bos).
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
@@ -118,10 +118,10 @@ def small_blip(cfg: SmallBlipConfig, words: list[str]) -> tuple[BlipForCondition
 
 
 def save_blip(model: BlipForConditionalGeneration, processor: BlipProcessor, folder: Path) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    """``folder`` replaced by the model's and processor's files, whole or not at all."""
+    with atomic_folder(Path(folder)) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
 
 
 def load_blip(folder: Path) -> tuple[BlipForConditionalGeneration, BlipProcessor]:

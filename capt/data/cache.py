@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from capt.errors import CaptError
+from capt.files import check_room
 
 STR = h5py.string_dtype("utf-8")
 # The test split again at BLIP's input size (capt.data.prepare): what BLIP is scored on.
@@ -64,13 +65,18 @@ def open_h5(path: Path, needs: Iterable[str] = (), what: str = "") -> h5py.File:
 
 
 class SplitWriter:
-    """Streams images and captions into ``<split>.h5`` a block at a time, so memory stays flat."""
+    """Streams images and captions into ``<split>.h5`` a block at a time, so memory stays flat.
+    ``images``: how many there will be at most, to check first that the file fits (capt.files.check_room)."""
+
+    # Bytes of an image's raw references, the usual five, with HDF5's variable-length string overhead
+    REFERENCE_BYTES = 5 * 80
 
     def __init__(self, path: Path, *, image_size: int, captions_per_image: int, max_len: int,
-                 attrs: dict, block: int = 256):
+                 attrs: dict, images: int, block: int = 256):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         S, C, L = image_size, captions_per_image, max_len + 2
+        check_room(self.path, images * (3 * S * S + C * L * 4 + C * 4 + 8 + 8 + self.REFERENCE_BYTES))
         # libver="latest": the newer chunk indexes stay smaller in memory for many one-image chunks.
         # rdcc_nbytes=0: we write whole blocks, so the chunk cache buys nothing, and with the
         # newer indexes it kept every written chunk of the small datasets (captions, lengths)

@@ -189,7 +189,8 @@ def _write_split(path: Path, records: list[ImageRecord], captions: CaptionStore,
                  store: ZipImageStore, vocab: Vocabulary, cfg: PrepareConfig, attrs: dict,
                  progress: bool, pool: Pool | None = None) -> tuple[dict, list[dict]]:
     C, L = cfg.captions_per_image, cfg.max_len + 2
-    writer = SplitWriter(path, image_size=cfg.image_size, captions_per_image=C, max_len=cfg.max_len, attrs=attrs)
+    writer = SplitWriter(path, image_size=cfg.image_size, captions_per_image=C, max_len=cfg.max_len, attrs=attrs,
+                         images=len(records))
     skipped: list[dict] = []
     counts = {"captions_truncated": 0, "captions_too_long": 0, "unk_tokens": 0, "tokens": 0}
     try:

@@ -7,6 +7,7 @@ same :class:`ImageRecord` sequences whichever dataset the folder holds.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sqlite3
 import zipfile
@@ -122,15 +123,31 @@ class CaptionStore:
         self.path = Path(path)
         self.path.unlink(missing_ok=True)
         self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA journal_mode = OFF")
-        self._db.execute("PRAGMA synchronous = OFF")
-        self._db.execute("CREATE TABLE captions (key TEXT NOT NULL, caption TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE images (split TEXT NOT NULL, image_id INTEGER NOT NULL, "
-                         "filename TEXT NOT NULL, restval INTEGER NOT NULL, captioned INTEGER NOT NULL DEFAULT 1)")
+        try:
+            with self._writing():
+                self._db.execute("PRAGMA journal_mode = OFF")
+                self._db.execute("PRAGMA synchronous = OFF")
+                self._db.execute("CREATE TABLE captions (key TEXT NOT NULL, caption TEXT NOT NULL)")
+                self._db.execute("CREATE TABLE images (split TEXT NOT NULL, image_id INTEGER NOT NULL, filename TEXT "
+                                 "NOT NULL, restval INTEGER NOT NULL, captioned INTEGER NOT NULL DEFAULT 1)")
+        except CaptError:
+            self.close()               # no `with` block owns the store yet: remove its file here
+            raise
         self.dropped = {"empty": 0, "no_image": 0}
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """SQLite's failed write (a full disk, a file-size limit: "disk I/O error") as one line
+        naming the file; the store is a temporary file that close() removes."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            raise CaptError(f"{self.path}: cannot write the captions' temporary store ({e}): is the disk full, or the "
+                            "file over a size limit (ulimit -f)?") from None
+
     def add(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self._db.executemany("INSERT INTO captions VALUES (?, ?)", self._with_words(pairs))
+        with self._writing():
+            self._db.executemany("INSERT INTO captions VALUES (?, ?)", self._with_words(pairs))
 
     def _with_words(self, pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
         for key, caption in pairs:
@@ -140,13 +157,18 @@ class CaptionStore:
                 self.dropped["empty"] += 1
 
     def add_record(self, record: ImageRecord) -> None:
-        self._db.execute("INSERT INTO images (split, image_id, filename, restval) VALUES (?, ?, ?, ?)",
-                         (record.split, record.image_id, record.filename, int(record.restval)))
+        with self._writing():
+            self._db.execute("INSERT INTO images (split, image_id, filename, restval) VALUES (?, ?, ?, ?)",
+                             (record.split, record.image_id, record.filename, int(record.restval)))
 
     def finish(self, fmt: str) -> None:
         """Index the keys once everything is in, mark the images no caption names, and count the
         captions of no image (a COCO annotation of an image id that no split lists, a Flickr8k
         line of a file that none does): nothing reads them."""
+        with self._writing():
+            self._finish(fmt)
+
+    def _finish(self, fmt: str) -> None:
         self._db.execute("CREATE INDEX captions_key ON captions (key)")
         # An image's caption key (ImageRecord.caption_key) in SQL: Flickr8k by file name, the rest by id.
         key = "images.filename" if fmt == "flickr8k" else "CAST(images.image_id AS TEXT)"

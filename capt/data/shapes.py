@@ -28,7 +28,6 @@ from __future__ import annotations
 import colorsys
 import io
 import math
-import os
 import re
 import string
 import zipfile
@@ -43,7 +42,7 @@ from PIL import Image, ImageDraw
 
 from capt.config import CHECKED, ConfigError, Int, NonNegativeInt, with_config
 from capt.errors import CaptError
-from capt.files import write_json
+from capt.files import atomic_output, write_json
 from capt.text import normalize_caption
 
 # ----------------------------------------------------------------------------- the words
@@ -538,8 +537,8 @@ def generate_shapes(cfg: ShapesConfig, out_dir: Path, name: str = "shapes", prog
     from tqdm import tqdm  # here, not at import: a library import should stay silent and light
 
     zip_path = out_dir / "images.zip"
-    zip_tmp = zip_path.with_name(zip_path.name + ".tmp")
-    with zipfile.ZipFile(zip_tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+    # a full disk or a kill mid-way: the previous archive stays, no partial one is left (capt.files)
+    with atomic_output(zip_path) as zip_tmp, zipfile.ZipFile(zip_tmp, "w", compression=zipfile.ZIP_STORED) as archive:
         for index in tqdm(range(total), desc=f"shapes {name}", disable=not progress, unit="img"):
             image_id = index + 1
             rng = np.random.default_rng([cfg.seed, world_index, image_id])
@@ -586,7 +585,6 @@ def generate_shapes(cfg: ShapesConfig, out_dir: Path, name: str = "shapes", prog
                         "size": obj.size,
                     }
                 )
-    os.replace(zip_tmp, zip_path)
 
     info = {
         "description": f"capt synthetic shapes world '{cfg.world}' (seed {cfg.seed})",

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from capt.data.cache import open_h5
 from capt.errors import CaptError
-from capt.files import atomic_output
+from capt.files import atomic_output, check_room
 from capt.models.encoder import Encoder
 
 
@@ -38,6 +38,10 @@ def encode_split(encoder: Encoder, prepared_h5: Path, out_h5: Path, *, batch_siz
     if not encoder.frozen:
         raise ValueError("only a frozen encoder's features can be cached")
     encoder.eval()
+    with open_h5(prepared_h5, ("images", "image_ids")) as src:
+        (n, _, S, _), D = src["images"].shape, encoder.feature_dim
+    h, w = encoder.native_grid(S, S)
+    check_room(Path(out_h5), n * h * w * D * 2)       # fp16 cells: HDF5 would crash on a failed write
     with atomic_output(Path(out_h5)) as tmp:          # a full disk or a kill: the previous good cache stays
         return _encode(encoder, prepared_h5, tmp, batch_size, progress)
 
