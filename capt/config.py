@@ -68,22 +68,48 @@ def build_config(kind: Any, values: Any, where: str, source: str | None = "param
     try:
         return TypeAdapter(kind).validate_python(values)
     except ValidationError as e:
-        problems = [_problem(error, kind, where, spell) for error in e.errors(include_url=False)]
-        message = "; ".join(dict.fromkeys(problems))
+        problems: dict[str, list[str]] = {}        # path -> what is wrong there (a union: one per member)
+        for error in e.errors(include_url=False):
+            loc = _key_parts(error["loc"], values)
+            path = spell(_path(where, loc))
+            if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):   # a mapping's / a dataclass's
+                what = f"unknown key{_nearest_key(kind, [str(p) for p in loc], where)}"
+            else:
+                what = _what_is_wrong(error)
+            problems.setdefault(path, []).append(what)
+        message = "; ".join(f"{path}: {_either(whats)}" for path, whats in problems.items())
         raise CaptError(message if source is None else f"{source}: {message}") from None
 
 
-def _problem(error: dict, kind: Any, where: str, spell: Callable[[str], str] = str) -> str:
-    # Pydantic's location of a union member or a validator names the type too (e.g. 'function-before'):
-    # the path is the parts that are keys (str) or list positions (int) of the values.
-    loc = [p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+def _key_parts(loc: tuple, values: Any) -> list:
+    """The parts of pydantic's location that are keys (or list positions) of ``values``: it also
+    names the member of a union or a validator a value went through (``str``, ``function-before``)."""
+    parts, node = [], values
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and "[" not in part and not part.startswith("function-"):
+            parts.append(part)                     # a key there, or one missing there
+            node = node.get(part)
+        elif isinstance(node, (list, tuple)) and isinstance(part, int):
+            parts.append(part)
+            node = node[part] if -len(node) <= part < len(node) else None
+    return parts
+
+
+def _path(where: str, loc: list) -> str:
     path = where
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else part
-    path = spell(path)
-    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):    # a mapping's / a dataclass's
-        return f"{path}: unknown key{_nearest_key(kind, [str(p) for p in loc], where)}"
-    return f"{path}: {_what_is_wrong(error)}"
+    return path
+
+
+def _either(whats: list[str]) -> str:
+    """One value's problems: a union's members' "must be a string, got 5" and "must be a list, got
+    5" read "must be a string or a list, got 5"."""
+    whats = list(dict.fromkeys(whats))
+    gots = {w.rpartition(", got ")[2] for w in whats}
+    if len(whats) > 1 and len(gots) == 1 and all(w.startswith("must be ") and ", got " in w for w in whats):
+        return "must be " + " or ".join(w[len("must be "):].rpartition(", got ")[0] for w in whats) + f", got {gots.pop()}"
+    return "; ".join(whats)
 
 
 def _what_is_wrong(error: dict) -> str:
@@ -123,24 +149,33 @@ def _nearest_key(kind: Any, loc: list[str], where: str) -> str:
     if not known:
         return ""
     key, parent = loc[-1], tuple(loc[:-1])
-    same_name = sorted((p for p in known if p[-1] == key), key=len)
+    siblings = [p for p in known if _matches(p[:-1], parent)]
+    same_name = sorted((p for p in known if p[-1] == key and not _matches(p[:-1], parent)), key=len)
+    close = difflib.get_close_matches(key, [p[-1] for p in siblings], n=1, cutoff=0.6)
     if same_name:
         best = same_name[0]
+    elif close:
+        best = parent + (close[0],)
     else:
-        siblings = [p for p in known if p[:-1] == parent]
-        close = difflib.get_close_matches(key, [p[-1] for p in siblings], n=1, cutoff=0.6)
-        if not close:
-            close_any = difflib.get_close_matches(key, [p[-1] for p in known], n=1, cutoff=0.75)
-            if not close_any:
-                return f" (known here: {', '.join(p[-1] for p in siblings)})" if siblings else ""
-            best = next(p for p in known if p[-1] == close_any[0])
-        else:
-            best = parent + (close[0],)
-    return f"; did you mean {'.'.join([where, *best]) if where else '.'.join(best)}?"
+        close_any = difflib.get_close_matches(key, [p[-1] for p in known], n=1, cutoff=0.75)
+        if not close_any:
+            return f" (known here: {', '.join(p[-1] for p in siblings)})" if siblings else ""
+        best = next(p for p in known if p[-1] == close_any[0])
+    # a mapping's own keys (distill.<variant>) are "*" in the known paths: the unknown key's, where it has one
+    best = tuple(loc[i] if part == "*" and i < len(parent) else part for i, part in enumerate(best))
+    return f"; did you mean {_path(where, list(best))}?"
+
+
+def _matches(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    return len(pattern) == len(path) and all(p in ("*", q) for p, q in zip(pattern, path))
 
 
 def _key_paths(kind: Any, prefix: tuple[str, ...] = ()) -> typing.Iterator[tuple[str, ...]]:
-    """Every key path of a config dataclass, nested configs included."""
+    """Every key path of a config dataclass, nested configs included; a mapping's keys are "*"
+    (``dict[str, DistillConfig]``: ``("*", "temperature")``)."""
+    if typing.get_origin(kind) is dict:
+        yield from _key_paths(typing.get_args(kind)[1], prefix + ("*",))
+        return
     kind = _config_class(kind)
     if kind is None:
         return

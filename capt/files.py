@@ -71,23 +71,38 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     old = tmp.with_name(tmp.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove(tmp)
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
-            os.replace(path, old)      # renames within one folder: the previous one is gone only once the new is there
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        moved = False
+        if path.exists() or path.is_symlink():
+            os.replace(path, old)      # renames within one folder: the previous one goes only once the new is there
+            moved = True
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if moved:
+                os.replace(old, path)
+            raise
+        _remove(old)
     except CaptError:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise CaptError(f"{path}: {_reason(e, path)}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
+
+
+def _remove(path: Path) -> None:
+    """A folder with what it holds, or a file or a link itself; nothing if there is none."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def check_room(path: Path, nbytes: int) -> None:

@@ -103,3 +103,15 @@ def test_a_value_of_a_plain_type_and_a_source_spelled_as_the_user_wrote_it():
 def test_a_config_built_directly_with_a_misfit_raises_a_capt_error():
     with pytest.raises(CaptError, match="epochs 7 does not fit"):
         Inner(epochs=7)
+
+
+def test_a_union_member_is_not_a_key_and_a_mappings_own_keys_stay_in_the_hint():
+    from capt.train.distill import DistillConfig
+    from stages.download import RemoteConfig
+
+    with pytest.raises(CaptError) as e:
+        build_config(RemoteConfig, {"urls": {"a.zip": 5}}, "download.coco")
+    assert str(e.value) == "params.yaml: download.coco.urls.a.zip: must be a string or a list, got 5"
+    with pytest.raises(CaptError) as e:
+        build_config(dict[str, DistillConfig], {"t5": {"beta": 0.3, "w_dec": 1, "temprature": 5}}, "distill")
+    assert str(e.value) == "params.yaml: distill.t5.temprature: unknown key; did you mean distill.t5.temperature?"

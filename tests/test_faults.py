@@ -352,7 +352,12 @@ def test_a_checkpoint_whose_words_or_weights_do_not_fit_is_one_line_naming_it(tm
     assert message.startswith(f"{encoder}: its encoder weights do not fit its config (Unexpected key(s) "), message
     newer = _edited(captioner, tmp_path / "newer.pt", decoder_config={**ckpt["decoder_config"], "heads": 4})
     message = _caption_error(capsys, ["caption", str(photo), "--model", str(newer)])
-    assert message.startswith(f"{newer}: its decoder config does not fit this capt ("), message
+    assert message == f"{newer}: its decoder config does not fit this capt (heads: unknown key (known here: " \
+                      "embed_dim, attention_dim, decoder_dim, dropout))", message
+    bad_name = _edited(captioner, tmp_path / "bad_name.pt", encoder_config={**ckpt["encoder_config"], "name": "resnet9"})
+    assert _caption_error(capsys, ["caption", str(photo), "--model", str(bad_name)]) == (
+        f"{bad_name}: its encoder config does not fit this capt (name: must be one of 'resnet18', 'resnet34', "
+        "'resnet50', 'resnet101' or 'resnet152', got \"resnet9\")")
     tensor = tmp_path / "tensor.pt"
     save_checkpoint(torch.zeros(3), tensor)
     assert _caption_error(capsys, ["caption", str(photo), "--model", str(tensor)]) == (

@@ -122,6 +122,9 @@ def test_pretrain_config_checks():
         build_config(PretrainConfig, {"epochs": -1}, "pretrain.teacher")
     with pytest.raises(CaptError, match=r"^params.yaml: pretrain.teacher.min_cover: must be <= 1, got 1.5$"):
         build_config(PretrainConfig, {"min_cover": 1.5}, "pretrain.teacher")
+    with pytest.raises(CaptError, match=r"^params.yaml: pretrain.students: batch_size 15 \(the global batch\) must "
+                                        r"divide evenly over processes 2$"):           # before it trains, at its path
+        build_config(PretrainConfig, {"batch_size": 15, "processes": 2}, "pretrain.students")
     assert PretrainConfig(epochs=0).train_config().epochs == 1
 
 

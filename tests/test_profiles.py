@@ -168,3 +168,44 @@ def test_the_seed_studys_follow_ups_compose_with_either_profile_and_the_seeds(tm
     assert {m: v.get("projection") for m, v in default["distill"].items() if m in encoder_kd} == \
         dict.fromkeys(encoder_kd, "always" if profile == "shapes" else "auto")
     assert all("projection" not in v for m, v in default["distill"].items() if m not in encoder_kd)
+
+
+@pytest.mark.parametrize("profile", ["shapes", "coco"])
+@pytest.mark.parametrize("seeds", ["one", "five"])
+@pytest.mark.parametrize("followups", ["none", "seed_study"])
+def test_every_composition_passes_the_checks_each_stage_makes_of_its_params(tmp_path, profile, seeds, followups):
+    """Each section of each composition of conf/, built into the config the stage that reads it
+    builds (capt.config): a profile that would stop a stage with `error: params.yaml: ...` is
+    found here, without running DVC (the COCO profile's stages never run in the tests but the
+    rehearsal's)."""
+    from capt.blip.model import BlipStudyConfig
+    from capt.data.prepare import PrepareConfig
+    from capt.data.shapes import ShapesConfig
+    from capt.eval.evaluation import EvaluateConfig
+    from capt.viz.table1 import ReportConfig
+    from stages._common import StudyConfig
+    from stages.attention import AttentionConfig
+    from stages.baselines import BaselinesConfig
+    from stages.distill import StudentsConfig
+    from stages.download import Source
+    from stages.features import FeaturesConfig
+    from stages.preflight import PreflightConfig
+    from stages.teacher_captions import TeacherCaptionsConfig
+    from stages.train_teacher import TeacherConfig
+
+    params = compose(tmp_path / "params.yaml", f"profile={profile}", f"seeds={seeds}", f"followups={followups}")
+    sections = {"preflight": PreflightConfig, "prepare": PrepareConfig, "features": FeaturesConfig,
+                "teacher": TeacherConfig, "teacher_captions": TeacherCaptionsConfig, "students": StudentsConfig,
+                "distill": dict[str, DistillConfig], "blip": BlipStudyConfig, "study": StudyConfig,
+                "baselines": BaselinesConfig, "evaluate": EvaluateConfig, "attention": AttentionConfig,
+                "report": ReportConfig, "pretrain": dict[str, PretrainConfig]}
+    assert set(params) == {*sections, "download"}
+    for section, kind in sections.items():
+        make_config(kind, params[section], section)
+    for name, values in params["download"].items():
+        values = dict(values)
+        source = make_config(Source, values.pop("source"), f"download.{name}.source")
+        make_config(ShapesConfig if source == "shapes" else RemoteConfig, values, f"download.{name}")
+    blip_train = params["blip"]["train"]
+    make_config(TrainConfig, {**blip_train, "epochs": max(blip_train["epochs"], 1)}, "blip.train")
+    assert set(params["study"]["models"]) - {"teacher"} <= set(params["distill"])

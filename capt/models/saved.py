@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from capt.config import build_config
 from capt.data.vocab import Vocabulary
 from capt.errors import CaptError
 from capt.models.beam_search import Decoded, beam_search
@@ -110,10 +111,11 @@ def load_captioner(path: Path) -> Captioner:
 
 
 def _saved_config(cls: type, saved: dict, path: Path, part: str):
-    """``cls(**saved)``, a config of another version (a field added or gone) or an invalid value one line."""
+    """``saved`` checked and built into ``cls`` as a params section is (capt.config); a config of
+    another version (a field added or gone) or an invalid value is one line."""
     try:
-        return cls(**saved)
-    except (TypeError, CaptError) as e:
+        return build_config(cls, saved, "", source=None)
+    except CaptError as e:
         raise CaptError(f"{path}: its {part} config does not fit this capt ({e})") from None
 
 

@@ -104,9 +104,13 @@ class TrainConfig:
     seed: Int = 0
 
     def __post_init__(self):
-        if self.batch_size % self.processes:
-            raise ConfigError(f"batch_size {self.batch_size} (the global batch) must divide evenly over "
-                              f"processes {self.processes}")
+        check_global_batch(self.batch_size, self.processes)
+
+
+def check_global_batch(batch_size: int, processes: int) -> None:
+    """Each of the processes takes batch_size / processes images of a step: they must divide."""
+    if batch_size % processes:
+        raise ConfigError(f"batch_size {batch_size} (the global batch) must divide evenly over processes {processes}")
 
 
 @dataclass

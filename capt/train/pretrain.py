@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from capt.config import CHECKED, Count, Device, Flag, Fraction, Int, NonNegativeInt, Positive, with_config
 from capt.models.encoder import Encoder
-from capt.train.loop import Precision, TrainConfig, to_device
+from capt.train.loop import Precision, TrainConfig, check_global_batch, to_device
 
 
 @with_config(CHECKED)
@@ -50,6 +50,9 @@ class PretrainConfig:
     precision: Precision = "fp32"
     channels_last: Flag = False
     seed: Int = 0
+
+    def __post_init__(self):
+        check_global_batch(self.batch_size, self.processes)     # named at pretrain's own path, not the TrainConfig's
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=max(self.epochs, 1), batch_size=self.batch_size, lr=self.lr,
